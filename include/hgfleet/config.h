@@ -1,0 +1,41 @@
+/* Process configuration from the environment (twelve-factor).
+ *
+ * Every secret variable also has a *_FILE form that names a file holding the
+ * value; the file wins when both are set. hgf_config owns its strings; free
+ * with hgf_config_free. Secret values are never copied into error messages. */
+#ifndef HGF_CONFIG_H
+#define HGF_CONFIG_H
+
+#include "hgfleet/err.h"
+#include "hgfleet/secret.h"
+
+typedef struct hgf_config {
+    char *database_url;      /* HGFLEET_DATABASE_URL, else DATABASE_URL, else "" (libpq PG* defaults) */
+    char *listen;            /* HGFLEET_LISTEN, default 0.0.0.0:8080 */
+    int workers;             /* HGFLEET_WORKERS, default 32 */
+    int per_registry_inflight; /* HGFLEET_REGISTRY_INFLIGHT, default 4 */
+    int total_inflight;      /* HGFLEET_TOTAL_INFLIGHT, default 256 */
+    int lease_seconds;       /* HGFLEET_LEASE_SECONDS, default 15 */
+    int has_master_key;
+    hgf_secret_key master_key; /* HGFLEET_MASTER_KEY[_FILE] */
+    char *ca_bundle;         /* AWS_CA_BUNDLE or NULL */
+} hgf_config;
+
+/* Loads everything; HGF_EINPUT names the bad variable. */
+int hgf_config_load(hgf_config *cfg, hgf_err *err);
+void hgf_config_free(hgf_config *cfg);
+
+/* Reads NAME or NAME_FILE (file wins; one trailing newline stripped).
+ * Returns a malloc'd string the caller frees (and wipes, for secrets), NULL
+ * when neither is set; on an unreadable file returns NULL and sets err. */
+char *hgf_config_secret_env(const char *name, hgf_err *err);
+
+/* Reads a whole file (or stdin for "-") with one trailing newline stripped;
+ * caller frees. `field` names the flag or variable for the error. */
+char *hgf_config_read_secret_file(const char *path, const char *field, hgf_err *err);
+
+/* A human description of where a libpq conninfo points ("host 127.0.0.1
+ * port 5432 database x"), with any password removed. Caller frees. */
+char *hgf_config_describe_db(const char *conninfo);
+
+#endif

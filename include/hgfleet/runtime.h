@@ -1,0 +1,25 @@
+/* What every job needs from the process: the loop, the config, the store and
+ * the HTTP client. Owned by main (or the command that built it); jobs borrow. */
+#ifndef HGF_RUNTIME_H
+#define HGF_RUNTIME_H
+
+#include "hgfleet/config.h"
+#include "hgfleet/http.h"
+#include "hgfleet/store.h"
+
+struct ev_loop;
+
+typedef struct hgf_runtime {
+    struct ev_loop *loop;
+    const hgf_config *cfg;
+    hgf_store *store;
+    hgf_http *http;
+    char owner[96];   /* this process's lease owner id: host:pid:random */
+} hgf_runtime;
+
+/* Opens the store and the HTTP client on the default loop. On failure
+ * everything opened is closed again and err names what failed. */
+int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err);
+void hgf_runtime_close(hgf_runtime *rt);
+
+#endif

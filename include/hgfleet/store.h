@@ -1,0 +1,64 @@
+/* The PostgreSQL store: one libpq connection driven asynchronously on the
+ * libev loop, in pipeline mode so many queries can be in flight at once.
+ *
+ * Every query is its own implicit transaction (a Sync follows each), so one
+ * failing statement never aborts another caller's. Multi-statement work is
+ * done by plpgsql functions in sql/, one round trip each.
+ *
+ * Ownership: hgf_store_open returns a store the caller frees with
+ * hgf_store_close. A query's callback OWNS the PGresult it is given (NULL on
+ * error) and must PQclear it. hgf_store_exec returns a PGresult the caller
+ * PQclears. Parameters are copied by libpq at send time. */
+#ifndef HGF_STORE_H
+#define HGF_STORE_H
+
+#include <libpq-fe.h>
+
+#include "hgfleet/err.h"
+
+struct ev_loop;
+
+typedef struct hgf_store hgf_store;
+
+/* err is NULL on success; on failure res is NULL and err says why. */
+typedef void (*hgf_store_cb)(PGresult *res, const hgf_err *err, void *arg);
+
+/* Connects (with a 5 s connect timeout). On failure: HGF_EDB and a message
+ * naming the host, port and database tried, never a password. */
+hgf_store *hgf_store_open(struct ev_loop *loop, const char *conninfo, hgf_err *err);
+/* Fails every pending query's callback with HGF_EDB, then closes. */
+void hgf_store_close(hgf_store *s);
+
+/* Sends a parameterized query (text parameters; NULL = SQL NULL). The
+ * callback runs from the loop when the result arrives. */
+int hgf_store_query(hgf_store *s, const char *sql, int nparams, const char *const *params,
+                    hgf_store_cb cb, void *arg);
+
+/* Sends and runs the loop until this query finishes. For CLI commands; never
+ * call it from inside a loop callback. *out receives the result on success. */
+int hgf_store_exec(hgf_store *s, const char *sql, int nparams, const char *const *params,
+                   PGresult **out, hgf_err *err);
+
+/* Runs a multi-statement script with the simple protocol. It leaves pipeline
+ * mode for the duration and blocks the loop, so it is only for start-up work
+ * (migrations) with nothing else pending: HGF_EINPUT otherwise. */
+int hgf_store_exec_script(hgf_store *s, const char *script, hgf_err *err);
+
+/* A result that is not COMMAND_OK/TUPLES_OK becomes HGF_EDB with the server's
+ * message (and SQLSTATE); unique violations become HGF_EEXIST. */
+int hgf_store_check(const PGresult *res, hgf_err *err);
+
+int hgf_store_pending(const hgf_store *s);
+/* The number of rows written by statements this store has run (commands'
+ * row counts plus functions that report it), for metrics and benchmarks. */
+long hgf_store_rows_written(const hgf_store *s);
+void hgf_store_add_rows_written(hgf_store *s, long n);
+
+/* Migrations embedded in the binary (sql/NNN_name.sql). Applies those not yet
+ * in schema_migrations, each in its own transaction, under an advisory lock so
+ * replicas starting together do not race. *applied gets the count. */
+int hgf_store_migrate(hgf_store *s, int *applied, hgf_err *err);
+/* 1 if every embedded migration is applied, 0 if not, <0 on error. */
+int hgf_store_migrations_current(hgf_store *s, hgf_err *err);
+
+#endif

@@ -1,0 +1,39 @@
+/* The sync job: one registry's catalog from ECR into the store.
+ *
+ * DescribeRepositories (every page), then DescribeImages per repository
+ * (every page, a bounded number of repositories at once), tag filters
+ * applied, then one hgf_apply_sync call that writes only the differences
+ * and queues a scan for every new digest. Nothing is written when any call
+ * fails, so an AWS error leaves the stored catalog as it was. */
+#ifndef HGF_SYNC_H
+#define HGF_SYNC_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "hgfleet/err.h"
+#include "hgfleet/runtime.h"
+
+typedef struct hgf_sync_stats {
+    int64_t connection_id;
+    char registry[128];
+    int repositories, images, pages, api_calls, images_filtered;
+    double seconds;
+    json_t *applied;   /* hgf_apply_sync's counts; borrowed during the callback */
+} hgf_sync_stats;
+
+/* rc is 0 or the failure (err set). Called once, from the loop, unless
+ * hgf_sync_start itself returns an error (then never). */
+typedef void (*hgf_sync_cb)(int rc, const hgf_err *err, const hgf_sync_stats *st, void *arg);
+
+int hgf_sync_start(hgf_runtime *rt, int64_t connection_id, hgf_sync_cb cb, void *arg,
+                   hgf_err *err);
+
+/* Tag filter semantics: a tag is kept when it matches an include glob (or
+ * there are none) and no exclude glob. A tagged image with no tag kept is
+ * dropped; an untagged image is kept only when there are no include globs.
+ * Returns 1 to keep; kept tags are appended to `kept` (a JSON array). */
+int hgf_sync_filter_tags(json_t *tags, char *const *include, int n_include,
+                         char *const *exclude, int n_exclude, json_t *kept);
+
+#endif

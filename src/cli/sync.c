@@ -1,0 +1,176 @@
+#include "hgfleet/cli.h"
+#include "hgfleet/conn.h"
+#include "hgfleet/jobs.h"
+#include "hgfleet/worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char USAGE[] =
+    "Usage: hgfleet sync [ID|REGISTRY_URL ...|--all] [--wait] [--json]\n"
+    "\n"
+    "Queues a sync of the named connections (or of all of them with --all):\n"
+    "DescribeRepositories, then DescribeImages per repository, every page.\n"
+    "\n"
+    "  --all     every connection\n"
+    "  --wait    work the queue in this process until these syncs are done\n"
+    "            (scans they queue are left to the servers)\n"
+    "  --json    print one JSON object per job on stdout\n"
+    "\n"
+    "Exit codes: 0 queued (or, with --wait, all succeeded), 1 a sync failed or the\n"
+    "database is unreachable, 2 bad arguments or an unknown connection.\n";
+
+typedef struct sync_opts {
+    int all, wait, json;
+    char **targets;
+    int n_targets;
+} sync_opts;
+
+static int parse(int argc, char **argv, sync_opts *o)
+{
+    o->targets = calloc((size_t)argc, sizeof *o->targets);
+    for (int i = 1; i < argc; i++) {
+        hgf_err err;
+        hgf_registry reg;
+        if (!strcmp(argv[i], "--all"))
+            o->all = 1;
+        else if (!strcmp(argv[i], "--wait"))
+            o->wait = 1;
+        else if (!strcmp(argv[i], "--json"))
+            o->json = 1;
+        else if (argv[i][0] == '-')
+            return hgf_cli_usage_error("sync", "unknown option %s", argv[i]);
+        else if (strlen(argv[i]) >= 12 && hgf_endpoint_parse_registry(argv[i], &reg, &err))
+            return hgf_cli_fail(&err);
+        else
+            o->targets[o->n_targets++] = argv[i];
+    }
+    if (o->all && o->n_targets)
+        return hgf_cli_usage_error("sync", "--all: cannot be combined with named connections");
+    if (!o->all && !o->n_targets)
+        return hgf_cli_usage_error("sync", "name connections (ID or REGISTRY_URL) or pass --all");
+    return 0;
+}
+
+static int collect(hgf_runtime *rt, const sync_opts *o, hgf_connection **list, int *n, hgf_err *err)
+{
+    if (o->all)
+        return hgf_conn_list(rt->store, list, n, err);
+    *list = calloc((size_t)o->n_targets, sizeof **list);
+    *n = 0;
+    for (int i = 0; i < o->n_targets; i++) {
+        int rc = hgf_conn_find(rt->store, o->targets[i], &(*list)[i], err);
+        if (rc)
+            return rc == HGF_ENOTFOUND ? (err->code = HGF_EINPUT) : rc;
+        *n = i + 1;
+    }
+    return 0;
+}
+
+typedef struct report {
+    int json, failed, done;
+} report;
+
+static void on_done(int64_t job_id, const char *kind, const hgf_err *err, json_t *result, void *arg)
+{
+    report *r = arg;
+    r->done++;
+    const char *registry = json_string_value(json_object_get(result, "registry"));
+    if (err)
+        r->failed++;
+    if (r->json) {
+        json_t *o = json_pack("{s:I, s:s, s:s}", "job_id", (json_int_t)job_id, "status",
+                              err ? "failed" : "ok", "registry", registry ? registry : "");
+        if (err)
+            json_object_set_new(o, "error", json_string(err->msg));
+        if (result)
+            json_object_set(o, "result", result);
+        char *t = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", t);
+        fflush(stdout);
+        free(t);
+        json_decref(o);
+    } else if (err) {
+        printf("sync %s: failed: %s\n", registry && *registry ? registry : "?", err->msg);
+    } else {
+        json_t *a = json_object_get(result, "applied");
+        printf("sync %s: ok, %lld repositories, %lld images (%lld new, %lld gone, %lld tag "
+               "moves, %lld scans queued) in %.2fs\n",
+               registry, json_integer_value(json_object_get(result, "repositories")),
+               json_integer_value(json_object_get(result, "images")),
+               json_integer_value(json_object_get(a, "new_images")),
+               json_integer_value(json_object_get(a, "deleted_images")),
+               json_integer_value(json_object_get(a, "tag_moves")),
+               json_integer_value(json_object_get(a, "scans_queued")),
+               json_real_value(json_object_get(result, "seconds")));
+    }
+}
+
+static int enqueue_all(hgf_runtime *rt, hgf_connection *list, int n, int64_t *ids, hgf_err *err)
+{
+    for (int i = 0; i < n; i++) {
+        char payload[64], key[64];
+        snprintf(payload, sizeof payload, "{\"connection_id\":%lld}", (long long)list[i].id);
+        snprintf(key, sizeof key, "sync:%lld", (long long)list[i].id);
+        int rc = hgf_jobs_enqueue(rt->store, "sync", payload, 5, key, &ids[i], NULL, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int run(hgf_runtime *rt, const sync_opts *o)
+{
+    hgf_connection *list = NULL;
+    int n = 0, code = 0;
+    hgf_err err;
+    hgf_err_clear(&err);
+    int64_t *ids = NULL;
+    int rc = collect(rt, o, &list, &n, &err);
+    if (!rc && (ids = calloc(n ? (size_t)n : 1, sizeof *ids)) == NULL)
+        rc = hgf_err_set(&err, HGF_ENOMEM, "out of memory");
+    if (!rc)
+        rc = enqueue_all(rt, list, n, ids, &err);
+    if (rc) {
+        code = hgf_cli_fail(&err);
+    } else if (!o->wait) {
+        for (int i = 0; i < n; i++)
+            printf("sync %s: queued as job %lld\n", list[i].reg.host, (long long)ids[i]);
+    } else {
+        report r = {o->json, 0, 0};
+        fprintf(stderr, "syncing %d connection%s...\n", n, n == 1 ? "" : "s");
+        rc = hgf_worker_drain(rt, ids, n, rt->cfg->workers, on_done, &r, &err);
+        if (rc)
+            code = hgf_cli_fail(&err);
+        else if (r.failed)
+            code = 1;
+        fprintf(stderr, "%d sync%s ran here, %d failed\n", r.done, r.done == 1 ? "" : "s",
+                r.failed);
+    }
+    free(ids);
+    hgf_conn_free_list(list, n);
+    return code;
+}
+
+int hgf_cli_sync(int argc, char **argv)
+{
+    if (hgf_cli_wants_help(argc, argv)) {
+        fputs(USAGE, stdout);
+        return 0;
+    }
+    sync_opts o = {0};
+    int rc = parse(argc, argv, &o);
+    if (rc) {
+        free(o.targets);
+        return rc;
+    }
+    hgf_config cfg;
+    hgf_runtime rt;
+    int code = hgf_cli_open(&cfg, &rt);
+    if (!code) {
+        code = run(&rt, &o);
+        hgf_cli_close(&cfg, &rt);
+    }
+    free(o.targets);
+    return code;
+}

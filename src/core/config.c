@@ -1,0 +1,147 @@
+#include "hgfleet/config.h"
+#include "hgfleet/buf.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *dup_env(const char *name, const char *dflt)
+{
+    const char *v = getenv(name);
+    if (v && *v)
+        return strdup(v);
+    return dflt ? strdup(dflt) : NULL;
+}
+
+static int int_env(const char *name, int dflt, int lo, int hi, int *out, hgf_err *err)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        *out = dflt;
+        return 0;
+    }
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end || n < lo || n > hi)
+        return hgf_err_set(err, HGF_EINPUT, "%s: expected an integer from %d to %d, got \"%s\"",
+                           name, lo, hi, v);
+    *out = (int)n;
+    return 0;
+}
+
+static void strip_newline(hgf_buf *b)
+{
+    if (b->len && b->data[b->len - 1] == '\n')
+        b->data[--b->len] = '\0';
+    if (b->len && b->data[b->len - 1] == '\r')
+        b->data[--b->len] = '\0';
+}
+
+char *hgf_config_read_secret_file(const char *path, const char *field, hgf_err *err)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "r") : stdin;
+    if (!f) {
+        hgf_err_set(err, HGF_EINPUT, "%s: cannot read file \"%s\": %s", field, path, strerror(errno));
+        return NULL;
+    }
+    hgf_buf b = HGF_BUF_INIT;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        hgf_buf_append(&b, chunk, n);
+    int bad = ferror(f);
+    if (f != stdin)
+        fclose(f);
+    if (bad) {
+        hgf_secret_wipe_buf(&b);
+        hgf_err_set(err, HGF_EINPUT, "%s: error reading \"%s\"", field, path);
+        return NULL;
+    }
+    strip_newline(&b);
+    return hgf_buf_detach(&b);
+}
+
+char *hgf_config_secret_env(const char *name, hgf_err *err)
+{
+    char fname[128];
+    snprintf(fname, sizeof fname, "%s_FILE", name);
+    const char *path = getenv(fname);
+    if (path && *path)
+        return hgf_config_read_secret_file(path, fname, err);
+    return dup_env(name, NULL);
+}
+
+static int load_master_key(hgf_config *cfg, hgf_err *err)
+{
+    hgf_err e2;
+    hgf_err_clear(&e2);
+    char *k = hgf_config_secret_env("HGFLEET_MASTER_KEY", &e2);
+    if (!k)
+        return e2.code ? hgf_err_set(err, e2.code, "%s", e2.msg) : 0;
+    int rc = hgf_secret_key_parse(k, "HGFLEET_MASTER_KEY", &cfg->master_key, err);
+    hgf_secret_wipe(k, strlen(k));
+    free(k);
+    if (rc == 0)
+        cfg->has_master_key = 1;
+    return rc;
+}
+
+int hgf_config_load(hgf_config *cfg, hgf_err *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->database_url = dup_env("HGFLEET_DATABASE_URL", NULL);
+    if (!cfg->database_url)
+        cfg->database_url = dup_env("DATABASE_URL", "");
+    cfg->listen = dup_env("HGFLEET_LISTEN", "0.0.0.0:8080");
+    cfg->ca_bundle = dup_env("AWS_CA_BUNDLE", NULL);
+    int rc = int_env("HGFLEET_WORKERS", 32, 1, 4096, &cfg->workers, err);
+    if (!rc)
+        rc = int_env("HGFLEET_REGISTRY_INFLIGHT", 4, 1, 1000, &cfg->per_registry_inflight, err);
+    if (!rc)
+        rc = int_env("HGFLEET_TOTAL_INFLIGHT", 256, 1, 100000, &cfg->total_inflight, err);
+    if (!rc)
+        rc = int_env("HGFLEET_LEASE_SECONDS", 15, 2, 3600, &cfg->lease_seconds, err);
+    if (!rc)
+        rc = load_master_key(cfg, err);
+    return rc;
+}
+
+void hgf_config_free(hgf_config *cfg)
+{
+    free(cfg->database_url);
+    free(cfg->listen);
+    free(cfg->ca_bundle);
+    hgf_secret_wipe(&cfg->master_key, sizeof cfg->master_key);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+char *hgf_config_describe_db(const char *conninfo)
+{
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo ? conninfo : "", &errmsg);
+    PQfreemem(errmsg);
+    const char *host = NULL, *port = NULL, *db = NULL, *user = NULL;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (!strcmp(o->keyword, "host") || (!host && !strcmp(o->keyword, "hostaddr")))
+            host = o->val;
+        else if (!strcmp(o->keyword, "port"))
+            port = o->val;
+        else if (!strcmp(o->keyword, "dbname"))
+            db = o->val;
+        else if (!strcmp(o->keyword, "user"))
+            user = o->val;
+    }
+    if (!host)
+        host = getenv("PGHOST");
+    if (!port)
+        port = getenv("PGPORT");
+    hgf_buf b = HGF_BUF_INIT;
+    hgf_buf_printf(&b, "host %s port %s database %s user %s", host ? host : "(default socket)",
+                   port ? port : "5432", db ? db : "(default)", user ? user : "(default)");
+    PQconninfoFree(opts);
+    return hgf_buf_detach(&b);
+}

@@ -1,0 +1,43 @@
+#include "hgfleet/runtime.h"
+
+#include <ev.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err)
+{
+    memset(rt, 0, sizeof *rt);
+    rt->loop = EV_DEFAULT;
+    rt->cfg = cfg;
+    char host[64] = "host";
+    gethostname(host, sizeof host - 1);
+    unsigned char rnd[4] = {0};
+    RAND_bytes(rnd, sizeof rnd);
+    snprintf(rt->owner, sizeof rt->owner, "%s:%d:%02x%02x%02x%02x", host, (int)getpid(), rnd[0],
+             rnd[1], rnd[2], rnd[3]);
+    rt->store = hgf_store_open(rt->loop, cfg->database_url, err);
+    if (!rt->store)
+        return err ? err->code : HGF_EDB;
+    hgf_http_opts o = {.max_total = cfg->total_inflight,
+                       .max_per_key = cfg->per_registry_inflight,
+                       .ca_bundle = cfg->ca_bundle};
+    rt->http = hgf_http_new(rt->loop, &o, err);
+    if (!rt->http) {
+        hgf_store_close(rt->store);
+        rt->store = NULL;
+        return err ? err->code : HGF_EFAIL;
+    }
+    return 0;
+}
+
+void hgf_runtime_close(hgf_runtime *rt)
+{
+    if (rt->http)
+        hgf_http_free(rt->http);
+    if (rt->store)
+        hgf_store_close(rt->store);
+    rt->http = NULL;
+    rt->store = NULL;
+}

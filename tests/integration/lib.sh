@@ -1,0 +1,164 @@
+# shellcheck shell=bash
+# Helpers for tests/integration/test_*.sh; source it first:
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# ctest provides HGF_PG_DIR (a cluster started by scripts/pg-harness),
+# HGFLEET_BIN, ECRSIM_BIN, HGF_SOURCE_DIR and HGF_BUILD_DIR.
+#
+# Sourcing installs an EXIT trap that stops processes started with hgf_bg and
+# deletes every hgf_tmpdir. Register extra clean-up with hgf_on_exit instead of
+# setting another EXIT trap. HGF_KEEP_TMP=1 keeps the temporary files.
+set -euo pipefail
+# Without this, a failing command inside $(...) goes unnoticed.
+shopt -s inherit_errexit
+
+HGF_PG_BIN=${HGF_PG_BIN:-/usr/lib/postgresql/15/bin}
+HGF_OUT=
+HGF_ERR=
+HGF_RC=
+HGF_BG_PID=
+_HGF_EXIT_CMDS=()
+
+hgf_fail() {
+  printf 'FAIL: %s\n' "$*" >&2
+  exit 1
+}
+
+# Everything lives under one root made at source time, so hgf_tmpdir and
+# hgf_bg still get cleaned up when called from a subshell such as $(...).
+_HGF_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/hgf-test.XXXXXX") || hgf_fail "mktemp failed"
+: >"$_HGF_ROOT/pids"
+
+_hgf_stop_pid() {
+  local pid=$1 i
+  # hgf_bg starts each command as a process group leader, so the group takes
+  # the command's children with it.
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
+  for (( i = 0; i < 50; i++ )); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+}
+
+_hgf_cleanup() {
+  local rc=$? cmd pid
+  set +e
+  for cmd in "${_HGF_EXIT_CMDS[@]}"; do
+    eval "$cmd"
+  done
+  while read -r pid; do
+    [[ -n $pid ]] && _hgf_stop_pid "$pid"
+  done <"$_HGF_ROOT/pids"
+  if [[ ${HGF_KEEP_TMP:-0} == 1 ]]; then
+    printf 'kept temporary files in %s\n' "$_HGF_ROOT" >&2
+  else
+    rm -rf "$_HGF_ROOT"
+  fi
+  exit "$rc"
+}
+trap _hgf_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# hgf_on_exit CMD [ARGS...]: run CMD when the test exits (before processes stop).
+hgf_on_exit() {
+  _HGF_EXIT_CMDS+=("$(printf '%q ' "$@")")
+}
+
+hgf_tmpdir() {
+  mktemp -d "$_HGF_ROOT/tmp.XXXXXX"
+}
+
+# hgf_bg CMD [ARGS...]: start CMD in the background; its pid is left in
+# HGF_BG_PID (so call it directly, not in $(...)). Redirect its output at the
+# call site: hgf_bg "$HGFLEET_BIN" serve >"$log" 2>&1
+hgf_bg() {
+  [[ $# -gt 0 ]] || hgf_fail "hgf_bg: no command given"
+  # Without job control a background child is not a group leader, so setsid
+  # makes it one without forking and $! stays the command's own pid.
+  setsid "$@" &
+  HGF_BG_PID=$!
+  printf '%s\n' "$HGF_BG_PID" >>"$_HGF_ROOT/pids"
+}
+
+hgf_pg_url() {
+  [[ -n ${HGF_PG_DIR:-} ]] || hgf_fail "HGF_PG_DIR is not set (run the test through ctest, or export it)"
+  [[ -s $HGF_PG_DIR/url ]] || hgf_fail "no PostgreSQL URL in $HGF_PG_DIR/url (run: scripts/pg-harness start $HGF_PG_DIR)"
+  local url
+  url=$(<"$HGF_PG_DIR/url")
+  printf '%s\n' "$url"
+}
+
+# hgf_psql URL [PSQL ARGS...]: unaligned, tuples-only, stops at the first error.
+hgf_psql() {
+  local url=$1
+  shift
+  "$HGF_PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -d "$url" "$@"
+}
+
+# hgf_new_db NAME: create an empty database and print its URL. The name gets
+# the pid and a random suffix so parallel tests and repeated calls never clash.
+hgf_new_db() {
+  [[ $# -eq 1 && -n $1 ]] || hgf_fail "hgf_new_db: expected one NAME"
+  local base stem name attempt
+  base=$(hgf_pg_url)
+  stem=$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]' | tr -c 'a-z0-9_' '_' | cut -c1-32)
+  for (( attempt = 0; attempt < 5; attempt++ )); do
+    name="hgf_${stem}_$$_$(( SRANDOM % 1000000 ))"
+    if hgf_psql "$base" -c "CREATE DATABASE \"$name\"" 2>"$_HGF_ROOT/createdb.err"; then
+      printf '%s/%s\n' "${base%/*}" "$name"
+      return 0
+    fi
+    grep -q 'already exists' "$_HGF_ROOT/createdb.err" || break
+  done
+  hgf_fail "hgf_new_db: could not create database $name: $(cat "$_HGF_ROOT/createdb.err")"
+}
+
+# hgf_wait_for_line FILE REGEX TIMEOUT_S: print the first line of FILE that
+# matches the extended REGEX, waiting up to TIMEOUT_S whole seconds for it.
+hgf_wait_for_line() {
+  [[ $# -eq 3 && $3 =~ ^[0-9]+$ ]] || hgf_fail "hgf_wait_for_line: expected FILE REGEX TIMEOUT_S"
+  local file=$1 regex=$2 ticks=$(( $3 * 10 )) line
+  while :; do
+    if line=$(grep -E -m 1 -- "$regex" "$file" 2>/dev/null); then
+      printf '%s\n' "$line"
+      return 0
+    fi
+    (( ticks-- > 0 )) || break
+    sleep 0.1
+  done
+  {
+    printf 'last lines of %s:\n' "$file"
+    tail -n 20 "$file" 2>/dev/null || printf '(file does not exist)\n'
+  } >&2
+  hgf_fail "no line matching /$regex/ in $file after $3 s"
+}
+
+hgf_assert_eq() {
+  [[ $# -eq 3 ]] || hgf_fail "hgf_assert_eq: expected EXPECTED ACTUAL MSG"
+  [[ $1 == "$2" ]] || hgf_fail "$3: expected '$1', got '$2'"
+}
+
+hgf_assert_contains() {
+  [[ $# -eq 3 ]] || hgf_fail "hgf_assert_contains: expected HAYSTACK NEEDLE MSG"
+  [[ $1 == *"$2"* ]] || hgf_fail "$3: '$2' not found in: $1"
+}
+
+# hgf_expect_exit CODE CMD [ARGS...]: run CMD, keep its stdout, stderr and exit
+# status in HGF_OUT, HGF_ERR and HGF_RC, and fail unless the status is CODE.
+hgf_expect_exit() {
+  [[ $# -ge 2 && $1 =~ ^[0-9]+$ ]] || hgf_fail "hgf_expect_exit: expected CODE CMD..."
+  local want=$1 out="$_HGF_ROOT/expect.out" err="$_HGF_ROOT/expect.err"
+  shift
+  HGF_RC=0
+  # A subshell, so that a shell function calling exit (hgf_fail) is caught too.
+  ( "$@" ) >"$out" 2>"$err" || HGF_RC=$?
+  HGF_OUT=$(<"$out")
+  HGF_ERR=$(<"$err")
+  [[ $HGF_RC == "$want" ]] ||
+    hgf_fail "$(printf '%q ' "$@")exited $HGF_RC, expected $want
+--- stdout:
+$HGF_OUT
+--- stderr:
+$HGF_ERR"
+}
