@@ -5,6 +5,7 @@
 #include "hgfleet/cli.h"
 #include "hgfleet/conn.h"
 #include "hgfleet/jobs.h"
+#include "hgfleet/log.h"
 #include "hgfleet/worker.h"
 
 #include <errno.h>
@@ -337,6 +338,9 @@ int hgf_cli_demo(int argc, char **argv)
     }
     demo d;
     memset(&d, 0, sizeof d);
+    /* The summary is the output; per-sync log lines only bury it. */
+    if (!getenv("HGFLEET_LOG_LEVEL"))
+        hgf_log_set_level(HGF_LOG_WARN);
     int rc = parse(argc, argv, &d);
     if (rc)
         return rc;

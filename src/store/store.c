@@ -120,6 +120,12 @@ static void on_write(struct ev_loop *loop, ev_io *w, int revents)
         ev_io_stop(loop, w);
 }
 
+/* Server notices ("relation already exists, skipping") are not user output. */
+static void on_notice(void *arg, const char *message)
+{
+    hgf_log_debug("store.notice", "%.*s", (int)strcspn(message, "\n"), message);
+}
+
 static PGconn *connect_db(const char *conninfo)
 {
     const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
@@ -155,6 +161,7 @@ hgf_store *hgf_store_open(struct ev_loop *loop, const char *conninfo, hgf_err *e
         free(s);
         return NULL;
     }
+    PQsetNoticeProcessor(s->conn, on_notice, NULL);
     if (PQsetnonblocking(s->conn, 1) || !PQenterPipelineMode(s->conn)) {
         hgf_err_set(err, HGF_EDB, "database (%s): cannot enter pipeline mode", s->where);
         PQfinish(s->conn);
@@ -291,6 +298,7 @@ int hgf_store_exec_script(hgf_store *s, const char *script, hgf_err *err)
         PGresult *rb = PQexec(s->conn, "ROLLBACK");
         PQclear(rb);
     }
+    PQsetNoticeProcessor(s->conn, on_notice, NULL);
     if (PQsetnonblocking(s->conn, 1) || !PQenterPipelineMode(s->conn)) {
         mark_broken(s);
         return hgf_err_set(err, HGF_EDB, "database (%s): cannot re-enter pipeline mode", s->where);

@@ -1,0 +1,159 @@
+#include "control.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "hgfleet/timeutil.h"
+
+/* The truth is streamed one repository per chunk and the fleet lock is
+ * taken per chunk, so a large fleet neither sits in memory as one document
+ * nor blocks the API while it is being read. */
+typedef struct truth_stream {
+    hgf_sim_fleet *fleet;
+    size_t reg;        /* registry being written */
+    size_t repo;       /* next repository in it */
+    int started;       /* the document's head is out */
+    int reg_open;      /* the current registry's head is out */
+    int done;
+} truth_stream;
+
+static json_t *truth_image(const hgf_sim_repo *repo, const hgf_sim_image *img)
+{
+    hgf_sim_image_info info;
+    char pushed[32];
+    hgf_sim_fleet_image_info(repo, img, &info);
+    hgf_time_format_iso((time_t)(info.pushed_ms / 1000), pushed, sizeof pushed);
+    json_t *tags = json_array();
+    for (const char *t = img->tags; tags && t && *t; t += strlen(t) + 1)
+        if (json_array_append_new(tags, json_string(t)) != 0) {
+            json_decref(tags);
+            tags = NULL;
+        }
+    return json_pack("{s:s, s:o, s:s, s:I, s:s}", "digest", info.digest, "tags", tags,
+                     "pushed_at", pushed, "size_bytes", (json_int_t)info.size_bytes,
+                     "media_type", info.manifest_media_type);
+}
+
+static json_t *truth_repo(const hgf_sim_registry *reg, const hgf_sim_repo *repo)
+{
+    hgf_buf arn = HGF_BUF_INIT;
+    json_t *images = json_array();
+    for (uint32_t i = 0; images && i < repo->n_images; i++)
+        if (json_array_append_new(images, truth_image(repo, &repo->images[i])) != 0) {
+            json_decref(images);
+            images = NULL;
+        }
+    json_t *j = NULL;
+    if (hgf_sim_fleet_repo_arn(reg->account, reg->region, repo->name, &arn) == 0)
+        j = json_pack("{s:s, s:s, s:s, s:b, s:o}", "name", repo->name, "arn", hgf_buf_str(&arn),
+                      "tag_mutability", repo->immutable ? "IMMUTABLE" : "MUTABLE",
+                      "scan_on_push", (int)repo->scan_on_push, "images", images);
+    else
+        json_decref(images);
+    hgf_buf_free(&arn);
+    return j;
+}
+
+static int put_json(hgf_buf *out, json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    int rc = text ? hgf_buf_puts(out, text) : HGF_ENOMEM;
+    free(text);
+    return rc;
+}
+
+static int registry_head(const hgf_sim_registry *reg, int first, hgf_buf *out)
+{
+    hgf_buf host = HGF_BUF_INIT;
+    int rc = hgf_sim_fleet_registry_host(reg, &host);
+    if (!rc)
+        rc = hgf_buf_puts(out, first ? "" : ",");
+    /* The values are validated digits, region names and host names: no
+     * escaping needed. */
+    if (!rc)
+        rc = hgf_buf_printf(out,
+                            "{\"registry\":\"%s\",\"account_id\":\"%s\",\"region\":\"%s\","
+                            "\"repositories\":[",
+                            hgf_buf_str(&host), reg->account, reg->region);
+    hgf_buf_free(&host);
+    return rc;
+}
+
+/* One step of the document, with the fleet locked. */
+static int truth_step(truth_stream *st, hgf_buf *out)
+{
+    hgf_sim_registry *reg = hgf_sim_fleet_registry_at(st->fleet, st->reg);
+    if (!reg) {
+        st->done = 1;
+        return hgf_buf_puts(out, "]}");
+    }
+    if (!st->reg_open) {
+        st->reg_open = 1;
+        return registry_head(reg, st->reg == 0, out);
+    }
+    if (st->repo < reg->n_repos) {
+        int rc = st->repo ? hgf_buf_putc(out, ',') : 0;
+        const hgf_sim_repo *repo = &reg->repos[st->repo++];
+        return rc ? rc : put_json(out, truth_repo(reg, repo));
+    }
+    st->reg++;
+    st->repo = 0;
+    st->reg_open = 0;
+    return hgf_buf_puts(out, "]}");
+}
+
+static int truth_next(void *ctx, hgf_buf *out)
+{
+    truth_stream *st = ctx;
+    if (st->done)
+        return 0;
+    if (!st->started) {
+        st->started = 1;
+        int rc = hgf_buf_printf(out, "{\"seed\":%llu,\"registries\":[",
+                                hgf_sim_fleet_seed(st->fleet));
+        return rc ? rc : 1;
+    }
+    hgf_sim_fleet_lock(st->fleet);
+    int rc = truth_step(st, out);
+    hgf_sim_fleet_unlock(st->fleet);
+    return rc ? rc : 1;
+}
+
+static void simple(hgf_sim_resp *resp, int status, const char *message)
+{
+    if (hgf_sim_resp_json(resp, status, "application/json", json_pack("{s:s}", "error", message)))
+        resp->status = 500;
+}
+
+static void serve_truth(hgf_sim_fleet *fleet, hgf_sim_resp *resp)
+{
+    truth_stream *st = calloc(1, sizeof *st);
+    if (!st) {
+        simple(resp, 500, "out of memory");
+        return;
+    }
+    st->fleet = fleet;
+    resp->status = 200;
+    resp->content_type = "application/json";
+    resp->stream = truth_next;
+    resp->stream_ctx = st;
+    resp->stream_free = free;
+}
+
+void hgf_sim_control_handle(hgf_sim_fleet *fleet, hgf_sim_stats *stats, const hgf_sim_req *req,
+                            hgf_sim_resp *resp)
+{
+    const char *what = req->path + strlen(HGF_SIM_CONTROL_PREFIX);
+    int known = strcmp(what, "truth") == 0 || strcmp(what, "stats") == 0;
+    if (!known)
+        simple(resp, 404, "unknown control endpoint");
+    else if (strcmp(req->method, "GET") != 0)
+        simple(resp, 405, "use GET");
+    else if (strcmp(what, "truth") == 0)
+        serve_truth(fleet, resp);
+    else if (hgf_sim_resp_json(resp, 200, "application/json", hgf_sim_stats_json(stats)) != 0)
+        simple(resp, 500, "out of memory");
+}

@@ -1,0 +1,615 @@
+#include "fleet.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/sha.h>
+
+#include "hgfleet/timeutil.h"
+
+#define DAY_MS 86400000LL
+#define ACCOUNT_BASE 100000000000ULL
+#define MAX_TAGS 4
+
+struct hgf_sim_fleet {
+    pthread_mutex_t lock;
+    unsigned long long seed;
+    unsigned n_accounts;
+    size_t n_regions;
+    char **regions;
+    hgf_sim_registry *registries;  /* [account * n_regions + region] */
+};
+
+/* Salts keep the independent choices made from one key uncorrelated. */
+enum salt {
+    S_NAME_STYLE = 1, S_TEAM, S_SERVICE, S_PLAIN, S_IMMUTABLE, S_SCAN, S_AGE_DAYS, S_AGE_MS,
+    S_EMPTY, S_COUNT, S_KIND, S_TAGS, S_JITTER, S_ARCH, S_LAYERS, S_LAYER_SIZE = 100,
+    S_LAYER_DIGEST = 200,
+};
+
+static const char *const TEAMS[] = {
+    "payments", "search", "platform", "data", "identity", "growth", "infra", "mobile",
+    "web", "ml", "risk", "ads", "core", "edge", "media", "notify",
+};
+static const char *const SERVICES[] = {
+    "api", "worker", "gateway", "frontend", "indexer", "scheduler", "auth", "billing",
+    "exporter", "ingest", "cache", "proxy", "cron", "admin", "reports", "sync",
+};
+static const char *const PLAIN[] = {
+    "nginx", "redis", "postgres", "python", "node", "golang", "alpine", "busybox",
+    "envoy", "grafana", "prometheus", "fluent-bit", "base-image", "ci-runner", "tools",
+    "debian-slim",
+};
+#define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* splitmix64's finalizer: a cheap, well-mixed deterministic hash. */
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t h2(uint64_t a, uint64_t b)
+{
+    return mix64(a ^ mix64(b));
+}
+
+static uint64_t h3(uint64_t a, uint64_t b, uint64_t c)
+{
+    return h2(h2(a, b), c);
+}
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return h;
+}
+
+/* ---- per-image attributes (pure functions) ---------------------------- */
+
+static uint64_t img_hash(const hgf_sim_repo *repo, uint32_t gen, uint64_t salt)
+{
+    return h3(repo->key, gen, salt);
+}
+
+static int64_t img_pushed_ms(const hgf_sim_repo *repo, uint32_t gen)
+{
+    int64_t step = repo->push_step_ms;
+    uint64_t jitter = img_hash(repo, gen, S_JITTER) % (uint64_t)(step / 2 + 1);
+    return repo->created_ms + ((int64_t)gen + 1) * step + (int64_t)jitter;
+}
+
+static unsigned img_layers(const hgf_sim_repo *repo, uint32_t gen)
+{
+    return 1 + (unsigned)(img_hash(repo, gen, S_LAYERS) % 4);
+}
+
+static uint64_t layer_size(const hgf_sim_repo *repo, uint32_t gen, unsigned k)
+{
+    uint64_t base = k == 0 ? 2000000 : 1000;
+    return base + img_hash(repo, gen, S_LAYER_SIZE + k) % 40000000;
+}
+
+/* Layer blobs are never served, so their digests only need to be stable and
+ * distinct: 256 bits of hash output. */
+static int put_layer_digest(const hgf_sim_repo *repo, uint32_t gen, unsigned k, hgf_buf *out)
+{
+    unsigned char raw[32];
+    uint64_t seed = img_hash(repo, gen, S_LAYER_DIGEST + k);
+    for (unsigned w = 0; w < 4; w++) {
+        uint64_t v = h2(seed, w);
+        for (unsigned b = 0; b < 8; b++)
+            raw[w * 8 + b] = (unsigned char)(v >> (56 - 8 * b));
+    }
+    int rc = hgf_buf_puts(out, "sha256:");
+    return rc ? rc : hgf_buf_put_hex(out, raw, sizeof raw);
+}
+
+int hgf_sim_fleet_config_blob(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                              const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out)
+{
+    char created[32];
+    hgf_time_format_iso((time_t)(img_pushed_ms(repo, img->gen) / 1000), created, sizeof created);
+    const char *arch = img_hash(repo, img->gen, S_ARCH) % 4 == 0 ? "arm64" : "amd64";
+    int rc = hgf_buf_printf(out,
+                            "{\"architecture\":\"%s\",\"os\":\"linux\",\"created\":\"%s\","
+                            "\"config\":{\"Labels\":{\"com.hgfleet.ecrsim.origin\":\"%s/%s/%s\","
+                            "\"com.hgfleet.ecrsim.generation\":\"%" PRIu32 "\","
+                            "\"com.hgfleet.ecrsim.seed\":\"%llu\"}},"
+                            "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[",
+                            arch, created, reg->account, reg->region, repo->name, img->gen,
+                            f->seed);
+    unsigned n = img_layers(repo, img->gen);
+    for (unsigned k = 0; !rc && k < n; k++) {
+        rc = hgf_buf_puts(out, k ? ",\"" : "\"");
+        if (!rc)
+            rc = put_layer_digest(repo, img->gen, k, out);
+        if (!rc)
+            rc = hgf_buf_putc(out, '"');
+    }
+    return rc ? rc : hgf_buf_puts(out, "]}}");
+}
+
+static int put_descriptor(hgf_buf *out, const char *media_type, const char *digest, uint64_t size)
+{
+    return hgf_buf_printf(out, "{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%" PRIu64 "}",
+                          media_type, digest, size);
+}
+
+int hgf_sim_fleet_manifest(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                           const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out)
+{
+    int docker = img->kind == HGF_SIM_KIND_DOCKER;
+    hgf_buf cfg = HGF_BUF_INIT, dig = HGF_BUF_INIT;
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    int rc = hgf_sim_fleet_config_blob(f, reg, repo, img, &cfg);
+    if (!rc) {
+        SHA256((const unsigned char *)cfg.data, cfg.len, md);
+        rc = hgf_buf_puts(&dig, "sha256:");
+    }
+    if (!rc)
+        rc = hgf_buf_put_hex(&dig, md, sizeof md);
+    if (!rc)
+        rc = hgf_buf_printf(out, "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":",
+                            docker ? HGF_SIM_MT_DOCKER_MANIFEST : HGF_SIM_MT_OCI_MANIFEST);
+    if (!rc)
+        rc = put_descriptor(out, docker ? HGF_SIM_MT_DOCKER_CONFIG : HGF_SIM_MT_OCI_CONFIG,
+                            hgf_buf_str(&dig), cfg.len);
+    if (!rc)
+        rc = hgf_buf_puts(out, ",\"layers\":[");
+    unsigned n = img_layers(repo, img->gen);
+    for (unsigned k = 0; !rc && k < n; k++) {
+        hgf_buf_reset(&dig);
+        rc = put_layer_digest(repo, img->gen, k, &dig);
+        if (!rc && k)
+            rc = hgf_buf_putc(out, ',');
+        if (!rc)
+            rc = put_descriptor(out,
+                                docker ? "application/vnd.docker.image.rootfs.diff.tar.gzip"
+                                       : "application/vnd.oci.image.layer.v1.tar+gzip",
+                                hgf_buf_str(&dig), layer_size(repo, img->gen, k));
+    }
+    if (!rc)
+        rc = hgf_buf_puts(out, "]}");
+    hgf_buf_free(&cfg);
+    hgf_buf_free(&dig);
+    return rc;
+}
+
+void hgf_sim_fleet_image_info(const hgf_sim_repo *repo, const hgf_sim_image *img,
+                              hgf_sim_image_info *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    memcpy(out->digest, "sha256:", 7);
+    for (size_t i = 0; i < 32; i++) {
+        out->digest[7 + 2 * i] = hex[img->digest[i] >> 4];
+        out->digest[8 + 2 * i] = hex[img->digest[i] & 15];
+    }
+    out->digest[71] = '\0';
+    out->pushed_ms = img_pushed_ms(repo, img->gen);
+    out->size_bytes = 0;
+    for (unsigned k = 0, n = img_layers(repo, img->gen); k < n; k++)
+        out->size_bytes += layer_size(repo, img->gen, k);
+    int docker = img->kind == HGF_SIM_KIND_DOCKER;
+    out->manifest_media_type = docker ? HGF_SIM_MT_DOCKER_MANIFEST : HGF_SIM_MT_OCI_MANIFEST;
+    out->artifact_media_type = docker ? HGF_SIM_MT_DOCKER_CONFIG : HGF_SIM_MT_OCI_CONFIG;
+}
+
+/* ---- generation -------------------------------------------------------- */
+
+enum tag_class { TAGS_NONE, TAGS_ONE, TAGS_TWO };
+
+static enum tag_class tag_class(const hgf_sim_repo *repo, uint32_t gen)
+{
+    uint64_t r = img_hash(repo, gen, S_TAGS) % 100;
+    return r < 15 ? TAGS_NONE : r < 70 ? TAGS_ONE : TAGS_TWO;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Every tag embeds the generation index, so tags are unique per repository;
+ * only the newest tagged image also gets "latest". */
+static int make_tags(const hgf_sim_repo *repo, uint32_t gen, int latest, char **out)
+{
+    enum tag_class c = tag_class(repo, gen);
+    *out = NULL;
+    if (c == TAGS_NONE)
+        return 0;
+    char version[32], build[32];
+    const char *tags[MAX_TAGS];
+    size_t n = 0;
+    snprintf(version, sizeof version, "v%" PRIu32 ".%" PRIu32 ".%" PRIu32, 1 + gen / 100,
+             (gen / 10) % 10, gen % 10);
+    tags[n++] = version;
+    if (c == TAGS_TWO) {
+        snprintf(build, sizeof build, "build-%" PRIu32, gen);
+        tags[n++] = build;
+    }
+    if (latest)
+        tags[n++] = "latest";
+    qsort(tags, n, sizeof tags[0], cmp_str);
+    hgf_buf packed = HGF_BUF_INIT;
+    int rc = 0;
+    for (size_t i = 0; !rc && i <= n; i++)
+        rc = hgf_buf_append(&packed, i < n ? tags[i] : "", i < n ? strlen(tags[i]) + 1 : 1);
+    if (rc) {
+        hgf_buf_free(&packed);
+        return rc;
+    }
+    *out = hgf_buf_detach(&packed);
+    return 0;
+}
+
+static int make_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_sim_repo *repo,
+                      uint32_t gen, int latest, hgf_buf *scratch)
+{
+    hgf_sim_image *img = &repo->images[gen];
+    img->gen = gen;
+    img->kind = img_hash(repo, gen, S_KIND) % 10 == 0 ? HGF_SIM_KIND_DOCKER : HGF_SIM_KIND_OCI;
+    hgf_buf_reset(scratch);
+    int rc = hgf_sim_fleet_manifest(f, reg, repo, img, scratch);
+    if (rc)
+        return rc;
+    SHA256((const unsigned char *)scratch->data, scratch->len, img->digest);
+    return make_tags(repo, gen, latest, &img->tags);
+}
+
+static int make_images(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_sim_repo *repo,
+                       uint32_t n)
+{
+    repo->push_step_ms = (HGF_SIM_EPOCH_MS - repo->created_ms) / ((int64_t)n + 1);
+    if (repo->push_step_ms < 1)
+        repo->push_step_ms = 1;
+    if (n == 0)
+        return 0;
+    repo->images = calloc(n, sizeof *repo->images);
+    if (!repo->images)
+        return HGF_ENOMEM;
+    repo->n_images = n;
+    uint32_t latest = n;
+    for (uint32_t g = n; g-- > 0 && latest == n;)
+        if (tag_class(repo, g) != TAGS_NONE)
+            latest = g;
+    hgf_buf scratch = HGF_BUF_INIT;
+    int rc = 0;
+    for (uint32_t g = 0; !rc && g < n; g++)
+        rc = make_image(f, reg, repo, g, g == latest, &scratch);
+    hgf_buf_free(&scratch);
+    return rc;
+}
+
+static char *repo_name(uint64_t slot)
+{
+    char name[128];
+    if (h2(slot, S_NAME_STYLE) % 4 == 0)
+        snprintf(name, sizeof name, "%s", PLAIN[h2(slot, S_PLAIN) % COUNT_OF(PLAIN)]);
+    else
+        snprintf(name, sizeof name, "team-%s/service-%s", TEAMS[h2(slot, S_TEAM) % COUNT_OF(TEAMS)],
+                 SERVICES[h2(slot, S_SERVICE) % COUNT_OF(SERVICES)]);
+    return strdup(name);
+}
+
+static uint32_t repo_image_count(uint64_t slot, unsigned avg)
+{
+    if (avg == 0 || h2(slot, S_EMPTY) % 10 == 0)
+        return 0;
+    return avg / 2 + (uint32_t)(h2(slot, S_COUNT) % ((uint64_t)avg + 1));
+}
+
+/* Only names and the attributes decided by the slot: images come after the
+ * names are made unique, because the image key hashes the final name. */
+static int init_repo(hgf_sim_repo *repo, uint64_t slot, char *name)
+{
+    if (!name)
+        return HGF_ENOMEM;
+    repo->name = name;
+    repo->immutable = h2(slot, S_IMMUTABLE) % 3 == 0;
+    repo->scan_on_push = h2(slot, S_SCAN) % 2;
+    repo->created_ms = HGF_SIM_EPOCH_MS - (int64_t)(30 + h2(slot, S_AGE_DAYS) % 700) * DAY_MS -
+                       (int64_t)(h2(slot, S_AGE_MS) % DAY_MS);
+    return 0;
+}
+
+static int cmp_repo(const void *a, const void *b)
+{
+    return strcmp(((const hgf_sim_repo *)a)->name, ((const hgf_sim_repo *)b)->name);
+}
+
+/* Names come from small word lists, so collisions happen; the later twin
+ * gets a numeric suffix, which no generated name has, so one pass settles
+ * it (the loop re-sorts once after renaming). */
+static int make_names_unique(hgf_sim_registry *reg)
+{
+    int renamed = 1;
+    for (unsigned pass = 0; renamed; pass++) {
+        qsort(reg->repos, reg->n_repos, sizeof *reg->repos, cmp_repo);
+        renamed = 0;
+        for (size_t i = 1; i < reg->n_repos; i++) {
+            if (strcmp(reg->repos[i - 1].name, reg->repos[i].name) != 0)
+                continue;
+            char name[160];
+            snprintf(name, sizeof name, "%s-%zu%s", reg->repos[i].name, i, pass ? "x" : "");
+            char *dup = strdup(name);
+            if (!dup)
+                return HGF_ENOMEM;
+            free(reg->repos[i].name);
+            reg->repos[i].name = dup;
+            renamed = 1;
+        }
+    }
+    return 0;
+}
+
+static int make_registry(hgf_sim_fleet *f, const hgf_sim_fleet_opts *o, unsigned a, size_t r)
+{
+    hgf_sim_registry *reg = &f->registries[a * f->n_regions + r];
+    snprintf(reg->account, sizeof reg->account, "%012llu",
+             ACCOUNT_BASE + (f->seed % 1000) * 1000000ULL + a);
+    reg->region = f->regions[r];
+    uint64_t rkey = h3(f->seed, a, fnv1a(reg->region));
+    int big = a == 0 && r == 0 && o->big_repo > 0;
+    size_t n = o->repos + (size_t)big;
+    reg->repos = calloc(n ? n : 1, sizeof *reg->repos);
+    if (!reg->repos)
+        return HGF_ENOMEM;
+    int rc = 0;
+    uint32_t *counts = calloc(n ? n : 1, sizeof *counts);
+    for (size_t k = 0; !rc && counts && k < o->repos; k++, reg->n_repos++) {
+        uint64_t slot = h2(rkey, k);
+        rc = init_repo(&reg->repos[k], slot, repo_name(slot));
+        counts[k] = repo_image_count(slot, o->images);
+    }
+    if (!rc && counts && big) {
+        rc = init_repo(&reg->repos[n - 1], h2(rkey, 0xb16), strdup("big"));
+        reg->repos[n - 1].immutable = 0;
+        counts[n - 1] = o->big_repo;
+        reg->n_repos++;
+    }
+    if (!counts)
+        rc = HGF_ENOMEM;
+    /* The image count travels with its repository through the sort. */
+    for (size_t k = 0; !rc && k < reg->n_repos; k++)
+        reg->repos[k].n_images = counts[k];
+    free(counts);
+    if (!rc)
+        rc = make_names_unique(reg);
+    for (size_t k = 0; !rc && k < reg->n_repos; k++) {
+        hgf_sim_repo *repo = &reg->repos[k];
+        uint32_t want = repo->n_images;
+        repo->n_images = 0;
+        repo->key = h2(rkey, fnv1a(repo->name));
+        rc = make_images(f, reg, repo, want);
+    }
+    return rc;
+}
+
+static void free_registry(hgf_sim_registry *reg)
+{
+    for (size_t k = 0; k < reg->n_repos; k++) {
+        hgf_sim_repo *repo = &reg->repos[k];
+        for (uint32_t i = 0; repo->images && i < repo->n_images; i++)
+            free(repo->images[i].tags);
+        free(repo->images);
+        free(repo->name);
+    }
+    free(reg->repos);
+}
+
+void hgf_sim_fleet_free(hgf_sim_fleet *f)
+{
+    if (!f)
+        return;
+    size_t n = (size_t)f->n_accounts * f->n_regions;
+    for (size_t i = 0; f->registries && i < n; i++)
+        free_registry(&f->registries[i]);
+    free(f->registries);
+    for (size_t r = 0; r < f->n_regions; r++)
+        free(f->regions[r]);
+    free(f->regions);
+    pthread_mutex_destroy(&f->lock);
+    free(f);
+}
+
+static int check_opts(const hgf_sim_fleet_opts *o, hgf_err *err)
+{
+    if (o->accounts < 1 || o->accounts > 1000000)
+        return hgf_err_set(err, HGF_EINPUT, "accounts: expected 1..1000000, got %u", o->accounts);
+    if (o->n_regions < 1)
+        return hgf_err_set(err, HGF_EINPUT, "regions: at least one region is needed");
+    for (size_t r = 0; r < o->n_regions; r++)
+        for (size_t q = 0; q < r; q++)
+            if (strcmp(o->regions[r], o->regions[q]) == 0)
+                return hgf_err_set(err, HGF_EINPUT, "regions: '%s' is listed twice",
+                                   o->regions[r]);
+    return 0;
+}
+
+static int copy_regions(hgf_sim_fleet *f, const hgf_sim_fleet_opts *o)
+{
+    f->regions = calloc(o->n_regions, sizeof *f->regions);
+    if (!f->regions)
+        return HGF_ENOMEM;
+    for (; f->n_regions < o->n_regions; f->n_regions++)
+        if (!(f->regions[f->n_regions] = strdup(o->regions[f->n_regions])))
+            return HGF_ENOMEM;
+    return 0;
+}
+
+int hgf_sim_fleet_create(const hgf_sim_fleet_opts *o, hgf_sim_fleet **out, hgf_err *err)
+{
+    *out = NULL;
+    int rc = check_opts(o, err);
+    if (rc)
+        return rc;
+    hgf_sim_fleet *f = calloc(1, sizeof *f);
+    if (!f)
+        return hgf_err_set(err, HGF_ENOMEM, "fleet: out of memory");
+    pthread_mutex_init(&f->lock, NULL);
+    f->seed = o->seed;
+    rc = copy_regions(f, o);
+    if (!rc) {
+        f->registries = calloc((size_t)o->accounts * o->n_regions, sizeof *f->registries);
+        rc = f->registries ? 0 : HGF_ENOMEM;
+    }
+    if (!rc)
+        f->n_accounts = o->accounts;
+    for (unsigned a = 0; !rc && a < o->accounts; a++)
+        for (size_t r = 0; !rc && r < f->n_regions; r++)
+            rc = make_registry(f, o, a, r);
+    if (rc) {
+        hgf_sim_fleet_free(f);
+        return hgf_err_set(err, rc, "fleet: out of memory while generating");
+    }
+    *out = f;
+    return 0;
+}
+
+/* ---- lookup ------------------------------------------------------------ */
+
+void hgf_sim_fleet_lock(hgf_sim_fleet *f)
+{
+    pthread_mutex_lock(&f->lock);
+}
+
+void hgf_sim_fleet_unlock(hgf_sim_fleet *f)
+{
+    pthread_mutex_unlock(&f->lock);
+}
+
+unsigned long long hgf_sim_fleet_seed(const hgf_sim_fleet *f)
+{
+    return f->seed;
+}
+
+const char *hgf_sim_fleet_first_account(const hgf_sim_fleet *f)
+{
+    return f->registries[0].account;
+}
+
+size_t hgf_sim_fleet_registry_count(const hgf_sim_fleet *f)
+{
+    return (size_t)f->n_accounts * f->n_regions;
+}
+
+hgf_sim_registry *hgf_sim_fleet_registry_at(hgf_sim_fleet *f, size_t i)
+{
+    return i < hgf_sim_fleet_registry_count(f) ? &f->registries[i] : NULL;
+}
+
+hgf_sim_registry *hgf_sim_fleet_registry_find(hgf_sim_fleet *f, const char *account,
+                                              const char *region)
+{
+    if (!account || strlen(account) != 12 || strspn(account, "0123456789") != 12 || !region)
+        return NULL;
+    unsigned long long id = strtoull(account, NULL, 10);
+    unsigned long long first = ACCOUNT_BASE + (f->seed % 1000) * 1000000ULL;
+    if (id < first || id - first >= f->n_accounts)
+        return NULL;
+    for (size_t r = 0; r < f->n_regions; r++)
+        if (strcmp(f->regions[r], region) == 0)
+            return &f->registries[(size_t)(id - first) * f->n_regions + r];
+    return NULL;
+}
+
+hgf_sim_repo *hgf_sim_fleet_repo_find(hgf_sim_registry *reg, const char *name)
+{
+    hgf_sim_repo key = {.name = (char *)name};
+    return reg ? bsearch(&key, reg->repos, reg->n_repos, sizeof *reg->repos, cmp_repo) : NULL;
+}
+
+size_t hgf_sim_fleet_repo_after(const hgf_sim_registry *reg, const char *name)
+{
+    size_t lo = 0, hi = reg->n_repos;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(reg->repos[mid].name, name) <= 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int parse_digest(const char *s, unsigned char out[32])
+{
+    if (!s || strncmp(s, "sha256:", 7) != 0 || strlen(s) != 71)
+        return -1;
+    for (size_t i = 0; i < 32; i++) {
+        unsigned v;
+        if (sscanf(s + 7 + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdef", s[7 + 2 * i]) ||
+            !strchr("0123456789abcdef", s[8 + 2 * i]))
+            return -1;
+        out[i] = (unsigned char)v;
+    }
+    return 0;
+}
+
+hgf_sim_image *hgf_sim_fleet_image_by_digest(hgf_sim_repo *repo, const char *digest)
+{
+    unsigned char want[32];
+    if (parse_digest(digest, want) != 0)
+        return NULL;
+    for (uint32_t i = 0; i < repo->n_images; i++)
+        if (memcmp(repo->images[i].digest, want, 32) == 0)
+            return &repo->images[i];
+    return NULL;
+}
+
+hgf_sim_image *hgf_sim_fleet_image_by_tag(hgf_sim_repo *repo, const char *tag)
+{
+    for (uint32_t i = 0; i < repo->n_images; i++)
+        for (const char *t = repo->images[i].tags; t && *t; t += strlen(t) + 1)
+            if (strcmp(t, tag) == 0)
+                return &repo->images[i];
+    return NULL;
+}
+
+size_t hgf_sim_fleet_image_after(const hgf_sim_repo *repo, uint32_t gen)
+{
+    size_t lo = 0, hi = repo->n_images;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (repo->images[mid].gen <= gen)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* ---- names ------------------------------------------------------------- */
+
+static int is_china(const char *region)
+{
+    return strncmp(region, "cn-", 3) == 0;
+}
+
+int hgf_sim_fleet_registry_host(const hgf_sim_registry *reg, hgf_buf *out)
+{
+    return hgf_buf_printf(out, "%s.dkr.ecr.%s.amazonaws.com%s", reg->account, reg->region,
+                          is_china(reg->region) ? ".cn" : "");
+}
+
+int hgf_sim_fleet_repo_arn(const char *account, const char *region, const char *name,
+                           hgf_buf *out)
+{
+    return hgf_buf_printf(out, "arn:%s:ecr:%s:%s:repository/%s",
+                          is_china(region) ? "aws-cn" : "aws", region, account, name);
+}
+
+int hgf_sim_fleet_repo_uri(const hgf_sim_registry *reg, const char *name, hgf_buf *out)
+{
+    int rc = hgf_sim_fleet_registry_host(reg, out);
+    return rc ? rc : hgf_buf_printf(out, "/%s", name);
+}

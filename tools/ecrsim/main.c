@@ -1,0 +1,372 @@
+/* ecrsim: the AWS fleet simulator. Flags, start-up and shutdown only; the
+ * fleet, auth, ECR API and HTTP glue live in their own files. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <regex.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth.h"
+#include "ecr_api.h"
+#include "fleet.h"
+#include "server.h"
+#include "stats.h"
+
+#define MAX_REGIONS 64
+#define REGION_RE "^[a-z]{2,}(-[a-z]+)+-[0-9]+$"
+
+typedef struct options {
+    struct sockaddr_in listen;
+    hgf_sim_fleet_opts fleet;
+    char *regions_copy;              /* storage behind fleet.regions */
+    const char *regions[MAX_REGIONS];
+    const char **keys;               /* argv strings "AKID:SECRET:ACCOUNT" */
+    size_t n_keys;
+} options;
+
+static const char USAGE[] =
+    "usage: ecrsim [flags]\n"
+    "\n"
+    "Simulates an AWS organization's ECR fleet: SigV4-checked ECR JSON 1.1\n"
+    "(DescribeRepositories, DescribeImages) on POST /, and a control API:\n"
+    "GET /_sim/truth (ground truth), GET /_sim/stats (call counts).\n"
+    "\n"
+    "  --listen ADDR:PORT   IPv4 address and port (default 127.0.0.1:0, an ephemeral port)\n"
+    "  --seed N             fleet seed (default 1); the same seed gives the same fleet\n"
+    "  --accounts N         number of accounts (default 5, at most 1000000)\n"
+    "  --regions R1,R2,...  regions (default us-east-1,eu-west-1)\n"
+    "  --repos N            repositories per registry (default 8)\n"
+    "  --images N           average images per repository (default 12)\n"
+    "  --big-repo N         add repository 'big' with exactly N images to the first\n"
+    "                       account's first region (default 0: none)\n"
+    "  --key AKID:SECRET:ACCOUNT\n"
+    "                       accept this access key for ACCOUNT (12 digits, or '*' for any);\n"
+    "                       repeatable. Without --key, the key AKIDECRSIMDEFAULT with\n"
+    "                       secret ecrsim-default-secret is accepted for any account.\n"
+    "  --help               this text\n"
+    "\n"
+    "Prints 'ecrsim listening on http://ADDR:PORT' on stdout once ready, logs one line\n"
+    "per request on stderr, and exits on SIGTERM or SIGINT.\n";
+
+enum { OPT_LISTEN = 256, OPT_SEED, OPT_ACCOUNTS, OPT_REGIONS, OPT_REPOS, OPT_IMAGES, OPT_BIG,
+       OPT_KEY, OPT_HELP };
+
+static const struct option LONG_OPTS[] = {
+    {"listen", required_argument, NULL, OPT_LISTEN},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"accounts", required_argument, NULL, OPT_ACCOUNTS},
+    {"regions", required_argument, NULL, OPT_REGIONS},
+    {"repos", required_argument, NULL, OPT_REPOS},
+    {"images", required_argument, NULL, OPT_IMAGES},
+    {"big-repo", required_argument, NULL, OPT_BIG},
+    {"key", required_argument, NULL, OPT_KEY},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "ecrsim: %s\n(see ecrsim --help)\n", msg);
+    return 2;
+}
+
+static int parse_u64(const char *flag, const char *s, unsigned long long max,
+                     unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *end || errno || *s == '-' || v > max) {
+        char range[32];
+        snprintf(range, sizeof range, "0..%llu", max);
+        fprintf(stderr, "ecrsim: %s: expected an integer in %s, got '%.40s'\n", flag, range, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_uint(const char *flag, const char *s, unsigned min, unsigned max, unsigned *out)
+{
+    unsigned long long v;
+    if (parse_u64(flag, s, max, &v))
+        return -1;
+    if (v < min) {
+        fprintf(stderr, "ecrsim: %s: must be at least %u\n", flag, min);
+        return -1;
+    }
+    *out = (unsigned)v;
+    return 0;
+}
+
+static int parse_listen(const char *s, struct sockaddr_in *sa)
+{
+    const char *colon = strrchr(s, ':');
+    char host[64];
+    unsigned long long port;
+    if (!colon || (size_t)(colon - s) >= sizeof host)
+        return usage_error("--listen: expected ADDR:PORT, got '%.64s'", s);
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
+        return usage_error("--listen: '%.64s' is not an IPv4 address", host);
+    if (parse_u64("--listen", colon + 1, 65535, &port))
+        return 2;
+    sa->sin_port = htons((uint16_t)port);
+    return 0;
+}
+
+static int parse_regions(const char *s, options *o)
+{
+    regex_t re;
+    if (regcomp(&re, REGION_RE, REG_EXTENDED | REG_NOSUB) != 0)
+        return usage_error("--regions: internal error");
+    free(o->regions_copy);
+    o->regions_copy = strdup(s);
+    o->fleet.n_regions = 0;
+    int rc = o->regions_copy ? 0 : usage_error("--regions: out of memory");
+    char *save = NULL;
+    for (char *r = rc ? NULL : strtok_r(o->regions_copy, ",", &save); r && !rc;
+         r = strtok_r(NULL, ",", &save)) {
+        if (strlen(r) > 32 || regexec(&re, r, 0, NULL, 0) != 0)
+            rc = usage_error("--regions: '%.40s' is not a region name like us-east-1", r);
+        else if (o->fleet.n_regions == MAX_REGIONS)
+            rc = usage_error("--regions: at most 64 regions");
+        else
+            o->regions[o->fleet.n_regions++] = r;
+    }
+    if (!rc && o->fleet.n_regions == 0)
+        rc = usage_error("--regions: give at least one region");
+    regfree(&re);
+    return rc;
+}
+
+static int add_key_spec(const char *spec, options *o)
+{
+    const char **keys = realloc(o->keys, (o->n_keys + 1) * sizeof *keys);
+    if (!keys)
+        return usage_error("--key: out of memory");
+    o->keys = keys;
+    o->keys[o->n_keys++] = spec;
+    return 0;
+}
+
+static int apply_flag(int c, const char *arg, options *o)
+{
+    unsigned long long seed;
+    switch (c) {
+    case OPT_LISTEN:
+        return parse_listen(arg, &o->listen);
+    case OPT_SEED:
+        if (parse_u64("--seed", arg, UINT64_MAX, &seed))
+            return 2;
+        o->fleet.seed = seed;
+        return 0;
+    case OPT_ACCOUNTS:
+        return parse_uint("--accounts", arg, 1, 1000000, &o->fleet.accounts) ? 2 : 0;
+    case OPT_REGIONS:
+        return parse_regions(arg, o);
+    case OPT_REPOS:
+        return parse_uint("--repos", arg, 0, 100000, &o->fleet.repos) ? 2 : 0;
+    case OPT_IMAGES:
+        return parse_uint("--images", arg, 0, 1000000, &o->fleet.images) ? 2 : 0;
+    case OPT_BIG:
+        return parse_uint("--big-repo", arg, 0, 10000000, &o->fleet.big_repo) ? 2 : 0;
+    case OPT_KEY:
+        return add_key_spec(arg, o);
+    default:
+        return 2;
+    }
+}
+
+static const char *flag_name(int val)
+{
+    for (const struct option *p = LONG_OPTS; p->name; p++)
+        if (p->val == val)
+            return p->name;
+    return "?";
+}
+
+/* 0 to run, 1 after --help, 2 on a usage error (already reported). */
+static int parse_args(int argc, char **argv, options *o)
+{
+    opterr = 0;
+    int c, rc = 0;
+    while (!rc && (c = getopt_long(argc, argv, ":", LONG_OPTS, NULL)) != -1) {
+        if (c == OPT_HELP) {
+            fputs(USAGE, stdout);
+            return 1;
+        }
+        if (c == ':')
+            rc = usage_error("--%s needs a value", flag_name(optopt));
+        else if (c == '?')
+            rc = usage_error("unknown flag '%.64s'", argv[optind - 1]);
+        else
+            rc = apply_flag(c, optarg, o);
+    }
+    if (!rc && optind < argc)
+        rc = usage_error("unexpected argument '%.64s'", argv[optind]);
+    return rc;
+}
+
+static void set_defaults(options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->listen.sin_family = AF_INET;
+    o->listen.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    o->fleet.seed = 1;
+    o->fleet.accounts = 5;
+    o->regions[0] = "us-east-1";
+    o->regions[1] = "eu-west-1";
+    o->fleet.n_regions = 2;
+    o->fleet.repos = 8;
+    o->fleet.images = 12;
+    o->fleet.regions = o->regions;
+}
+
+/* ---- start-up ---------------------------------------------------------- */
+
+typedef struct sim {
+    hgf_sim_services svc;
+    hgf_sim_server *server;
+} sim;
+
+static int load_keys(const options *o, hgf_sim_auth *auth)
+{
+    hgf_err err;
+    for (size_t i = 0; i < o->n_keys; i++)
+        if (hgf_sim_auth_add_key(auth, o->keys[i], &err) != 0) {
+            fprintf(stderr, "ecrsim: %s\n", err.msg);
+            return 2;
+        }
+    if (o->n_keys)
+        return 0;
+    fputs("ecrsim: no --key given: accepting the default key " HGF_SIM_DEFAULT_AKID
+          " for any account (see --help)\n",
+          stderr);
+    return hgf_sim_auth_add_key(auth, HGF_SIM_DEFAULT_AKID ":" HGF_SIM_DEFAULT_SECRET ":*", &err)
+               ? 1
+               : 0;
+}
+
+static void describe_fleet(hgf_sim_fleet *f, double ms)
+{
+    size_t repos = 0, images = 0, n = hgf_sim_fleet_registry_count(f);
+    hgf_sim_fleet_lock(f);
+    for (size_t i = 0; i < n; i++) {
+        const hgf_sim_registry *reg = hgf_sim_fleet_registry_at(f, i);
+        repos += reg->n_repos;
+        for (size_t k = 0; k < reg->n_repos; k++)
+            images += reg->repos[k].n_images;
+    }
+    hgf_sim_fleet_unlock(f);
+    fprintf(stderr,
+            "ecrsim: seed %llu: %zu registries, %zu repositories, %zu images (generated in "
+            "%.1f ms)\n",
+            hgf_sim_fleet_seed(f), n, repos, images, ms);
+}
+
+static int build_fleet(const options *o, sim *s)
+{
+    hgf_err err;
+    hgf_err_clear(&err);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (hgf_sim_fleet_create(&o->fleet, &s->svc.fleet, &err) != 0) {
+        fprintf(stderr, "ecrsim: %s\n", err.msg);
+        return err.code == HGF_EINPUT ? 2 : 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    describe_fleet(s->svc.fleet, (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+                                     (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    return 0;
+}
+
+static int build_services(const options *o, sim *s)
+{
+    hgf_err err;
+    hgf_err_clear(&err);
+    if (hgf_sim_auth_create(&s->svc.auth) || hgf_sim_stats_create(&s->svc.stats)) {
+        fputs("ecrsim: out of memory\n", stderr);
+        return 1;
+    }
+    int rc = load_keys(o, s->svc.auth);
+    if (rc)
+        return rc;
+    rc = build_fleet(o, s);
+    if (rc)
+        return rc;
+    if (hgf_sim_ecr_create(s->svc.fleet, &s->svc.ecr, &err) != 0) {
+        fprintf(stderr, "ecrsim: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+static void free_services(sim *s)
+{
+    hgf_sim_ecr_free(s->svc.ecr);
+    hgf_sim_fleet_free(s->svc.fleet);
+    hgf_sim_auth_free(s->svc.auth);
+    hgf_sim_stats_free(s->svc.stats);
+}
+
+/* Signals are blocked before any server thread exists (threads inherit the
+ * mask) and then taken synchronously, so no handler or flag is needed. */
+static int serve_until_signal(const options *o, sim *s)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    hgf_err err;
+    hgf_err_clear(&err);
+    if (hgf_sim_server_start(&o->listen, &s->svc, &s->server, &err) != 0) {
+        fprintf(stderr, "ecrsim: %s\n", err.msg);
+        return 1;
+    }
+    char addr[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &o->listen.sin_addr, addr, sizeof addr);
+    printf("ecrsim listening on http://%s:%u\n", addr, (unsigned)hgf_sim_server_port(s->server));
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&set, &sig);
+    fprintf(stderr, "ecrsim: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    hgf_sim_server_stop(s->server);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    set_defaults(&o);
+    int rc = parse_args(argc, argv, &o);
+    int help = rc == 1;
+    sim s;
+    memset(&s, 0, sizeof s);
+    if (rc == 0)
+        rc = build_services(&o, &s);
+    if (rc == 0)
+        rc = serve_until_signal(&o, &s);
+    free_services(&s);
+    free(o.regions_copy);
+    free(o.keys);
+    return help ? 0 : rc;
+}

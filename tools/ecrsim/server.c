@@ -1,0 +1,367 @@
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include <microhttpd.h>
+#include <openssl/rand.h>
+
+#include "control.h"
+#include "simhttp.h"
+
+#define MAX_BODY (1024 * 1024)
+#define STREAM_BLOCK (64 * 1024)
+#define CONNECTION_TIMEOUT_S 60
+
+struct hgf_sim_server {
+    hgf_sim_services svc;
+    struct MHD_Daemon *daemon;
+    uint16_t port;
+};
+
+/* Per-request state, created by the URI log callback (which sees the raw,
+ * still-encoded URI that SigV4 signs) and freed when the request completes. */
+typedef struct request_state {
+    char *uri;
+    hgf_buf body;
+    int started;
+    int too_large;
+    struct timespec t0;
+} request_state;
+
+/* What one request did, for the log line and the stats. */
+typedef struct outcome {
+    char op[96];
+    char akid[129];
+    char region[64];
+    char why[256];
+} outcome;
+
+typedef struct header_vec {
+    hgf_sigv4_header *h;
+    size_t n, cap;
+    int oom;
+} header_vec;
+
+/* ---- libmicrohttpd callbacks ------------------------------------------- */
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    request_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    st->uri = strdup(uri ? uri : "/");
+    hgf_buf_init(&st->body);
+    clock_gettime(CLOCK_MONOTONIC, &st->t0);
+    if (!st->uri) {
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    request_state *st = *req_cls;
+    if (!st)
+        return;
+    free(st->uri);
+    hgf_buf_free(&st->body);
+    free(st);
+    *req_cls = NULL;
+}
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    header_vec *v = cls;
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 16;
+        hgf_sigv4_header *h = realloc(v->h, cap * sizeof *h);
+        if (!h) {
+            v->oom = 1;
+            return MHD_NO;
+        }
+        v->h = h;
+        v->cap = cap;
+    }
+    v->h[v->n].name = key;
+    v->h[v->n].value = value ? value : "";
+    v->n++;
+    return MHD_YES;
+}
+
+/* ---- responses --------------------------------------------------------- */
+
+typedef struct stream_state {
+    hgf_sim_stream_fn next;
+    void *ctx;
+    void (*ctx_free)(void *ctx);
+    hgf_buf pending;
+    size_t off;
+} stream_state;
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    stream_state *st = cls;
+    while (st->off == st->pending.len) {
+        hgf_buf_reset(&st->pending);
+        st->off = 0;
+        int rc = st->next(st->ctx, &st->pending);
+        if (rc == 0)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (rc < 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    size_t n = st->pending.len - st->off;
+    n = n < max ? n : max;
+    memcpy(buf, st->pending.data + st->off, n);
+    st->off += n;
+    return (ssize_t)n;
+}
+
+static void stream_free(void *cls)
+{
+    stream_state *st = cls;
+    if (st->ctx_free)
+        st->ctx_free(st->ctx);
+    hgf_buf_free(&st->pending);
+    free(st);
+}
+
+/* The stream context moves from resp into the MHD response. */
+static struct MHD_Response *make_stream(hgf_sim_resp *resp)
+{
+    stream_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    st->next = resp->stream;
+    st->ctx = resp->stream_ctx;
+    st->ctx_free = resp->stream_free;
+    hgf_buf_init(&st->pending);
+    resp->stream = NULL;
+    resp->stream_ctx = NULL;
+    resp->stream_free = NULL;
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, st,
+                                          stream_free);
+    if (!r)
+        stream_free(st);
+    return r;
+}
+
+static struct MHD_Response *make_response(hgf_sim_resp *resp)
+{
+    if (resp->stream)
+        return make_stream(resp);
+    size_t len = resp->body.len;
+    char *data = hgf_buf_detach(&resp->body);
+    if (!data)
+        return NULL;
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!r)
+        free(data);
+    return r;
+}
+
+static void request_id(char out[37])
+{
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof b) != 1)
+        memset(b, 0, sizeof b);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+             b[13], b[14], b[15]);
+}
+
+static enum MHD_Result send_response(struct MHD_Connection *c, hgf_sim_resp *resp)
+{
+    struct MHD_Response *r = make_response(resp);
+    if (!r)
+        return MHD_NO;
+    char rid[37];
+    request_id(rid);
+    MHD_add_response_header(r, "Content-Type", resp->content_type);
+    MHD_add_response_header(r, "x-amzn-RequestId", rid);
+    if (resp->error_code[0])
+        MHD_add_response_header(r, "x-amzn-ErrorType", resp->error_code);
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)resp->status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+/* ---- routing ----------------------------------------------------------- */
+
+static void serve_aws(hgf_sim_server *s, const hgf_sim_req *req, hgf_sim_resp *resp,
+                      outcome *o)
+{
+    const char *target = hgf_sim_req_header(req, "x-amz-target");
+    size_t plen = strlen(HGF_SIM_ECR_TARGET_PREFIX);
+    int ecr = target && strncmp(target, HGF_SIM_ECR_TARGET_PREFIX, plen) == 0;
+    snprintf(o->op, sizeof o->op, "%s", ecr ? target + plen : target ? target : "(no target)");
+    hgf_sim_caller caller;
+    hgf_err err, why;
+    hgf_err_clear(&err);
+    if (hgf_sim_auth_check(s->svc.auth, req, "ecr", time(NULL), &caller, &err, &why) != 0) {
+        snprintf(o->why, sizeof o->why, "%.255s", why.msg);
+        hgf_sim_resp_aws_error(resp, &err);
+        return;
+    }
+    snprintf(o->akid, sizeof o->akid, "%s", caller.access_key_id);
+    snprintf(o->region, sizeof o->region, "%s", caller.region);
+    if (ecr) {
+        hgf_sim_ecr_handle(s->svc.ecr, o->op, &caller, req, resp);
+        return;
+    }
+    hgf_sim_awserr(&err, "UnknownOperationException", "Unknown operation %.64s",
+                   target ? target : "(no X-Amz-Target)");
+    hgf_sim_resp_aws_error(resp, &err);
+}
+
+static void route(hgf_sim_server *s, const hgf_sim_req *req, int too_large, hgf_sim_resp *resp,
+                  outcome *o)
+{
+    if (strncmp(req->path, HGF_SIM_CONTROL_PREFIX, strlen(HGF_SIM_CONTROL_PREFIX)) == 0) {
+        snprintf(o->op, sizeof o->op, "%s", req->path);
+        hgf_sim_control_handle(s->svc.fleet, s->svc.stats, req, resp);
+        return;
+    }
+    hgf_err err;
+    hgf_err_clear(&err);
+    if (strcmp(req->method, "POST") != 0 || strcmp(req->path, "/") != 0) {
+        snprintf(o->op, sizeof o->op, "%s", req->path);
+        hgf_sim_awserr(&err, "UnknownOperationException", "No operation at %.6s %.128s",
+                       req->method, req->path);
+        hgf_sim_resp_aws_error(resp, &err);
+        resp->status = 404;
+        return;
+    }
+    if (too_large) {
+        snprintf(o->op, sizeof o->op, "(too large)");
+        hgf_sim_awserr(&err, "SerializationException", "The request body exceeds %d bytes",
+                       MAX_BODY);
+        hgf_sim_resp_aws_error(resp, &err);
+        resp->status = 413;
+        return;
+    }
+    serve_aws(s, req, resp, o);
+}
+
+static double elapsed_ms(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* One fputs per line keeps concurrent lines whole. */
+static void log_line(const hgf_sim_req *req, const hgf_sim_resp *resp, const outcome *o,
+                     const struct timespec *t0)
+{
+    char line[1024];
+    snprintf(line, sizeof line, "ecrsim: %s %.200s %s -> %d %s%s%s%s%s (%.1f ms)%s%s\n",
+             req->method, req->path, o->op, resp->status,
+             resp->error_code[0] ? resp->error_code : "ok", o->akid[0] ? " key=" : "", o->akid,
+             o->region[0] ? " region=" : "", o->region, elapsed_ms(t0), o->why[0] ? ": " : "",
+             o->why);
+    fputs(line, stderr);
+}
+
+static enum MHD_Result finish(hgf_sim_server *s, struct MHD_Connection *c, const char *method,
+                              request_state *st)
+{
+    header_vec hv = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, collect_header, &hv);
+    char *q = strchr(st->uri, '?');
+    if (q)
+        *q++ = '\0';
+    hgf_sim_req req = {
+        .method = method, .path = st->uri, .query = q, .headers = hv.h, .n_headers = hv.n,
+        .body = hgf_buf_str(&st->body), .body_len = st->body.len,
+    };
+    hgf_sim_resp resp;
+    hgf_sim_resp_init(&resp);
+    outcome o;
+    memset(&o, 0, sizeof o);
+    if (hv.oom) {
+        hgf_err err;
+        hgf_sim_awserr(&err, "ServerException", "ecrsim: out of memory");
+        hgf_sim_resp_aws_error(&resp, &err);
+    } else {
+        route(s, &req, st->too_large, &resp, &o);
+    }
+    if (strncmp(st->uri, HGF_SIM_CONTROL_PREFIX, strlen(HGF_SIM_CONTROL_PREFIX)) != 0)
+        hgf_sim_stats_count(s->svc.stats, o.op, resp.error_code[0] ? resp.error_code : "ok");
+    log_line(&req, &resp, &o, &st->t0);
+    enum MHD_Result ok = send_response(c, &resp);
+    hgf_sim_resp_free(&resp);
+    free(hv.h);
+    return ok;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls)
+{
+    request_state *st = *req_cls;
+    if (!st)
+        return MHD_NO;
+    if (!st->started) {
+        st->started = 1;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (st->body.len + *upload_data_size > MAX_BODY ||
+            hgf_buf_append(&st->body, upload_data, *upload_data_size) != 0)
+            st->too_large = 1;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return finish(cls, c, method, st);
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+int hgf_sim_server_start(const struct sockaddr_in *addr, const hgf_sim_services *svc,
+                         hgf_sim_server **out, hgf_err *err)
+{
+    hgf_sim_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return hgf_err_set(err, HGF_ENOMEM, "server: out of memory");
+    s->svc = *svc;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+                                 (const struct sockaddr *)addr, MHD_OPTION_URI_LOG_CALLBACK,
+                                 on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+                                 MHD_OPTION_END);
+    if (!s->daemon) {
+        free(s);
+        return hgf_err_set(err, HGF_EFAIL, "--listen: cannot listen on port %u (in use?)",
+                           (unsigned)ntohs(addr->sin_port));
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon,
+                                                           MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : ntohs(addr->sin_port);
+    *out = s;
+    return 0;
+}
+
+uint16_t hgf_sim_server_port(const hgf_sim_server *s)
+{
+    return s->port;
+}
+
+void hgf_sim_server_stop(hgf_sim_server *s)
+{
+    if (!s)
+        return;
+    MHD_stop_daemon(s->daemon);
+    free(s);
+}
