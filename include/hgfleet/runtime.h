@@ -5,6 +5,7 @@
 
 #include "hgfleet/config.h"
 #include "hgfleet/http.h"
+#include "hgfleet/metrics.h"
 #include "hgfleet/store.h"
 
 struct ev_loop;
@@ -14,6 +15,7 @@ typedef struct hgf_runtime {
     const hgf_config *cfg;
     hgf_store *store;
     hgf_http *http;
+    hgf_metrics *metrics;
     char owner[96];   /* this process's lease owner id: host:pid:random */
 } hgf_runtime;
 

@@ -17,16 +17,22 @@ int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err)
     RAND_bytes(rnd, sizeof rnd);
     snprintf(rt->owner, sizeof rt->owner, "%s:%d:%02x%02x%02x%02x", host, (int)getpid(), rnd[0],
              rnd[1], rnd[2], rnd[3]);
+    rt->metrics = hgf_metrics_new();
     rt->store = hgf_store_open(rt->loop, cfg->database_url, err);
-    if (!rt->store)
+    if (!rt->store) {
+        hgf_metrics_free(rt->metrics);
+        rt->metrics = NULL;
         return err ? err->code : HGF_EDB;
+    }
     hgf_http_opts o = {.max_total = cfg->total_inflight,
                        .max_per_key = cfg->per_registry_inflight,
                        .ca_bundle = cfg->ca_bundle};
     rt->http = hgf_http_new(rt->loop, &o, err);
     if (!rt->http) {
         hgf_store_close(rt->store);
+        hgf_metrics_free(rt->metrics);
         rt->store = NULL;
+        rt->metrics = NULL;
         return err ? err->code : HGF_EFAIL;
     }
     return 0;
@@ -38,6 +44,8 @@ void hgf_runtime_close(hgf_runtime *rt)
         hgf_http_free(rt->http);
     if (rt->store)
         hgf_store_close(rt->store);
+    hgf_metrics_free(rt->metrics);
     rt->http = NULL;
     rt->store = NULL;
+    rt->metrics = NULL;
 }
