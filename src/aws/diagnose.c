@@ -1,0 +1,234 @@
+#include "hgfleet/diagnose.h"
+#include "hgfleet/sigv4.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void set(hgf_diagnosis *d, const char *code, const char *symptom)
+{
+    snprintf(d->code, sizeof d->code, "%s", code);
+    snprintf(d->symptom, sizeof d->symptom, "%s", symptom);
+}
+
+static int code_is(const hgf_err *err, const char *code)
+{
+    return !strcmp(err->aws_code, code);
+}
+
+static int msg_has(const hgf_err *err, const char *needle)
+{
+    return strstr(err->msg, needle) != NULL;
+}
+
+long hgf_diag_offset_from_message(const char *m)
+{
+    const char *p = m ? strstr(m, "Signature expired: ") : NULL;
+    if (!p)
+        p = m ? strstr(m, "Signature not yet current: ") : NULL;
+    if (!p)
+        return HGF_DIAG_NO_OFFSET;
+    char signed_at[17] = "", server_now[17] = "";
+    const char *a = strchr(p, ':') + 2;
+    const char *paren = strchr(a, '(');
+    if (!paren || sscanf(a, "%16s", signed_at) != 1 || sscanf(paren + 1, "%16s", server_now) != 1)
+        return HGF_DIAG_NO_OFFSET;
+    time_t t1 = hgf_sigv4_parse_amz_date(signed_at), t2 = hgf_sigv4_parse_amz_date(server_now);
+    return t1 < 0 || t2 < 0 ? HGF_DIAG_NO_OFFSET : (long)(t2 - t1);
+}
+
+static void clock_drift(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosis *d)
+{
+    long off = ctx->clock_offset != HGF_DIAG_NO_OFFSET ? ctx->clock_offset
+                                                       : hgf_diag_offset_from_message(err->msg);
+    d->clock_offset = off;
+    set(d, "clock_drift", "\"InvalidSignatureException\"");
+    if (off != HGF_DIAG_NO_OFFSET)
+        snprintf(d->cause, sizeof d->cause,
+                 "Clock drift on the sensor host > 5 minutes: this host's clock is %ld s %s AWS's",
+                 labs(off), off > 0 ? "behind" : "ahead of");
+    else
+        snprintf(d->cause, sizeof d->cause, "Clock drift on the sensor host > 5 minutes");
+    snprintf(d->fix, sizeof d->fix,
+             "Synchronise the host clock (chrony/NTP, or the Amazon Time Sync Service at "
+             "169.254.169.123). hgfleet corrects its own signing time from AWS's Date header and "
+             "retries once, but other tools on the host will keep failing.");
+}
+
+static void role_chain_expired(const hgf_diag_ctx *ctx, hgf_diagnosis *d)
+{
+    set(d, "role_chain_expired", "Sensor mode authenticates but eventually 401s");
+    snprintf(d->cause, sizeof d->cause,
+             "Role-chain credentials expired and were not refreshed (auth mode %s%s)",
+             ctx->auth_mode ? ctx->auth_mode : "?", ctx->role_chain ? ", two-hop chain" : "");
+    snprintf(d->fix, sizeof d->fix,
+             "Confirm AWS_ROLE_ARN and IRSA (AWS_WEB_IDENTITY_TOKEN_FILE mounted and the service "
+             "account annotated with eks.amazonaws.com/role-arn) or IMDSv2 access "
+             "(hop limit >= 2 for pods) so credentials can be refreshed. A chained role session "
+             "lasts at most 1 hour.");
+}
+
+static void assume_denied(const hgf_diag_ctx *ctx, hgf_diagnosis *d)
+{
+    set(d, "assume_role_denied", "AssumeRole is denied");
+    snprintf(d->cause, sizeof d->cause,
+             "%s: the trust policy of %s does not name the caller %s%s",
+             ctx->has_external_id ? "Wrong ExternalId, or the trust policy does not name the caller"
+                                  : "The role's trust policy does not allow this caller",
+             ctx->role_arn ? ctx->role_arn : "the role", ctx->caller_arn ? ctx->caller_arn : "",
+             ctx->has_external_id ? ", or its sts:ExternalId condition differs" : "");
+    snprintf(d->fix, sizeof d->fix,
+             "In the role's account, add the caller's ARN to the trust policy (Principal.AWS) "
+             "with the same sts:ExternalId condition as --external-id, and allow sts:AssumeRole "
+             "on the role in the caller's own policy.");
+}
+
+static void chain_duration(hgf_diagnosis *d)
+{
+    set(d, "role_chain_duration", "AssumeRole rejects the session duration");
+    snprintf(d->cause, sizeof d->cause, "A role chain is capped at 1 hour by STS");
+    snprintf(d->fix, sizeof d->fix, "Use --duration 3600 or less with --via-role-arn.");
+}
+
+static void token_scope(hgf_diagnosis *d)
+{
+    set(d, "auth_token_scope", "Repos enumerate, but GetAuthorizationToken is denied");
+    snprintf(d->cause, sizeof d->cause,
+             "ecr:GetAuthorizationToken resource scope: it is granted on a repository ARN (or "
+             "not at all), which silently fails token exchange");
+    snprintf(d->fix, sizeof d->fix,
+             "Grant ecr:GetAuthorizationToken with \"Resource\": \"*\" in a statement of its own.");
+}
+
+static void pull_denied(const hgf_diag_ctx *ctx, hgf_diagnosis *d)
+{
+    int cross = ctx->caller_account && ctx->registry_account && *ctx->caller_account &&
+                strcmp(ctx->caller_account, ctx->registry_account);
+    if (cross) {
+        set(d, "cross_account_pull", "Cross-account: list works, pull fails");
+        snprintf(d->cause, sizeof d->cause,
+                 "Repository policy missing on the target account %s for principal %s",
+                 ctx->registry_account, ctx->caller_arn ? ctx->caller_arn : "(caller)");
+        snprintf(d->fix, sizeof d->fix,
+                 "In account %s, attach a repository policy to each scanned repository allowing "
+                 "%s: ecr:BatchGetImage, ecr:GetDownloadUrlForLayer, "
+                 "ecr:BatchCheckLayerAvailability, ecr:DescribeImages, ecr:ListImages.",
+                 ctx->registry_account, ctx->caller_arn ? ctx->caller_arn : "the sensor's role");
+        return;
+    }
+    set(d, "pull_denied", "Repos enumerate, but scans fail with denied");
+    snprintf(d->cause, sizeof d->cause,
+             "Missing ecr:BatchGetImage / ecr:GetDownloadUrlForLayer for %s",
+             ctx->caller_arn ? ctx->caller_arn : "the principal");
+    snprintf(d->fix, sizeof d->fix,
+             "Allow ecr:BatchGetImage, ecr:GetDownloadUrlForLayer and "
+             "ecr:BatchCheckLayerAvailability on arn:aws:ecr:%s:%s:repository/*.",
+             ctx->region ? ctx->region : "<region>",
+             ctx->registry_account ? ctx->registry_account : "<account>");
+}
+
+static void access_denied(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosis *d)
+{
+    const char *action = strstr(err->msg, "perform: ");
+    char act[80] = "";
+    if (action)
+        sscanf(action + 9, "%79[^ ]", act);
+    set(d, "access_denied", "Access denied");
+    snprintf(d->cause, sizeof d->cause, "The IAM principal %s lacks %s",
+             ctx->caller_arn ? ctx->caller_arn : "", *act ? act : "a required ecr: action");
+    snprintf(d->fix, sizeof d->fix,
+             "Attach the minimum policy from docs/iam.md: ecr:GetAuthorizationToken on \"*\", and "
+             "ecr:DescribeRepositories, ecr:ListImages, ecr:DescribeImages, ecr:BatchGetImage, "
+             "ecr:GetDownloadUrlForLayer, ecr:BatchCheckLayerAvailability on the repositories.");
+}
+
+static void bad_keys(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosis *d)
+{
+    set(d, "invalid_credentials", "The security token included in the request is invalid");
+    snprintf(d->cause, sizeof d->cause,
+             "%s are not valid AWS credentials (deleted or mistyped key, or a session token "
+             "missing or from another key)",
+             ctx->auth_mode && !strcmp(ctx->auth_mode, "static") ? "The connection's static keys"
+                                                                 : "The credentials used");
+    snprintf(d->fix, sizeof d->fix,
+             "Check the access key in IAM and update it with 'hgfleet connection update ... "
+             "--access-key-id ID --secret-access-key-file FILE'.");
+}
+
+static void generic(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosis *d)
+{
+    if (!strcmp(err->aws_code, "") && (err->code == 0 || err->code == -6)) {
+        set(d, "network", "The AWS endpoint cannot be reached");
+        snprintf(d->cause, sizeof d->cause, "Network failure during %s", ctx->step);
+        snprintf(d->fix, sizeof d->fix,
+                 "Check DNS, proxies, security groups and VPC endpoints (com.amazonaws.%s.ecr.api, "
+                 ".ecr.dkr, .sts) for this host.", ctx->region ? ctx->region : "<region>");
+        return;
+    }
+    set(d, "aws_error", "AWS returned an error");
+    snprintf(d->cause, sizeof d->cause, "%s failed with %s", ctx->step,
+             err->aws_code[0] ? err->aws_code : "an error");
+    snprintf(d->fix, sizeof d->fix, "See the AWS message above.");
+}
+
+void hgf_diag_classify(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosis *d)
+{
+    memset(d, 0, sizeof *d);
+    d->clock_offset = HGF_DIAG_NO_OFFSET;
+    snprintf(d->step, sizeof d->step, "%s", ctx->step ? ctx->step : "");
+    snprintf(d->detail, sizeof d->detail, "%.690s", err->msg);
+    const char *step = ctx->step ? ctx->step : "";
+    int pull_step = !strcmp(step, "ManifestHead") || !strcmp(step, "BatchGetImage") ||
+                    !strcmp(step, "Scan");
+    if (hgf_diag_offset_from_message(err->msg) != HGF_DIAG_NO_OFFSET ||
+        code_is(err, "RequestTimeTooSkewed") || code_is(err, "RequestExpired") ||
+        code_is(err, "RequestInTheFuture") || code_is(err, "SignatureDoesNotMatch") ||
+        (code_is(err, "InvalidSignatureException") && ctx->clock_offset != HGF_DIAG_NO_OFFSET &&
+         labs(ctx->clock_offset) >= 300))
+        clock_drift(err, ctx, d);
+    else if (code_is(err, "ExpiredTokenException") || code_is(err, "ExpiredToken") ||
+             (ctx->http_status == 401 && !pull_step && strcmp(ctx->auth_mode ? ctx->auth_mode : "", "static")))
+        role_chain_expired(ctx, d);
+    else if (!strcmp(step, "AssumeRole") && code_is(err, "ValidationError") &&
+             msg_has(err, "role chaining"))
+        chain_duration(d);
+    else if (!strcmp(step, "AssumeRole") && (code_is(err, "AccessDenied") || code_is(err, "AccessDeniedException")))
+        assume_denied(ctx, d);
+    else if (!strcmp(step, "GetAuthorizationToken") && (code_is(err, "AccessDeniedException") || code_is(err, "AccessDenied")))
+        token_scope(d);
+    else if (pull_step && (code_is(err, "DENIED") || code_is(err, "AccessDeniedException") ||
+                           ctx->http_status == 403))
+        pull_denied(ctx, d);
+    else if (code_is(err, "AccessDeniedException") || code_is(err, "AccessDenied"))
+        access_denied(err, ctx, d);
+    else if (code_is(err, "UnrecognizedClientException") || code_is(err, "InvalidClientTokenId") ||
+             code_is(err, "InvalidSignatureException"))
+        bad_keys(err, ctx, d);
+    else
+        generic(err, ctx, d);
+}
+
+void hgf_diag_zero_repositories(const hgf_diag_ctx *ctx, hgf_diagnosis *d)
+{
+    memset(d, 0, sizeof *d);
+    d->clock_offset = HGF_DIAG_NO_OFFSET;
+    snprintf(d->step, sizeof d->step, "DescribeRepositories");
+    set(d, "zero_repositories", "Test connection succeeds, sync produces zero repos");
+    snprintf(d->cause, sizeof d->cause,
+             "The IAM principal has access in a different region than the URL (%s), or the "
+             "registry really is empty", ctx->region ? ctx->region : "?");
+    snprintf(d->fix, sizeof d->fix,
+             "ECR is regional: check that the repositories live in %s of account %s, and add one "
+             "connection per region.", ctx->region ? ctx->region : "the URL's region",
+             ctx->registry_account ? ctx->registry_account : "?");
+}
+
+json_t *hgf_diag_to_json(const hgf_diagnosis *d)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "code", d->code, "symptom",
+                          d->symptom, "cause", d->cause, "fix", d->fix, "step", d->step, "detail",
+                          d->detail);
+    if (d->clock_offset != HGF_DIAG_NO_OFFSET)
+        json_object_set_new(o, "clock_offset_seconds", json_integer(d->clock_offset));
+    return o;
+}

@@ -1,0 +1,165 @@
+/* One case per row of the guide's troubleshooting table, plus the pitfalls
+ * that connection test names (token scope, ExternalId, chain duration). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "hgfleet/diagnose.h"
+
+static hgf_err aws(const char *code, const char *msg)
+{
+    hgf_err e;
+    hgf_err_set(&e, HGF_EAWS, "%s: %s", code, msg);
+    strcpy(e.aws_code, code);
+    return e;
+}
+
+static hgf_diag_ctx ctx(const char *step)
+{
+    hgf_diag_ctx c = {.step = step, .auth_mode = "assume_role",
+                      .caller_arn = "arn:aws:sts::111111111111:assumed-role/harborguard-sensor/s",
+                      .caller_account = "111111111111", .registry_account = "111111111111",
+                      .region = "us-east-1", .role_arn = "arn:aws:iam::111111111111:role/harborguard-sensor",
+                      .clock_offset = HGF_DIAG_NO_OFFSET};
+    return c;
+}
+
+#define HAS(field, text) assert_non_null(strstr((field), (text)))
+
+static void test_scans_denied(void **state)
+{
+    hgf_err e = aws("DENIED", "not authorized to perform: ecr:BatchGetImage");
+    hgf_diag_ctx c = ctx("ManifestHead");
+    c.http_status = 403;
+    hgf_diagnosis d;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "pull_denied");
+    HAS(d.symptom, "Repos enumerate, but scans fail with denied");
+    HAS(d.cause, "ecr:BatchGetImage");
+    HAS(d.cause, "ecr:GetDownloadUrlForLayer");
+}
+
+static void test_zero_repos(void **state)
+{
+    hgf_diag_ctx c = ctx("DescribeRepositories");
+    c.region = "eu-west-1";
+    hgf_diagnosis d;
+    hgf_diag_zero_repositories(&c, &d);
+    assert_string_equal(d.code, "zero_repositories");
+    HAS(d.cause, "different region than the URL");
+    HAS(d.cause, "eu-west-1");
+}
+
+static void test_clock_drift(void **state)
+{
+    hgf_err e = aws("InvalidSignatureException",
+                    "Signature expired: 20261130T031500Z is now earlier than 20261130T033000Z "
+                    "(20261130T033500Z - 5 min.)");
+    hgf_diag_ctx c = ctx("DescribeRepositories");
+    hgf_diagnosis d;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "clock_drift");
+    HAS(d.symptom, "InvalidSignatureException");
+    HAS(d.cause, "Clock drift on the sensor host > 5 minutes");
+    assert_int_equal(d.clock_offset, 1200);
+    HAS(d.cause, "1200 s behind");
+    /* A plain signature mismatch with a sane clock is bad keys, not drift. */
+    hgf_err e2 = aws("InvalidSignatureException", "The request signature we calculated does not match");
+    c.clock_offset = 3;
+    hgf_diag_classify(&e2, &c, &d);
+    assert_string_equal(d.code, "invalid_credentials");
+    c.clock_offset = -900;
+    hgf_diag_classify(&e2, &c, &d);
+    assert_string_equal(d.code, "clock_drift");
+    HAS(d.cause, "900 s ahead");
+}
+
+static void test_cross_account(void **state)
+{
+    hgf_err e = aws("DENIED", "because no resource-based policy allows the ecr:BatchGetImage action");
+    hgf_diag_ctx c = ctx("ManifestHead");
+    c.registry_account = "222222222222";
+    c.http_status = 403;
+    hgf_diagnosis d;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "cross_account_pull");
+    HAS(d.symptom, "Cross-account: list works, pull fails");
+    HAS(d.cause, "Repository policy missing on the target account 222222222222");
+}
+
+static void test_role_chain_expired(void **state)
+{
+    hgf_err e = aws("ExpiredTokenException", "The security token included in the request is expired");
+    hgf_diag_ctx c = ctx("DescribeImages");
+    c.role_chain = 1;
+    hgf_diagnosis d;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "role_chain_expired");
+    HAS(d.symptom, "eventually 401s");
+    HAS(d.fix, "AWS_ROLE_ARN");
+    HAS(d.fix, "IRSA");
+    HAS(d.fix, "IMDSv2");
+}
+
+static void test_token_scope(void **state)
+{
+    hgf_err e = aws("AccessDeniedException", "User: x is not authorized to perform: "
+                                             "ecr:GetAuthorizationToken on resource: *");
+    hgf_diag_ctx c = ctx("GetAuthorizationToken");
+    hgf_diagnosis d;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "auth_token_scope");
+    HAS(d.fix, "\"Resource\": \"*\"");
+}
+
+static void test_external_id(void **state)
+{
+    hgf_err e = aws("AccessDenied", "User: arn:aws:iam::111111111111:user/ci is not authorized to "
+                                    "perform: sts:AssumeRole on resource: arn:aws:iam::2:role/r");
+    hgf_diag_ctx c = ctx("AssumeRole");
+    c.has_external_id = 1;
+    hgf_diagnosis d;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "assume_role_denied");
+    HAS(d.cause, "Wrong ExternalId");
+    hgf_err v = aws("ValidationError", "The requested DurationSeconds exceeds the 1 hour session "
+                                       "limit for roles assumed by role chaining.");
+    hgf_diag_classify(&v, &c, &d);
+    assert_string_equal(d.code, "role_chain_duration");
+}
+
+static void test_access_denied_names_action(void **state)
+{
+    hgf_err e = aws("AccessDeniedException", "User: arn:aws:iam::1:user/ci is not authorized to "
+                                             "perform: ecr:DescribeImages on resource: arn");
+    hgf_diag_ctx c = ctx("DescribeImages");
+    hgf_diagnosis d;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "access_denied");
+    HAS(d.cause, "ecr:DescribeImages");
+}
+
+static void test_offset_parse(void **state)
+{
+    assert_int_equal(hgf_diag_offset_from_message("nothing here"), HGF_DIAG_NO_OFFSET);
+    assert_int_equal(hgf_diag_offset_from_message(
+                         "Signature expired: 20261130T040000Z is now earlier than "
+                         "20261130T034000Z (20261130T034500Z - 5 min.)"),
+                     -900);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_scans_denied),     cmocka_unit_test(test_zero_repos),
+        cmocka_unit_test(test_clock_drift),      cmocka_unit_test(test_cross_account),
+        cmocka_unit_test(test_role_chain_expired), cmocka_unit_test(test_token_scope),
+        cmocka_unit_test(test_external_id),      cmocka_unit_test(test_access_denied_names_action),
+        cmocka_unit_test(test_offset_parse),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
