@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "hgfleet/buf.h"
 #include "hgfleet/endpoint.h"
 #include "hgfleet/err.h"
 #include "hgfleet/store.h"
@@ -44,6 +45,13 @@ int hgf_conn_from_row(const PGresult *res, int row, hgf_connection *out, hgf_err
  * HGF_EEXIST with a message naming it ("connection 3 \"prod\" already
  * covers 123456789012.dkr.ecr.us-east-1.amazonaws.com"). */
 int hgf_conn_insert(hgf_store *s, hgf_connection *c, hgf_err *err);
+
+/* Writes every mutable column of c (by id). reschedule clears next_sync_at so
+ * the scheduler recomputes it from the new schedule. */
+int hgf_conn_update(hgf_store *s, const hgf_connection *c, int reschedule, hgf_err *err);
+
+/* Stores the last diagnosis (JSON text, or NULL to clear it). */
+int hgf_conn_set_diagnosis(hgf_store *s, int64_t id, const char *diagnosis_json, hgf_err *err);
 
 /* Finds a live connection by numeric id or by registry URL. HGF_ENOTFOUND
  * names what was looked for; a malformed URL is HGF_EINPUT. */

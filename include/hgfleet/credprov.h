@@ -77,4 +77,62 @@ typedef struct hgf_credmgr_stats {
 } hgf_credmgr_stats;
 void hgf_credmgr_get_stats(const hgf_credmgr *m, hgf_credmgr_stats *out);
 
+/* Like hgf_credmgr_invalidate, but only when the cached credentials still
+ * carry access_key_id: a late ExpiredToken reply to a request signed with
+ * credentials that were already replaced does not cause another refresh. */
+void hgf_credmgr_invalidate_key(hgf_credmgr *m, const hgf_auth_spec *spec,
+                                const char *access_key_id);
+
+/* ECR authorization tokens (GetAuthorizationToken with spec's credentials),
+ * cached per (spec, registry, endpoint) and refreshed at half their lifetime
+ * by a single in-flight call. rc 0: basic_token is the base64
+ * authorizationToken (send "Authorization: Basic <token>") and
+ * proxy_endpoint the registry's https URL; both are valid only during the
+ * callback and the token is a secret. ecr_endpoint NULL: the region's
+ * endpoint (AWS_ENDPOINT_URL_ECR / AWS_ENDPOINT_URL honoured). spec->region
+ * is required. */
+typedef void (*hgf_ecr_token_cb)(int rc, const hgf_err *err, const char *basic_token,
+                                 const char *proxy_endpoint, void *arg);
+int hgf_credmgr_ecr_token(hgf_credmgr *m, const hgf_auth_spec *spec, const char *registry_id,
+                          const char *ecr_endpoint, hgf_ecr_token_cb cb, void *arg, hgf_err *err);
+
+/* ---- the default chain, uncached (the manager caches it as mode "host") */
+
+typedef struct hgf_credprov_opts {
+    struct ev_loop *loop;
+    hgf_http *http;
+    hgf_metrics *metrics;          /* or NULL */
+    const char *region;            /* STS region for web identity; NULL: AWS_REGION,
+                                    * AWS_DEFAULT_REGION, else us-east-1 */
+    long clock_offset;             /* seconds added to local time when signing */
+    unsigned long *sts_calls;      /* or NULL: incremented during the call when it sends
+                                    * an STS request */
+} hgf_credprov_opts;
+
+/* Runs the default chain once, reading the environment now: the first
+ * provider that is configured decides (AWS_ACCESS_KEY_ID; AWS_ROLE_ARN with
+ * AWS_WEB_IDENTITY_TOKEN_FILE; a container credentials URI; else IMDSv2
+ * unless AWS_EC2_METADATA_DISABLED=true), and its errors are reported. When
+ * nothing answers, the error lists what was tried. Returns an error when the
+ * configured provider cannot start (a refused container URL, an unreadable
+ * token file, nothing configured and IMDS disabled); otherwise the callback
+ * runs once, from the loop. creds->source is "env", "web_identity",
+ * "container" or "imds". */
+int hgf_credprov_host_fetch(const hgf_credprov_opts *o, hgf_creds_cb cb, void *arg,
+                            hgf_err *err);
+
+/* The container credentials URL from AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
+ * (http://169.254.170.2 + it; takes precedence) or
+ * AWS_CONTAINER_CREDENTIALS_FULL_URI, into out; *var names the variable
+ * used. Plain http is allowed only to loopback, 169.254.170.2,
+ * 169.254.170.23 and fd00:ec2::23; anything else is HGF_EINPUT naming the
+ * variable. HGF_ENOTFOUND when neither is set. */
+int hgf_credprov_container_url(char *out, size_t n, const char **var, hgf_err *err);
+
+/* The STS endpoint for a region (NULL: AWS_REGION, AWS_DEFAULT_REGION, else
+ * us-east-1), honouring AWS_ENDPOINT_URL_STS / AWS_ENDPOINT_URL, and the
+ * signing region into region_out. */
+int hgf_credprov_sts_endpoint(const char *region, char *url, size_t n, char region_out[32],
+                              hgf_err *err);
+
 #endif

@@ -3,7 +3,9 @@
 #ifndef HGF_RUNTIME_H
 #define HGF_RUNTIME_H
 
+#include "hgfleet/awsctl.h"
 #include "hgfleet/config.h"
+#include "hgfleet/credprov.h"
 #include "hgfleet/http.h"
 #include "hgfleet/metrics.h"
 #include "hgfleet/store.h"
@@ -16,6 +18,8 @@ typedef struct hgf_runtime {
     hgf_store *store;
     hgf_http *http;
     hgf_metrics *metrics;
+    hgf_awsctl *awsctl;   /* retries, adaptive rate limits, clock skew: one per process */
+    hgf_credmgr *creds;   /* shared credential cache: one refresh per role, not per job */
     char owner[96];   /* this process's lease owner id: host:pid:random */
 } hgf_runtime;
 

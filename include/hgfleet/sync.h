@@ -17,7 +17,7 @@
 typedef struct hgf_sync_stats {
     int64_t connection_id;
     char registry[128];
-    int repositories, images, pages, api_calls, images_filtered;
+    int repositories, images, pages, api_calls, images_filtered, throttles, retries;
     double seconds;
     json_t *applied;   /* hgf_apply_sync's counts; borrowed during the callback */
 } hgf_sync_stats;

@@ -9,11 +9,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One logical call: what every attempt needs to sign and send again. */
 typedef struct call {
     hgf_aws_cb cb;
     void *arg;
-    char op[64];
+    hgf_http *http;
+    const hgf_creds *creds;
+    hgf_awsctl *ctl;
+    hgf_awsctl_call *drv;
+    long clock_offset;
+    char op[64], target[160], host[256], path[512], region[64], service[64];
+    char *endpoint, *limit_key, *body;
+    struct timespec started;
 } call;
+
+static void call_free(call *c)
+{
+    hgf_awsctl_call_free(c->drv);
+    free(c->endpoint);
+    free(c->limit_key);
+    free(c->body);
+    free(c);
+}
+
+static double since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
 
 int hgf_awsjson_parse_error(const char *op, long status, const char *body, size_t len,
                             const char *type_header, hgf_err *err)
@@ -40,33 +64,53 @@ int hgf_awsjson_parse_error(const char *op, long status, const char *body, size_
     return HGF_EAWS;
 }
 
+static void deliver(call *c, hgf_aws_result *r)
+{
+    r->seconds = since(&c->started);
+    r->attempts = hgf_awsctl_call_attempts(c->drv);
+    r->throttled = hgf_awsctl_call_throttled(c->drv);
+    if (r->rc && r->attempts > 1) {
+        size_t n = strlen(r->err.msg);
+        snprintf(r->err.msg + n, sizeof r->err.msg - n, " (after %d attempts)", r->attempts);
+    }
+    c->cb(r, c->arg);
+    json_decref(r->json);
+    call_free(c);
+}
+
+static void read_response(const call *c, const hgf_http_resp *resp, hgf_aws_result *r)
+{
+    memset(r, 0, sizeof *r);
+    hgf_err_clear(&r->err);
+    r->status = resp->status;
+    r->date = hgf_http_resp_header(resp, "date");
+    r->request_id = hgf_http_resp_header(resp, "x-amzn-requestid");
+    if (!r->request_id)
+        r->request_id = "";
+    if (resp->transport_error) {
+        r->rc = hgf_err_set(&r->err, HGF_EHTTP, "%s: %s", c->op, resp->error);
+    } else if (resp->status / 100 != 2) {
+        r->rc = hgf_awsjson_parse_error(c->op, resp->status, resp->body, resp->body_len,
+                                        hgf_http_resp_header(resp, "x-amzn-errortype"), &r->err);
+    } else {
+        json_error_t je;
+        r->json = json_loadb(resp->body, resp->body_len, 0, &je);
+        if (!r->json)
+            r->rc = hgf_err_set(&r->err, HGF_EHTTP, "%s: response is not JSON: %s (line %d)",
+                                c->op, je.text, je.line);
+    }
+}
+
 static void on_response(const hgf_http_resp *resp, void *arg)
 {
     call *c = arg;
     hgf_aws_result r;
-    memset(&r, 0, sizeof r);
-    hgf_err_clear(&r.err);
-    r.status = resp->status;
-    r.seconds = resp->total_seconds;
-    r.date = hgf_http_resp_header(resp, "date");
-    r.request_id = hgf_http_resp_header(resp, "x-amzn-requestid");
-    if (!r.request_id)
-        r.request_id = "";
-    if (resp->transport_error) {
-        r.rc = hgf_err_set(&r.err, HGF_EHTTP, "%s: %s", c->op, resp->error);
-    } else if (resp->status / 100 != 2) {
-        r.rc = hgf_awsjson_parse_error(c->op, resp->status, resp->body, resp->body_len,
-                                       hgf_http_resp_header(resp, "x-amzn-errortype"), &r.err);
-    } else {
-        json_error_t je;
-        r.json = json_loadb(resp->body, resp->body_len, 0, &je);
-        if (!r.json)
-            r.rc = hgf_err_set(&r.err, HGF_EHTTP, "%s: response is not JSON: %s (line %d)",
-                               c->op, je.text, je.line);
-    }
-    c->cb(&r, c->arg);
-    json_decref(r.json);
-    free(c);
+    read_response(c, resp, &r);
+    hgf_awsctl_outcome o = {.status = resp->status, .transport_error = resp->transport_error,
+                            .aws_code = r.err.aws_code, .message = r.err.msg, .date = r.date};
+    if (hgf_awsctl_call_outcome(c->drv, &o))
+        return;  /* a retry is scheduled; r holds no json (only a 2xx is final) */
+    deliver(c, &r);
 }
 
 /* The Host header we sign must be byte-identical to the one curl sends. */
@@ -95,51 +139,119 @@ static int split_endpoint(const char *endpoint, char *host, size_t hn, char *pat
     return rc;
 }
 
-int hgf_awsjson_call(const hgf_aws_target *t, const char *target_prefix, const char *op,
-                     const char *body, hgf_aws_cb cb, void *arg, hgf_err *err)
+/* Signs with the time of this attempt, so that a retry after a backoff, or
+ * after the clock offset was learned, carries a fresh x-amz-date. */
+static int send_attempt(call *c, hgf_err *err)
 {
-    char host[256], path[512], amzdate[17], target[160];
-    int rc = split_endpoint(t->endpoint, host, sizeof host, path, sizeof path, err);
-    if (rc)
-        return rc;
-    hgf_sigv4_amz_date(time(NULL) + t->clock_offset, amzdate);
-    snprintf(target, sizeof target, "%s.%s", target_prefix, op);
+    time_t when = c->ctl ? hgf_awsctl_now(c->ctl) : time(NULL) + c->clock_offset;
+    char amzdate[17];
+    hgf_sigv4_amz_date(when, amzdate);
+    const char *token = c->creds->session_token;
     hgf_sigv4_header hs[5] = {{"content-type", "application/x-amz-json-1.1"},
-                              {"host", host},
+                              {"host", c->host},
                               {"x-amz-date", amzdate},
-                              {"x-amz-target", target},
-                              {"x-amz-security-token", t->creds->session_token}};
-    size_t nh = t->creds->session_token ? 5 : 4;
-    hgf_sigv4_request req = {"POST", path, NULL, hs, nh, body, strlen(body)};
-    hgf_sigv4_creds sc = {t->creds->access_key_id, t->creds->secret_access_key,
-                          t->creds->session_token};
-    hgf_sigv4_scope scope = {t->region, t->service, time(NULL) + t->clock_offset};
-    hgf_buf authz = HGF_BUF_INIT, lines = HGF_BUF_INIT;
-    rc = hgf_sigv4_authorization(&req, &sc, &scope, &authz, err);
-    call *c = rc ? NULL : calloc(1, sizeof *c);
-    if (!rc && !c)
-        rc = hgf_err_set(err, HGF_ENOMEM, "out of memory");
+                              {"x-amz-target", c->target},
+                              {"x-amz-security-token", token}};
+    size_t blen = strlen(c->body);
+    hgf_sigv4_request req = {"POST", c->path, NULL, hs, token ? 5 : 4, c->body, blen};
+    hgf_sigv4_creds sc = {c->creds->access_key_id, c->creds->secret_access_key, token};
+    hgf_sigv4_scope scope = {c->region, c->service, when};
+    hgf_buf authz = HGF_BUF_INIT, tok = HGF_BUF_INIT;
+    int rc = hgf_sigv4_authorization(&req, &sc, &scope, &authz, err);
     if (!rc) {
-        c->cb = cb;
-        c->arg = arg;
-        snprintf(c->op, sizeof c->op, "%s", op);
         char h_ct[64], h_date[40], h_target[200], h_auth[1024];
         snprintf(h_ct, sizeof h_ct, "Content-Type: %s", hs[0].value);
         snprintf(h_date, sizeof h_date, "X-Amz-Date: %s", amzdate);
-        snprintf(h_target, sizeof h_target, "X-Amz-Target: %s", target);
+        snprintf(h_target, sizeof h_target, "X-Amz-Target: %s", c->target);
         snprintf(h_auth, sizeof h_auth, "Authorization: %s", hgf_buf_str(&authz));
-        hgf_buf_printf(&lines, "X-Amz-Security-Token: %s",
-                       t->creds->session_token ? t->creds->session_token : "");
+        hgf_buf_printf(&tok, "X-Amz-Security-Token: %s", token ? token : "");
         const char *headers[] = {h_ct, h_date, h_target, h_auth, "Accept: application/json",
-                                 "Expect:", t->creds->session_token ? lines.data : NULL, NULL};
-        hgf_http_req hr = {.method = "POST", .url = t->endpoint, .headers = headers,
-                           .body = body, .body_len = strlen(body), .limit_key = t->limit_key};
-        rc = hgf_http_send(t->http, &hr, on_response, c, err);
+                                 "Expect:", token ? tok.data : NULL, NULL};
+        hgf_http_req hr = {.method = "POST", .url = c->endpoint, .headers = headers,
+                           .body = c->body, .body_len = blen, .limit_key = c->limit_key};
+        rc = hgf_http_send(c->http, &hr, on_response, c, err);
         hgf_secret_wipe(h_auth, sizeof h_auth);
-        if (rc)
-            free(c);
     }
     hgf_buf_free(&authz);
-    hgf_secret_wipe_buf(&lines);
+    hgf_secret_wipe_buf(&tok);
+    return rc;
+}
+
+/* A retry's turn came (from a timer): a failure to send is final. */
+static void go(void *arg)
+{
+    call *c = arg;
+    hgf_aws_result r;
+    memset(&r, 0, sizeof r);
+    hgf_err_clear(&r.err);
+    r.request_id = "";
+    r.rc = send_attempt(c, &r.err);
+    if (r.rc)
+        deliver(c, &r);
+}
+
+static void cancel(void *arg)
+{
+    call_free(arg);
+}
+
+static int dup_or_null(const char *s, char **out)
+{
+    *out = s ? strdup(s) : NULL;
+    return s && !*out ? HGF_ENOMEM : 0;
+}
+
+static call *call_new(const hgf_aws_target *t, const char *target_prefix, const char *op,
+                      const char *body, hgf_aws_cb cb, void *arg, hgf_err *err)
+{
+    call *c = calloc(1, sizeof *c);
+    if (!c || dup_or_null(t->endpoint, &c->endpoint) || dup_or_null(t->limit_key, &c->limit_key) ||
+        dup_or_null(body, &c->body)) {
+        if (c)
+            call_free(c);
+        hgf_err_set(err, HGF_ENOMEM, "out of memory");
+        return NULL;
+    }
+    c->cb = cb;
+    c->arg = arg;
+    c->http = t->http;
+    c->creds = t->creds;
+    c->ctl = t->ctl;
+    c->clock_offset = t->clock_offset;
+    snprintf(c->op, sizeof c->op, "%s", op);
+    snprintf(c->target, sizeof c->target, "%s.%s", target_prefix, op);
+    snprintf(c->region, sizeof c->region, "%s", t->region);
+    snprintf(c->service, sizeof c->service, "%s", t->service);
+    clock_gettime(CLOCK_MONOTONIC, &c->started);
+    return c;
+}
+
+/* A key ending in '/' is a prefix shared by a target's operations. */
+static void rate_key(const hgf_aws_target *t, const char *op, char *out, size_t n)
+{
+    size_t len = t->rate_key ? strlen(t->rate_key) : 0;
+    if (!t->rate_key)
+        snprintf(out, n, "%s/%s/%s", t->region, t->service, op);
+    else if (len && t->rate_key[len - 1] == '/')
+        snprintf(out, n, "%s%s", t->rate_key, op);
+    else
+        snprintf(out, n, "%s", t->rate_key);
+}
+
+int hgf_awsjson_call(const hgf_aws_target *t, const char *target_prefix, const char *op,
+                     const char *body, hgf_aws_cb cb, void *arg, hgf_err *err)
+{
+    call *c = call_new(t, target_prefix, op, body, cb, arg, err);
+    if (!c)
+        return HGF_ENOMEM;
+    int rc = split_endpoint(t->endpoint, c->host, sizeof c->host, c->path, sizeof c->path, err);
+    char key[512];
+    rate_key(t, op, key, sizeof key);
+    if (!rc)
+        rc = hgf_awsctl_call_new(t->ctl, t->service, op, key, go, cancel, c, &c->drv, err);
+    if (!rc && hgf_awsctl_call_ready(c->drv))
+        rc = send_attempt(c, err);
+    if (rc)
+        call_free(c);
     return rc;
 }

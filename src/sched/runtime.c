@@ -35,11 +35,28 @@ int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err)
         rt->metrics = NULL;
         return err ? err->code : HGF_EFAIL;
     }
+    rt->awsctl = hgf_awsctl_new(rt->loop, rt->metrics, err);
+    if (!rt->awsctl) {
+        hgf_runtime_close(rt);
+        return err ? err->code : HGF_EFAIL;
+    }
+    rt->creds = hgf_credmgr_new(rt->loop, rt->http, rt->metrics, err);
+    if (!rt->creds) {
+        hgf_runtime_close(rt);
+        return err ? err->code : HGF_EFAIL;
+    }
     return 0;
 }
 
 void hgf_runtime_close(hgf_runtime *rt)
 {
+    if (rt->creds)
+        hgf_credmgr_free(rt->creds);
+    rt->creds = NULL;
+    /* Before the HTTP client: waiting retries are cancelled, in-flight ones detached. */
+    if (rt->awsctl)
+        hgf_awsctl_free(rt->awsctl);
+    rt->awsctl = NULL;
     if (rt->http)
         hgf_http_free(rt->http);
     if (rt->store)

@@ -1,6 +1,8 @@
 #include "hgfleet/sync.h"
 #include "hgfleet/buf.h"
 #include "hgfleet/conn.h"
+#include "hgfleet/conntest.h"
+#include "hgfleet/diagnose.h"
 #include "hgfleet/ecr.h"
 #include "hgfleet/log.h"
 #include "hgfleet/secret.h"
@@ -19,24 +21,34 @@ typedef struct repo {
 
 typedef struct sync_job sync_job;
 
-typedef struct repo_task {
-    sync_job *job;
+/* One paged listing in flight: the repository list (index -1) or one
+ * repository's images. Each request takes fresh credentials from the shared
+ * cache, so a long sync rides through any number of refreshes. */
+typedef struct call {
+    sync_job *j;
     int index;
-} repo_task;
+    char *next;          /* nextToken of the page to fetch, or NULL */
+    int expired_retry;   /* set after the one forced refresh */
+    hgf_creds creds;     /* this request's credentials (the target borrows them) */
+} call;
 
 struct sync_job {
     hgf_runtime *rt;
     int64_t conn_id;
     hgf_connection conn;
-    hgf_creds creds;
-    hgf_aws_target target;
+    hgf_auth_spec spec;
+    char *secret;
     char endpoint[256];
+    char rate_key[64];   /* "<account>/<region>/ecr/": adaptive limits per account, region, API */
     repo *repos;
     int n_repos, cap_repos;
-    repo_task *tasks;
+    call list;           /* DescribeRepositories */
+    call *tasks;         /* DescribeImages, one per repository */
     int next_repo, active;
-    hgf_buf images;        /* comma-separated compact JSON objects */
+    hgf_buf images;      /* comma-separated compact JSON objects */
     int failed;
+    char fail_step[48];
+    long fail_status;
     hgf_err err;
     hgf_sync_stats st;
     int64_t started_ms;
@@ -53,9 +65,18 @@ static void job_free(sync_job *j)
         free(j->repos[i].enc);
     }
     free(j->repos);
+    for (int i = 0; j->tasks && i < j->n_repos; i++) {
+        free(j->tasks[i].next);
+        hgf_creds_clear(&j->tasks[i].creds);
+    }
     free(j->tasks);
+    free(j->list.next);
+    hgf_creds_clear(&j->list.creds);
     hgf_buf_free(&j->images);
-    hgf_creds_clear(&j->creds);
+    if (j->secret) {
+        hgf_secret_wipe(j->secret, strlen(j->secret));
+        free(j->secret);
+    }
     hgf_conn_free(&j->conn);
     free(j);
 }
@@ -80,22 +101,51 @@ static void record_status_done(PGresult *res, const hgf_err *err, void *arg)
     PQclear(res);
 }
 
-static void record_status(sync_job *j, int ok)
+static void record_status(sync_job *j, int ok, const char *diagnosis)
 {
     char id[24];
     snprintf(id, sizeof id, "%lld", (long long)j->conn_id);
-    const char *p[] = {id, ok ? NULL : j->err.msg};
-    const char *sql = ok ? "UPDATE connections SET last_sync_at = now(), last_sync_status = 'ok', "
-                           "last_error = NULL WHERE id = $1"
-                         : "UPDATE connections SET last_sync_at = now(), last_sync_status = "
-                           "'failed', last_error = $2 WHERE id = $1";
-    hgf_store_query(j->rt->store, sql, ok ? 1 : 2, p, record_status_done, NULL);
+    const char *p[] = {id, ok ? NULL : j->err.msg, diagnosis};
+    hgf_store_query(j->rt->store,
+                    "UPDATE connections SET last_sync_at = now(), last_sync_status = CASE WHEN "
+                    "$2::text IS NULL THEN 'ok' ELSE 'failed' END, last_error = $2, "
+                    "last_diagnosis = $3::jsonb WHERE id = $1",
+                    3, p, record_status_done, NULL);
+}
+
+static char *diagnose(sync_job *j)
+{
+    hgf_diag_ctx dc = {.step = j->fail_step[0] ? j->fail_step : "Sync",
+                       .auth_mode = j->conn.auth_mode, .registry_account = j->conn.reg.account_id,
+                       .region = j->conn.reg.region, .role_arn = j->conn.role_arn,
+                       .role_chain = j->conn.via_role_arn != NULL,
+                       .has_external_id = j->conn.external_id != NULL,
+                       .clock_offset = HGF_DIAG_NO_OFFSET, .http_status = j->fail_status};
+    hgf_diagnosis d;
+    hgf_diag_classify(&j->err, &dc, &d);
+    json_t *o = hgf_diag_to_json(&d);
+    json_object_set_new(o, "source", json_string("sync"));
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
 }
 
 static void fail(sync_job *j)
 {
-    record_status(j, 0);
+    char *diag = diagnose(j);
+    record_status(j, 0, diag);
+    free(diag);
     finish(j, j->err.code ? j->err.code : HGF_EFAIL, NULL);
+}
+
+static void set_failure(sync_job *j, const char *step, const hgf_err *err, long status)
+{
+    if (j->failed)
+        return;
+    j->failed = 1;
+    j->err = *err;
+    j->fail_status = status;
+    snprintf(j->fail_step, sizeof j->fail_step, "%s", step);
 }
 
 /* ---- writing the result ---------------------------------------------- */
@@ -113,7 +163,19 @@ static void on_applied(PGresult *res, const hgf_err *err, void *arg)
     PQclear(res);
     hgf_store_add_rows_written(j->rt->store,
                                (long)json_integer_value(json_object_get(applied, "rows_written")));
-    record_status(j, 1);
+    char *diag = NULL;
+    if (j->st.repositories == 0) {
+        hgf_diag_ctx dc = {.step = "DescribeRepositories", .registry_account = j->conn.reg.account_id,
+                           .region = j->conn.reg.region, .clock_offset = HGF_DIAG_NO_OFFSET};
+        hgf_diagnosis d;
+        hgf_diag_zero_repositories(&dc, &d);
+        json_t *o = hgf_diag_to_json(&d);
+        json_object_set_new(o, "source", json_string("sync"));
+        diag = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+    }
+    record_status(j, 1, diag);
+    free(diag);
     finish(j, 0, applied);
     json_decref(applied);
 }
@@ -161,6 +223,7 @@ static void apply(sync_job *j)
 /* ---- DescribeImages per repository ----------------------------------- */
 
 static void start_repos(sync_job *j);
+static void call_send(call *c);
 
 static void add_image(sync_job *j, json_t *item)
 {
@@ -192,16 +255,6 @@ static void add_image(sync_job *j, json_t *item)
     json_decref(o);
 }
 
-static void on_images(const hgf_aws_result *res, void *arg);
-
-static int request_images(repo_task *t, const char *token)
-{
-    sync_job *j = t->job;
-    j->st.api_calls++;
-    return hgf_ecr_describe_images(&j->target, j->conn.reg.account_id, j->repos[t->index].name,
-                                   token, on_images, t, &j->err);
-}
-
 static void repo_finished(sync_job *j)
 {
     j->active--;
@@ -215,53 +268,36 @@ static void repo_finished(sync_job *j)
     }
 }
 
-static void on_images(const hgf_aws_result *res, void *arg)
+/* Returns 1 when another page was requested. */
+static int next_page(call *c, json_t *page)
 {
-    repo_task *t = arg;
-    sync_job *j = t->job;
+    const char *next = hgf_ecr_next_token(page);
+    free(c->next);
+    c->next = next ? strdup(next) : NULL;
+    if (!c->next)
+        return 0;
+    call_send(c);
+    return 1;
+}
+
+static void on_images_page(call *c, const hgf_aws_result *res)
+{
+    sync_job *j = c->j;
     if (res->rc && !strcmp(res->err.aws_code, "RepositoryNotFoundException")) {
         /* Deleted between the listing and now: it is gone, not an error. */
-        j->repos[t->index].gone = 1;
-        repo_finished(j);
-        return;
+        j->repos[c->index].gone = 1;
+    } else if (res->rc) {
+        set_failure(j, "DescribeImages", &res->err, res->status);
+    } else if (!j->failed) {
+        j->st.pages++;
+        size_t i;
+        json_t *item;
+        json_array_foreach(json_object_get(res->json, "imageDetails"), i, item) add_image(j, item);
+        if (next_page(c, res->json))
+            return;
     }
-    if (res->rc || j->failed) {
-        if (res->rc && !j->failed) {
-            j->err = res->err;
-            j->failed = 1;
-        }
-        repo_finished(j);
-        return;
-    }
-    j->st.pages++;
-    json_t *items = json_object_get(res->json, "imageDetails");
-    size_t i;
-    json_t *item;
-    json_array_foreach(items, i, item) add_image(j, item);
-    const char *next = hgf_ecr_next_token(res->json);
-    if (next && request_images(t, next) == 0)
-        return;
-    if (next) /* could not send the next page */
-        j->failed = 1;
     repo_finished(j);
 }
-
-static void start_repos(sync_job *j)
-{
-    int limit = j->rt->cfg->per_registry_inflight;
-    while (!j->failed && j->active < limit && j->next_repo < j->n_repos) {
-        repo_task *t = &j->tasks[j->next_repo];
-        t->job = j;
-        t->index = j->next_repo++;
-        j->active++;
-        if (request_images(t, NULL)) {
-            j->failed = 1;
-            j->active--;
-        }
-    }
-}
-
-/* ---- DescribeRepositories ------------------------------------------- */
 
 static int add_repo(sync_job *j, json_t *item)
 {
@@ -287,11 +323,11 @@ static int add_repo(sync_job *j, json_t *item)
     return 0;
 }
 
-static void on_repos(const hgf_aws_result *res, void *arg)
+static void on_repos_page(call *c, const hgf_aws_result *res)
 {
-    sync_job *j = arg;
+    sync_job *j = c->j;
     if (res->rc) {
-        j->err = res->err;
+        set_failure(j, "DescribeRepositories", &res->err, res->status);
         fail(j);
         return;
     }
@@ -300,17 +336,12 @@ static void on_repos(const hgf_aws_result *res, void *arg)
     json_t *item;
     json_array_foreach(json_object_get(res->json, "repositories"), i, item) if (add_repo(j, item))
     {
+        j->failed = 1;
         fail(j);
         return;
     }
-    const char *next = hgf_ecr_next_token(res->json);
-    if (next) {
-        j->st.api_calls++;
-        if (hgf_ecr_describe_repositories(&j->target, j->conn.reg.account_id, next, on_repos, j,
-                                          &j->err))
-            fail(j);
+    if (next_page(c, res->json))
         return;
-    }
     j->st.repositories = j->n_repos;
     j->tasks = calloc(j->n_repos ? (size_t)j->n_repos : 1, sizeof *j->tasks);
     if (j->n_repos == 0) {
@@ -318,39 +349,98 @@ static void on_repos(const hgf_aws_result *res, void *arg)
         return;
     }
     start_repos(j);
-    if (j->active == 0)
+}
+
+static void on_result(const hgf_aws_result *res, void *arg)
+{
+    call *c = arg;
+    c->j->st.throttles += res->throttled;
+    c->j->st.retries += res->attempts > 1 ? res->attempts - 1 : 0;
+    if (res->rc && !c->expired_retry && !strcmp(res->err.aws_code, "ExpiredTokenException")) {
+        /* One forced refresh (shared with every job using the same role) and
+         * one retry; a second expiry is reported. */
+        c->expired_retry = 1;
+        hgf_credmgr_invalidate(c->j->rt->creds, &c->j->spec);
+        hgf_awsctl_count_retry(c->j->rt->awsctl, "ecr",
+                               c->index < 0 ? "DescribeRepositories" : "DescribeImages", "expired");
+        call_send(c);
+        return;
+    }
+    c->expired_retry = 0;
+    if (c->index < 0)
+        on_repos_page(c, res);
+    else
+        on_images_page(c, res);
+}
+
+static void call_failed(call *c, const char *step, const hgf_err *err)
+{
+    sync_job *j = c->j;
+    set_failure(j, step, err, 0);
+    if (c->index < 0)
         fail(j);
+    else
+        repo_finished(j);
+}
+
+/* A credential failure names the STS step that failed inside the cache, so
+ * the diagnosis can tell a refused AssumeRole from a missing ECR permission. */
+static const char *cred_step(const hgf_err *err)
+{
+    if (!strncmp(err->msg, "AssumeRoleWithWebIdentity", 25))
+        return "AssumeRoleWithWebIdentity";
+    if (!strncmp(err->msg, "AssumeRole", 10))
+        return "AssumeRole";
+    return "credentials";
+}
+
+static void on_call_creds(int rc, const hgf_err *err, const hgf_creds *creds, void *arg)
+{
+    call *c = arg;
+    sync_job *j = c->j;
+    hgf_err e;
+    if (!rc)
+        rc = hgf_creds_copy(&c->creds, creds, &e);
+    else
+        e = *err;
+    if (rc) {
+        call_failed(c, cred_step(&e), &e);
+        return;
+    }
+    hgf_aws_target t = {.http = j->rt->http, .creds = &c->creds, .endpoint = j->endpoint,
+                        .region = j->conn.reg.region, .service = "ecr",
+                        .limit_key = j->conn.reg.host, .ctl = j->rt->awsctl,
+                        .rate_key = j->rate_key};
+    j->st.api_calls++;
+    if (c->index < 0)
+        rc = hgf_ecr_describe_repositories(&t, j->conn.reg.account_id, c->next, on_result, c, &e);
+    else
+        rc = hgf_ecr_describe_images(&t, j->conn.reg.account_id, j->repos[c->index].name,
+                                     c->next, on_result, c, &e);
+    if (rc)
+        call_failed(c, c->index < 0 ? "DescribeRepositories" : "DescribeImages", &e);
+}
+
+static void call_send(call *c)
+{
+    hgf_err e;
+    if (hgf_credmgr_get(c->j->rt->creds, &c->j->spec, on_call_creds, c, &e))
+        call_failed(c, "credentials", &e);
+}
+
+static void start_repos(sync_job *j)
+{
+    int limit = j->rt->cfg->per_registry_inflight;
+    while (!j->failed && j->active < limit && j->next_repo < j->n_repos) {
+        call *c = &j->tasks[j->next_repo];
+        c->j = j;
+        c->index = j->next_repo++;
+        j->active++;
+        call_send(c);
+    }
 }
 
 /* ---- start ---------------------------------------------------------- */
-
-static int resolve_creds(sync_job *j)
-{
-    hgf_connection *c = &j->conn;
-    if (!strcmp(c->auth_mode, "static")) {
-        if (!j->rt->cfg->has_master_key)
-            return hgf_err_set(&j->err, HGF_EINPUT,
-                               "HGFLEET_MASTER_KEY is not set: cannot decrypt the secret access "
-                               "key of connection %lld", (long long)c->id);
-        hgf_buf plain = HGF_BUF_INIT;
-        int rc = hgf_secret_open(&j->rt->cfg->master_key, c->secret_sealed ? c->secret_sealed : "",
-                                 &plain, &j->err);
-        if (!rc)
-            rc = hgf_creds_set(&j->creds, c->access_key_id, hgf_buf_str(&plain), NULL, 0,
-                               "static", &j->err);
-        hgf_secret_wipe_buf(&plain);
-        return rc;
-    }
-    if (!strcmp(c->auth_mode, "host")) {
-        int rc = hgf_creds_from_env(&j->creds, &j->err);
-        if (rc == HGF_ENOTFOUND)
-            hgf_err_set(&j->err, HGF_EFAIL,
-                        "no host credentials: AWS_ACCESS_KEY_ID is not set in the environment");
-        return rc;
-    }
-    return hgf_err_set(&j->err, HGF_EFAIL, "auth mode %s is not supported by this build",
-                       c->auth_mode);
-}
 
 static int prepare(sync_job *j)
 {
@@ -358,16 +448,13 @@ static int prepare(sync_job *j)
     if (rc)
         return rc;
     snprintf(j->st.registry, sizeof j->st.registry, "%s", j->conn.reg.host);
-    rc = resolve_creds(j);
-    if (rc)
-        return rc;
-    rc = hgf_endpoint_service_url("ECR", &j->conn.reg, j->endpoint, sizeof j->endpoint, &j->err);
-    if (rc)
-        return rc;
-    j->target = (hgf_aws_target){.http = j->rt->http, .creds = &j->creds, .endpoint = j->endpoint,
-                                 .region = j->conn.reg.region, .service = "ecr",
-                                 .limit_key = j->conn.reg.host};
-    return 0;
+    snprintf(j->rate_key, sizeof j->rate_key, "%s/%s/ecr/", j->conn.reg.account_id,
+             j->conn.reg.region);
+    rc = hgf_conntest_auth_spec(j->rt, &j->conn, &j->spec, &j->secret, &j->err);
+    if (!rc)
+        rc = hgf_endpoint_service_url("ECR", &j->conn.reg, j->endpoint, sizeof j->endpoint,
+                                      &j->err);
+    return rc;
 }
 
 int hgf_sync_start(hgf_runtime *rt, int64_t connection_id, hgf_sync_cb cb, void *arg, hgf_err *err)
@@ -383,18 +470,20 @@ int hgf_sync_start(hgf_runtime *rt, int64_t connection_id, hgf_sync_cb cb, void 
     j->st.connection_id = connection_id;
     hgf_err_clear(&j->err);
     int rc = prepare(j);
-    if (!rc) {
-        j->st.api_calls++;
-        rc = hgf_ecr_describe_repositories(&j->target, j->conn.reg.account_id, NULL, on_repos, j,
-                                           &j->err);
-    }
     if (rc) {
         hgf_err_set(err, rc, "%s", j->err.msg);
-        if (j->conn.id)
-            record_status(j, 0);
+        if (j->conn.id) {
+            char *diag = diagnose(j);
+            record_status(j, 0, diag);
+            free(diag);
+        }
         job_free(j);
+        return rc;
     }
-    return rc;
+    j->list.j = j;
+    j->list.index = -1;
+    call_send(&j->list);
+    return 0;
 }
 
 static int any_match(const char *tag, char *const *globs, int n)

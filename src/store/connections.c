@@ -137,6 +137,11 @@ static int existing_conflict(hgf_store *s, const hgf_connection *c, hgf_err *err
     return rc;
 }
 
+static void id_text(int64_t id, char out[24])
+{
+    snprintf(out, 24, "%lld", (long long)id);
+}
+
 int hgf_conn_insert(hgf_store *s, hgf_connection *c, hgf_err *err)
 {
     int rc = existing_conflict(s, c, err);
@@ -145,16 +150,22 @@ int hgf_conn_insert(hgf_store *s, hgf_connection *c, hgf_err *err)
     hgf_buf inc = HGF_BUF_INIT, exc = HGF_BUF_INIT;
     hgf_conn_pg_array(c->tag_include, c->n_include, &inc);
     hgf_conn_pg_array(c->tag_exclude, c->n_exclude, &exc);
+    char dur[24];
+    id_text(c->duration_seconds, dur);
     const char *p[] = {c->name, c->reg.partition, c->reg.account_id, c->reg.region,
                        c->reg.fips ? "true" : "false", c->reg.host, c->auth_mode,
-                       c->access_key_id, c->secret_sealed, c->schedule, inc.data, exc.data};
+                       c->access_key_id, c->secret_sealed, c->schedule, inc.data, exc.data,
+                       c->role_arn, c->external_id, c->session_name,
+                       c->duration_seconds ? dur : NULL, c->via_role_arn};
     PGresult *r;
     rc = hgf_store_exec(s,
                         "INSERT INTO connections (name, partition, account_id, region, fips, "
                         "registry, auth_mode, access_key_id, secret_sealed, schedule, "
-                        "tag_include, tag_exclude, next_sync_at) VALUES ($1, $2, $3, $4, $5, $6, "
-                        "$7, $8, $9, $10, $11, $12, now()) RETURNING id",
-                        12, p, &r, err);
+                        "tag_include, tag_exclude, role_arn, external_id, session_name, "
+                        "duration_seconds, via_role_arn, next_sync_at) VALUES ($1, $2, $3, $4, "
+                        "$5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16::int, $17, now()) "
+                        "RETURNING id",
+                        17, p, &r, err);
     hgf_buf_free(&inc);
     hgf_buf_free(&exc);
     if (rc == HGF_EEXIST) /* lost a race with another add: report it like the check above */
@@ -164,6 +175,41 @@ int hgf_conn_insert(hgf_store *s, hgf_connection *c, hgf_err *err)
     c->id = atoll(PQgetvalue(r, 0, 0));
     PQclear(r);
     return 0;
+}
+
+int hgf_conn_update(hgf_store *s, const hgf_connection *c, int reschedule, hgf_err *err)
+{
+    hgf_buf inc = HGF_BUF_INIT, exc = HGF_BUF_INIT;
+    hgf_conn_pg_array(c->tag_include, c->n_include, &inc);
+    hgf_conn_pg_array(c->tag_exclude, c->n_exclude, &exc);
+    char id[24], dur[24];
+    id_text(c->id, id);
+    id_text(c->duration_seconds, dur);
+    const char *p[] = {id, c->name, c->auth_mode, c->access_key_id, c->secret_sealed,
+                       c->schedule, inc.data, exc.data, c->role_arn, c->external_id,
+                       c->session_name, c->duration_seconds ? dur : NULL, c->via_role_arn,
+                       reschedule ? "t" : "f"};
+    /* A new schedule clears next_sync_at: the scheduler recomputes it. */
+    int rc = hgf_store_exec(s,
+                            "UPDATE connections SET name = $2, auth_mode = $3, access_key_id = $4,"
+                            " secret_sealed = $5, schedule = $6, tag_include = $7, tag_exclude = $8,"
+                            " role_arn = $9, external_id = $10, session_name = $11,"
+                            " duration_seconds = $12::int, via_role_arn = $13, updated_at = now(),"
+                            " next_sync_at = CASE WHEN $14::bool THEN NULL ELSE next_sync_at END"
+                            " WHERE id = $1 AND removed_at IS NULL",
+                            14, p, NULL, err);
+    hgf_buf_free(&inc);
+    hgf_buf_free(&exc);
+    return rc;
+}
+
+int hgf_conn_set_diagnosis(hgf_store *s, int64_t id, const char *diagnosis_json, hgf_err *err)
+{
+    char v[24];
+    id_text(id, v);
+    const char *p[] = {v, diagnosis_json};
+    return hgf_store_exec(s, "UPDATE connections SET last_diagnosis = $2::jsonb WHERE id = $1", 2,
+                          p, NULL, err);
 }
 
 static int load_one(hgf_store *s, const char *where, const char *param, const char *what,

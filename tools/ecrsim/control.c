@@ -143,17 +143,115 @@ static void serve_truth(hgf_sim_fleet *fleet, hgf_sim_resp *resp)
     resp->stream_free = free;
 }
 
-void hgf_sim_control_handle(hgf_sim_fleet *fleet, hgf_sim_stats *stats, const hgf_sim_req *req,
+static json_t *parse_body(const hgf_sim_req *req, hgf_sim_resp *resp)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (doc)
+        return doc;
+    char msg[300];
+    snprintf(msg, sizeof msg, "the body is not JSON: %.200s", jerr.text);
+    simple(resp, 400, msg);
+    return NULL;
+}
+
+static void reply_json(hgf_sim_resp *resp, json_t *doc)
+{
+    if (hgf_sim_resp_json(resp, 200, "application/json", doc) != 0)
+        simple(resp, 500, "out of memory");
+}
+
+static void serve_config(const hgf_sim_services *svc, const hgf_sim_req *req,
+                         hgf_sim_resp *resp)
+{
+    hgf_err err;
+    hgf_err_clear(&err);
+    if (strcmp(req->method, "POST") == 0) {
+        json_t *doc = parse_body(req, resp);
+        int rc = doc ? hgf_sim_faults_configure(svc->faults, doc, &err) : -1;
+        json_decref(doc);
+        if (doc && rc) {
+            simple(resp, 400, err.msg);
+            return;
+        }
+        if (!doc)
+            return;
+    }
+    reply_json(resp, hgf_sim_faults_config_json(svc->faults));
+}
+
+static void serve_scenario(const hgf_sim_services *svc, const hgf_sim_req *req,
+                           hgf_sim_resp *resp)
+{
+    hgf_err err;
+    hgf_err_clear(&err);
+    if (strcmp(req->method, "POST") == 0) {
+        json_t *doc = parse_body(req, resp);
+        int rc = doc ? hgf_sim_iam_load(svc->iam, doc, &err) : -1;
+        json_decref(doc);
+        if (doc && rc) {
+            simple(resp, 400, err.msg);
+            return;
+        }
+        if (!doc)
+            return;
+    }
+    reply_json(resp, hgf_sim_iam_summary(svc->iam));
+}
+
+static void serve_stats(const hgf_sim_services *svc, const hgf_sim_req *req,
+                        hgf_sim_resp *resp)
+{
+    if (strcmp(req->method, "DELETE") == 0)
+        hgf_sim_stats_reset(svc->stats);
+    reply_json(resp, hgf_sim_stats_json(svc->stats));
+}
+
+typedef void (*control_fn)(const hgf_sim_services *svc, const hgf_sim_req *req,
+                           hgf_sim_resp *resp);
+
+static void serve_truth_ep(const hgf_sim_services *svc, const hgf_sim_req *req,
+                           hgf_sim_resp *resp)
+{
+    serve_truth(svc->fleet, resp);
+}
+
+static const struct {
+    const char *name;
+    const char *methods;  /* space-separated, each followed by a space */
+    control_fn fn;
+} ENDPOINTS[] = {
+    {"truth", "GET ", serve_truth_ep},
+    {"stats", "GET DELETE ", serve_stats},
+    {"config", "GET POST ", serve_config},
+    {"scenario", "GET POST ", serve_scenario},
+};
+
+static int method_in(const char *method, const char *list)
+{
+    size_t n = strlen(method);
+    for (const char *p = strstr(list, method); p; p = strstr(p + 1, method))
+        if ((p == list || p[-1] == ' ') && p[n] == ' ')
+            return 1;
+    return 0;
+}
+
+void hgf_sim_control_handle(const hgf_sim_services *svc, const hgf_sim_req *req,
                             hgf_sim_resp *resp)
 {
     const char *what = req->path + strlen(HGF_SIM_CONTROL_PREFIX);
-    int known = strcmp(what, "truth") == 0 || strcmp(what, "stats") == 0;
-    if (!known)
-        simple(resp, 404, "unknown control endpoint");
-    else if (strcmp(req->method, "GET") != 0)
-        simple(resp, 405, "use GET");
-    else if (strcmp(what, "truth") == 0)
-        serve_truth(fleet, resp);
-    else if (hgf_sim_resp_json(resp, 200, "application/json", hgf_sim_stats_json(stats)) != 0)
-        simple(resp, 500, "out of memory");
+    for (size_t i = 0; i < sizeof ENDPOINTS / sizeof ENDPOINTS[0]; i++) {
+        if (strcmp(what, ENDPOINTS[i].name) != 0)
+            continue;
+        if (method_in(req->method, ENDPOINTS[i].methods)) {
+            ENDPOINTS[i].fn(svc, req, resp);
+        } else {
+            char msg[64];
+            snprintf(msg, sizeof msg, "use %.*s", (int)strlen(ENDPOINTS[i].methods) - 1,
+                     ENDPOINTS[i].methods);
+            simple(resp, 405, msg);
+        }
+        return;
+    }
+    simple(resp, 404, "unknown control endpoint");
 }

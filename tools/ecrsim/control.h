@@ -1,21 +1,25 @@
-/* The simulator's control API under /_sim/ (no SigV4):
- *   GET /_sim/truth  the whole fleet as ground truth, streamed
- *   GET /_sim/stats  call counts per operation and outcome
+/* The simulator's control API under /_sim/ (no SigV4, never faulted):
+ *   GET    /_sim/truth     the whole fleet as ground truth, streamed
+ *   GET    /_sim/stats     call counts per operation and outcome (stats.h)
+ *   DELETE /_sim/stats     resets the counts
+ *   GET    /_sim/config    the fault configuration (faults.h)
+ *   POST   /_sim/config    changes it; answers the new configuration
+ *   GET    /_sim/scenario  the IAM scenario without its secrets
+ *   POST   /_sim/scenario  replaces the scenario (iam.c); answers its summary
+ * Errors are {"error": "<message naming the field>"} with 400, 404 or 405.
  *
- * Ownership: borrows the fleet and stats; the truth stream takes no
- * ownership of them either, so both must outlive the server. */
+ * Ownership: borrows the services; the truth stream takes no ownership of
+ * the fleet either, so the services must outlive the server. */
 #ifndef ECRSIM_CONTROL_H
 #define ECRSIM_CONTROL_H
 
-#include "fleet.h"
+#include "dispatch.h"
 #include "simhttp.h"
-#include "stats.h"
 
 #define HGF_SIM_CONTROL_PREFIX "/_sim/"
 
-/* Fills resp for a request whose path starts with HGF_SIM_CONTROL_PREFIX
- * (404 for unknown paths, 405 for other methods). */
-void hgf_sim_control_handle(hgf_sim_fleet *fleet, hgf_sim_stats *stats, const hgf_sim_req *req,
+/* Fills resp for a request whose path starts with HGF_SIM_CONTROL_PREFIX. */
+void hgf_sim_control_handle(const hgf_sim_services *svc, const hgf_sim_req *req,
                             hgf_sim_resp *resp);
 
 #endif

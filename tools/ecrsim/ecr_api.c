@@ -19,6 +19,9 @@
 
 struct hgf_sim_ecr {
     hgf_sim_fleet *fleet;
+    hgf_sim_iam *iam;
+    hgf_sim_faults *faults;
+    hgf_sim_regv2 *registry;
     unsigned char token_key[HGF_SIM_TOKEN_KEY_LEN];
     regex_t repo_name_re;
 };
@@ -33,16 +36,22 @@ typedef struct paging {
 /* What a request resolved to once registryId is checked. */
 typedef struct target {
     const hgf_sim_caller *caller;
+    const hgf_sim_req *req;
     const char *op;
+    time_t now;
     char account[13];
 } target;
 
-int hgf_sim_ecr_create(hgf_sim_fleet *fleet, hgf_sim_ecr **out, hgf_err *err)
+int hgf_sim_ecr_create(hgf_sim_fleet *fleet, hgf_sim_iam *iam, hgf_sim_faults *faults,
+                       hgf_sim_regv2 *registry, hgf_sim_ecr **out, hgf_err *err)
 {
     hgf_sim_ecr *e = calloc(1, sizeof *e);
     if (!e)
         return hgf_err_set(err, HGF_ENOMEM, "ecr: out of memory");
     e->fleet = fleet;
+    e->iam = iam;
+    e->faults = faults;
+    e->registry = registry;
     /* A fresh key per process: tokens from another instance are foreign. */
     if (RAND_bytes(e->token_key, sizeof e->token_key) != 1) {
         free(e);
@@ -151,25 +160,9 @@ static int get_list(json_t *in, const char *field, json_t **out, hgf_err *err)
 
 /* ---- registry and access ----------------------------------------------- */
 
-static int access_denied(const target *t, const char *region, const char *resource,
-                         hgf_err *err)
-{
-    hgf_buf arn = HGF_BUF_INIT;
-    int rc = hgf_sim_fleet_repo_arn(t->account, region, resource, &arn);
-    if (rc)
-        return rc;
-    hgf_sim_awserr(err, "AccessDeniedException",
-                   "User: arn:aws:iam::%s:user/ecrsim is not authorized to perform: ecr:%s on "
-                   "resource: %s because no resource-based policy allows the ecr:%s action",
-                   t->caller->account, t->op, hgf_buf_str(&arn), t->op);
-    hgf_buf_free(&arn);
-    return HGF_EAWS;
-}
-
 /* registryId defaults to the caller's account (account 0 for a key that
- * serves every account); a key bound to another account is denied. */
-static int resolve_target(const hgf_sim_ecr *ecr, json_t *in, const char *resource, target *t,
-                          hgf_err *err)
+ * serves every account). */
+static int resolve_target(const hgf_sim_ecr *ecr, json_t *in, target *t, hgf_err *err)
 {
     const char *id;
     int rc = get_string(in, "registryId", &id, err);
@@ -182,9 +175,40 @@ static int resolve_target(const hgf_sim_ecr *ecr, json_t *in, const char *resour
     if (!id)
         id = t->caller->account[0] ? t->caller->account : hgf_sim_fleet_first_account(ecr->fleet);
     snprintf(t->account, sizeof t->account, "%s", id);
-    if (t->caller->account[0] && strcmp(t->caller->account, t->account) != 0)
-        return access_denied(t, t->caller->region, resource, err);
     return 0;
+}
+
+/* The quota of (account, region, operation). */
+static int admit(const hgf_sim_ecr *ecr, const target *t, hgf_err *err)
+{
+    if (hgf_sim_faults_admit(ecr->faults, t->account, t->caller->region, t->op))
+        return 0;
+    return hgf_sim_awserr(err, "ThrottlingException", "Rate exceeded");
+}
+
+/* The IAM check of ecr:<op> on `resource`: a repository name, "*" for the
+ * whole registry, or NULL for GetAuthorizationToken's resource "*". */
+static int authorize(const hgf_sim_ecr *ecr, const target *t, const char *resource,
+                     hgf_err *err)
+{
+    char action[96], msg[1024];
+    hgf_buf arn = HGF_BUF_INIT;
+    snprintf(action, sizeof action, "ecr:%s", t->op);
+    if (resource && hgf_sim_fleet_repo_arn(t->account, t->caller->region, resource, &arn) != 0)
+        return HGF_ENOMEM;
+    hgf_sim_access a = {.action = action, .resource = resource ? hgf_buf_str(&arn) : "*",
+                        .account = resource ? t->account : NULL, .repository = resource};
+    enum hgf_sim_verdict v = hgf_sim_iam_authorize(ecr->iam, t->caller, &a);
+    if (v != HGF_SIM_ALLOW)
+        hgf_sim_iam_denial(t->caller, &a, v, msg, sizeof msg);
+    hgf_buf_free(&arn);
+    return v == HGF_SIM_ALLOW ? 0 : hgf_sim_awserr(err, "AccessDeniedException", "%s", msg);
+}
+
+static int gate(const hgf_sim_ecr *ecr, const target *t, const char *resource, hgf_err *err)
+{
+    int rc = admit(ecr, t, err);
+    return rc ? rc : authorize(ecr, t, resource, err);
 }
 
 static int repo_not_found(const char *name, const char *account, hgf_err *err)
@@ -315,11 +339,18 @@ static int describe_repositories(hgf_sim_ecr *ecr, target *t, json_t *in, json_t
         rc = get_paging(in, &p, err);
     if (!rc && names)
         rc = check_explicit_list(&p, "repositoryNames", err);
-    const char *first = names && json_is_string(json_array_get(names, 0))
-                            ? json_string_value(json_array_get(names, 0))
-                            : "*";
     if (!rc)
-        rc = resolve_target(ecr, in, first, t, err);
+        rc = resolve_target(ecr, in, t, err);
+    if (!rc)
+        rc = admit(ecr, t, err);
+    if (!rc && !names)
+        rc = authorize(ecr, t, "*", err);
+    for (size_t i = 0; !rc && names && i < json_array_size(names); i++)
+        rc = authorize(ecr, t,
+                  json_is_string(json_array_get(names, i))
+                      ? json_string_value(json_array_get(names, i))
+                      : "*",
+                  err);
     if (rc)
         return rc;
     hgf_sim_fleet_lock(ecr->fleet);
@@ -543,7 +574,9 @@ static int describe_images(hgf_sim_ecr *ecr, target *t, json_t *in, json_t *out,
         return HGF_ENOMEM;
     int rc = images_params(ecr, in, &name, &ids, &p, &ts, err);
     if (!rc)
-        rc = resolve_target(ecr, in, name, t, err);
+        rc = resolve_target(ecr, in, t, err);
+    if (!rc)
+        rc = gate(ecr, t, name, err);
     if (rc)
         return rc;
     hgf_sim_fleet_lock(ecr->fleet);
@@ -560,6 +593,84 @@ static int describe_images(hgf_sim_ecr *ecr, target *t, json_t *in, json_t *out,
     return rc;
 }
 
+/* ---- GetAuthorizationToken --------------------------------------------- */
+
+static int registry_ids(json_t *in, json_t **ids, hgf_err *err)
+{
+    *ids = json_object_get(in, "registryIds");
+    if (!*ids || json_is_null(*ids)) {
+        *ids = NULL;
+        return 0;
+    }
+    if (!json_is_array(*ids))
+        return wrong_type(err, "registryIds", "a list");
+    if (json_array_size(*ids) < 1 || json_array_size(*ids) > 10)
+        return hgf_sim_awserr(err, INVALID,
+                              "Invalid parameter at 'registryIds' failed to satisfy constraint: "
+                              "'Member must have length between 1 and 10'");
+    size_t i;
+    json_t *v;
+    json_array_foreach(*ids, i, v) {
+        const char *id = json_is_string(v) ? json_string_value(v) : "";
+        if (strlen(id) != 12 || strspn(id, "0123456789") != 12)
+            return hgf_sim_awserr(err, INVALID,
+                                  "Invalid parameter at 'registryIds' failed to satisfy "
+                                  "constraint: 'must satisfy regular expression '[0-9]{12}''");
+    }
+    return 0;
+}
+
+/* 12 h, or less when the caller's session or the scenario's cap ends
+ * sooner: a token never outlives the credentials that obtained it. */
+static time_t token_expiry(const hgf_sim_ecr *ecr, const target *t)
+{
+    time_t expires = t->now + HGF_SIM_ECR_TOKEN_TTL_S;
+    long cap = hgf_sim_iam_credential_cap(ecr->iam);
+    if (cap > 0 && t->now + cap < expires)
+        expires = t->now + cap;
+    if (t->caller->expires && t->caller->expires < expires)
+        expires = t->caller->expires;
+    return expires;
+}
+
+static int authorization_entry(hgf_sim_ecr *ecr, const target *t, const char *account,
+                               const char *token, time_t expires, json_t *list)
+{
+    hgf_buf endpoint = HGF_BUF_INIT;
+    int rc = hgf_sim_regv2_endpoint(ecr->registry, t->req, account, t->caller->region, &endpoint);
+    if (!rc)
+        rc = append(list, json_pack("{s:s, s:f, s:s}", "authorizationToken", token, "expiresAt",
+                                    (double)expires, "proxyEndpoint", hgf_buf_str(&endpoint)));
+    hgf_buf_free(&endpoint);
+    return rc;
+}
+
+static int get_authorization_token(hgf_sim_ecr *ecr, target *t, json_t *in, json_t *out,
+                                   hgf_err *err)
+{
+    json_t *ids, *list = json_array();
+    hgf_buf token = HGF_BUF_INIT;
+    if (!list || json_object_set_new(out, "authorizationData", list) != 0)
+        return HGF_ENOMEM;
+    int rc = registry_ids(in, &ids, err);
+    const char *first = ids ? json_string_value(json_array_get(ids, 0)) : NULL;
+    snprintf(t->account, sizeof t->account, "%s",
+             first                    ? first
+             : t->caller->account[0] ? t->caller->account
+                                     : hgf_sim_fleet_first_account(ecr->fleet));
+    if (!rc)
+        rc = gate(ecr, t, NULL, err);
+    time_t expires = token_expiry(ecr, t);
+    if (!rc)
+        rc = hgf_sim_regv2_authorization_token(ecr->registry, t->caller, expires, &token);
+    for (size_t i = 0; !rc && i < (ids ? json_array_size(ids) : 1); i++)
+        rc = authorization_entry(ecr, t, ids ? json_string_value(json_array_get(ids, i))
+                                             : t->account,
+                                 hgf_buf_str(&token), expires, list);
+    hgf_buf_free(&token);
+    return rc;
+}
+
 /* ---- dispatch ---------------------------------------------------------- */
 
 typedef int (*op_fn)(hgf_sim_ecr *ecr, target *t, json_t *in, json_t *out, hgf_err *err);
@@ -570,6 +681,7 @@ static const struct {
 } OPS[] = {
     {"DescribeRepositories", describe_repositories},
     {"DescribeImages", describe_images},
+    {"GetAuthorizationToken", get_authorization_token},
 };
 
 static op_fn find_op(const char *op)
@@ -595,13 +707,13 @@ static int parse_body(const hgf_sim_req *req, json_t **in, hgf_err *err)
 }
 
 void hgf_sim_ecr_handle(hgf_sim_ecr *ecr, const char *op, const hgf_sim_caller *caller,
-                        const hgf_sim_req *req, hgf_sim_resp *resp)
+                        time_t now, const hgf_sim_req *req, hgf_sim_resp *resp)
 {
     hgf_err err;
     hgf_err_clear(&err);
     op_fn fn = find_op(op);
     json_t *in = NULL, *out = json_object();
-    target t = {.caller = caller, .op = op};
+    target t = {.caller = caller, .req = req, .op = op, .now = now};
     int rc = !out ? HGF_ENOMEM
              : !fn ? hgf_sim_awserr(&err, "UnknownOperationException", "Unknown operation %.64s",
                                     op)

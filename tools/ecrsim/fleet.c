@@ -144,19 +144,20 @@ static int put_descriptor(hgf_buf *out, const char *media_type, const char *dige
                           media_type, digest, size);
 }
 
-int hgf_sim_fleet_manifest(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
-                           const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out)
+/* The manifest, and the config blob's raw digest into cfg_md. */
+static int build_manifest(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                          const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out,
+                          unsigned char md[SHA256_DIGEST_LENGTH])
 {
     int docker = img->kind == HGF_SIM_KIND_DOCKER;
     hgf_buf cfg = HGF_BUF_INIT, dig = HGF_BUF_INIT;
-    unsigned char md[SHA256_DIGEST_LENGTH];
     int rc = hgf_sim_fleet_config_blob(f, reg, repo, img, &cfg);
     if (!rc) {
         SHA256((const unsigned char *)cfg.data, cfg.len, md);
         rc = hgf_buf_puts(&dig, "sha256:");
     }
     if (!rc)
-        rc = hgf_buf_put_hex(&dig, md, sizeof md);
+        rc = hgf_buf_put_hex(&dig, md, SHA256_DIGEST_LENGTH);
     if (!rc)
         rc = hgf_buf_printf(out, "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":",
                             docker ? HGF_SIM_MT_DOCKER_MANIFEST : HGF_SIM_MT_OCI_MANIFEST);
@@ -182,6 +183,13 @@ int hgf_sim_fleet_manifest(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
     hgf_buf_free(&cfg);
     hgf_buf_free(&dig);
     return rc;
+}
+
+int hgf_sim_fleet_manifest(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                           const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out)
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    return build_manifest(f, reg, repo, img, out, md);
 }
 
 void hgf_sim_fleet_image_info(const hgf_sim_repo *repo, const hgf_sim_image *img,
@@ -258,9 +266,11 @@ static int make_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_s
     img->gen = gen;
     img->kind = img_hash(repo, gen, S_KIND) % 10 == 0 ? HGF_SIM_KIND_DOCKER : HGF_SIM_KIND_OCI;
     hgf_buf_reset(scratch);
-    int rc = hgf_sim_fleet_manifest(f, reg, repo, img, scratch);
+    unsigned char cfg_md[SHA256_DIGEST_LENGTH];
+    int rc = build_manifest(f, reg, repo, img, scratch, cfg_md);
     if (rc)
         return rc;
+    memcpy(img->config_hint, cfg_md, sizeof img->config_hint);
     SHA256((const unsigned char *)scratch->data, scratch->len, img->digest);
     return make_tags(repo, gen, latest, &img->tags);
 }
@@ -586,6 +596,42 @@ size_t hgf_sim_fleet_image_after(const hgf_sim_repo *repo, uint32_t gen)
             hi = mid;
     }
     return lo;
+}
+
+hgf_sim_image *hgf_sim_fleet_image_by_gen(hgf_sim_repo *repo, uint32_t gen)
+{
+    size_t i = hgf_sim_fleet_image_after(repo, gen);
+    return i > 0 && repo->images[i - 1].gen == gen ? &repo->images[i - 1] : NULL;
+}
+
+static int config_is(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                     const hgf_sim_repo *repo, const hgf_sim_image *img,
+                     const unsigned char want[32])
+{
+    hgf_buf cfg = HGF_BUF_INIT;
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    int same = hgf_sim_fleet_config_blob(f, reg, repo, img, &cfg) == 0;
+    if (same) {
+        SHA256((const unsigned char *)cfg.data, cfg.len, md);
+        same = memcmp(md, want, sizeof md) == 0;
+    }
+    hgf_buf_free(&cfg);
+    return same;
+}
+
+hgf_sim_image *hgf_sim_fleet_image_by_config(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                                             hgf_sim_repo *repo, const char *digest)
+{
+    unsigned char want[32];
+    if (parse_digest(digest, want) != 0)
+        return NULL;
+    for (uint32_t i = 0; i < repo->n_images; i++) {
+        hgf_sim_image *img = &repo->images[i];
+        if (memcmp(img->config_hint, want, sizeof img->config_hint) == 0 &&
+            config_is(f, reg, repo, img, want))
+            return img;
+    }
+    return NULL;
 }
 
 /* ---- names ------------------------------------------------------------- */

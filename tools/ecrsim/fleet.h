@@ -48,6 +48,9 @@ typedef struct hgf_sim_image {
     unsigned char digest[32];  /* sha256 of the manifest bytes */
     uint32_t gen;              /* generation index within the repository */
     uint8_t kind;              /* enum hgf_sim_kind */
+    /* The config blob digest's first bytes (they fit the struct's padding):
+     * finding an image by its config blob compares these before hashing. */
+    uint8_t config_hint[3];
     /* Sorted tags, each NUL-terminated, the list ended by an empty string;
      * NULL when untagged. Walk: for (t = tags; t && *t; t += strlen(t) + 1). */
     char *tags;
@@ -110,6 +113,10 @@ hgf_sim_image *hgf_sim_fleet_image_by_digest(hgf_sim_repo *repo, const char *dig
 hgf_sim_image *hgf_sim_fleet_image_by_tag(hgf_sim_repo *repo, const char *tag);
 /* Index of the first image whose gen is greater than `gen`. */
 size_t hgf_sim_fleet_image_after(const hgf_sim_repo *repo, uint32_t gen);
+hgf_sim_image *hgf_sim_fleet_image_by_gen(hgf_sim_repo *repo, uint32_t gen);
+/* The image whose config blob has this "sha256:<hex>" digest, or NULL. */
+hgf_sim_image *hgf_sim_fleet_image_by_config(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                                             hgf_sim_repo *repo, const char *digest);
 
 void hgf_sim_fleet_image_info(const hgf_sim_repo *repo, const hgf_sim_image *img,
                               hgf_sim_image_info *out);

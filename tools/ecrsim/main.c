@@ -13,10 +13,16 @@
 #include <time.h>
 
 #include "auth.h"
+#include "dispatch.h"
 #include "ecr_api.h"
+#include "faults.h"
 #include "fleet.h"
+#include "hostcreds.h"
+#include "iam.h"
+#include "regv2.h"
 #include "server.h"
 #include "stats.h"
+#include "sts.h"
 
 #define MAX_REGIONS 64
 #define REGION_RE "^[a-z]{2,}(-[a-z]+)+-[0-9]+$"
@@ -28,17 +34,27 @@ typedef struct options {
     const char *regions[MAX_REGIONS];
     const char **keys;               /* argv strings "AKID:SECRET:ACCOUNT" */
     size_t n_keys;
+    const char *scenario;            /* --scenario FILE */
+    json_t *faults;                  /* faults.h's configuration, from the fault flags */
 } options;
 
 static const char USAGE[] =
     "usage: ecrsim [flags]\n"
     "\n"
-    "Simulates an AWS organization's ECR fleet: SigV4-checked ECR JSON 1.1\n"
-    "(DescribeRepositories, DescribeImages) on POST /, and a control API:\n"
-    "GET /_sim/truth (ground truth), GET /_sim/stats (call counts).\n"
+    "Simulates an AWS organization's ECR fleet on one HTTP port:\n"
+    "  POST /   ECR JSON 1.1 (DescribeRepositories, DescribeImages, GetAuthorizationToken)\n"
+    "           and STS Query (AssumeRole, AssumeRoleWithWebIdentity, GetCallerIdentity),\n"
+    "           SigV4-checked against the keys below and the sessions STS issued\n"
+    "  /_registry/<account>/<region>/v2/...   registry v2 (GetAuthorizationToken's\n"
+    "           proxyEndpoint is http://ADDR:PORT/_registry/<account>/<region>)\n"
+    "  /latest/...   IMDSv2 for the scenario's instance_role\n"
+    "  GET /_sim/container-credentials   container credentials (Authorization: TOKEN)\n"
+    "  control: GET /_sim/truth, GET|DELETE /_sim/stats, GET|POST /_sim/config,\n"
+    "           GET|POST /_sim/scenario\n"
     "\n"
     "  --listen ADDR:PORT   IPv4 address and port (default 127.0.0.1:0, an ephemeral port)\n"
-    "  --seed N             fleet seed (default 1); the same seed gives the same fleet\n"
+    "  --seed N             fleet and fault seed (default 1); the same seed gives the same\n"
+    "                       fleet and the same sequence of injected faults\n"
     "  --accounts N         number of accounts (default 5, at most 1000000)\n"
     "  --regions R1,R2,...  regions (default us-east-1,eu-west-1)\n"
     "  --repos N            repositories per registry (default 8)\n"
@@ -46,16 +62,62 @@ static const char USAGE[] =
     "  --big-repo N         add repository 'big' with exactly N images to the first\n"
     "                       account's first region (default 0: none)\n"
     "  --key AKID:SECRET:ACCOUNT\n"
-    "                       accept this access key for ACCOUNT (12 digits, or '*' for any);\n"
-    "                       repeatable. Without --key, the key AKIDECRSIMDEFAULT with\n"
-    "                       secret ecrsim-default-secret is accepted for any account.\n"
+    "                       accept this access key for ACCOUNT (12 digits, or '*' for any)\n"
+    "                       with full access there; repeatable. Without --key, the key\n"
+    "                       AKIDECRSIMDEFAULT with secret ecrsim-default-secret is accepted\n"
+    "                       for any account.\n"
+    "  --scenario FILE      IAM scenario (JSON, format below); POST /_sim/scenario replaces it\n"
+    "  --clock-offset S     the server's clock is real time + S seconds (Date header, SigV4\n"
+    "                       skew check, credential expiry)\n"
+    "  --quota OP=RATE      at most RATE calls/s of OP per (account, region) (token bucket,\n"
+    "                       burst RATE); excess calls get ThrottlingException \"Rate exceeded\".\n"
+    "                       Registry manifest pulls count as BatchGetImage, blob pulls as\n"
+    "                       GetDownloadUrlForLayer; repeatable\n"
+    "  --throttle-rate P    answer this fraction of AWS calls with a throttling error\n"
+    "  --error-rate P       answer this fraction with 500 ServerException or an empty 503,\n"
+    "                       alternating\n"
+    "  --drop-rate P        close this fraction of connections without an answer\n"
+    "  --latency-ms N       delay every AWS call (ECR, STS, registry) by N ms\n"
     "  --help               this text\n"
     "\n"
-    "Prints 'ecrsim listening on http://ADDR:PORT' on stdout once ready, logs one line\n"
-    "per request on stderr, and exits on SIGTERM or SIGINT.\n";
+    "Fault flags apply to ECR, STS and registry calls, never to /_sim/. POST /_sim/config\n"
+    "changes them at runtime: {\"throttle_rate\":0.3,\"error_rate\":0.05,\"drop_rate\":0.02,\n"
+    "\"latency_ms\":20,\"quotas\":{\"DescribeImages\":50},\"clock_offset\":600} (members left\n"
+    "out keep their value; quotas replaces all quotas).\n"
+    "\n"
+    "Scenario (every member optional, unknown members rejected):\n"
+    "  {\"principals\": [{\"arn\": \"arn:aws:iam::100007000000:user/ci\",\n"
+    "                   \"access_key_id\": \"AKIA...\", \"secret_access_key\": \"...\",\n"
+    "                   \"policy\": [{\"actions\": [\"ecr:*\", \"sts:AssumeRole\"],\n"
+    "                               \"resources\": [\"*\"]}]}],\n"
+    "   \"roles\": [{\"arn\": \"arn:aws:iam::100007000001:role/sensor\",\n"
+    "              \"trust\": [{\"principal\": \"arn:aws:iam::100007000000:user/ci\",\n"
+    "                         \"external_id\": \"optional-required-id\"}],\n"
+    "              \"policy\": [{\"actions\": [\"ecr:Describe*\"], \"resources\": [\"*\"]}],\n"
+    "              \"max_session_duration\": 3600}],\n"
+    "   \"repository_policies\": {\"100007000001\": [{\"repositories\": [\"*\"],\n"
+    "        \"principal\": \"arn:aws:iam::100007000000:role/x\",\n"
+    "        \"actions\": [\"ecr:BatchGetImage\", \"ecr:GetDownloadUrlForLayer\"]}]},\n"
+    "   \"instance_role\": \"arn:aws:iam::100007000000:role/node\",\n"
+    "   \"container_role\": \"arn:aws:iam::100007000000:role/task\",\n"
+    "   \"container_token\": \"secret-token\",\n"
+    "   \"web_identity_tokens\": {\"<token>\": \"arn:aws:iam::100007000000:role/irsa\"},\n"
+    "   \"credential_duration_seconds\": 900}\n"
+    "  Policies only allow: actions are case-insensitive globs (\"*\", \"ecr:*\",\n"
+    "  \"ecr:Describe*\"), resources globs over ARNs (arn:aws:ecr:R:A:repository/NAME);\n"
+    "  ecr:GetAuthorizationToken is checked against resource \"*\" only. A trust or\n"
+    "  repository-policy principal is an ARN (a role's ARN admits its sessions),\n"
+    "  arn:aws:iam::A:root or an account id (anyone in A), or \"*\". Callers from another\n"
+    "  account than the registry's also need a repository policy to pull.\n"
+    "  credential_duration_seconds caps every issued credential and ECR token.\n"
+    "\n"
+    "Account ids are 100000000000 + (seed % 1000) * 1000000 + index. Prints 'ecrsim\n"
+    "listening on http://ADDR:PORT' on stdout once ready, logs one line per request on\n"
+    "stderr, and exits on SIGTERM or SIGINT.\n";
 
 enum { OPT_LISTEN = 256, OPT_SEED, OPT_ACCOUNTS, OPT_REGIONS, OPT_REPOS, OPT_IMAGES, OPT_BIG,
-       OPT_KEY, OPT_HELP };
+       OPT_KEY, OPT_SCENARIO, OPT_CLOCK, OPT_QUOTA, OPT_THROTTLE, OPT_ERROR, OPT_DROP,
+       OPT_LATENCY, OPT_HELP };
 
 static const struct option LONG_OPTS[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -66,6 +128,13 @@ static const struct option LONG_OPTS[] = {
     {"images", required_argument, NULL, OPT_IMAGES},
     {"big-repo", required_argument, NULL, OPT_BIG},
     {"key", required_argument, NULL, OPT_KEY},
+    {"scenario", required_argument, NULL, OPT_SCENARIO},
+    {"clock-offset", required_argument, NULL, OPT_CLOCK},
+    {"quota", required_argument, NULL, OPT_QUOTA},
+    {"throttle-rate", required_argument, NULL, OPT_THROTTLE},
+    {"error-rate", required_argument, NULL, OPT_ERROR},
+    {"drop-rate", required_argument, NULL, OPT_DROP},
+    {"latency-ms", required_argument, NULL, OPT_LATENCY},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -166,6 +235,79 @@ static int add_key_spec(const char *spec, options *o)
     return 0;
 }
 
+static int set_fault(options *o, const char *member, json_t *value)
+{
+    if (!value || json_object_set_new(o->faults, member, value) != 0)
+        return usage_error("out of memory");
+    return 0;
+}
+
+static int parse_probability(const char *flag, const char *member, const char *s, options *o)
+{
+    char *end;
+    errno = 0;
+    double p = strtod(s, &end);
+    if (!*s || *end || errno || !(p >= 0 && p <= 1))
+        return usage_error("%s: expected a probability between 0 and 1, got '%.40s'", flag, s);
+    return set_fault(o, member, json_real(p));
+}
+
+static int parse_offset(const char *s, options *o)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno || v < -316224000LL || v > 316224000LL)
+        return usage_error("--clock-offset: expected whole seconds within 10 years, got '%.40s'",
+                           s);
+    return set_fault(o, "clock_offset", json_integer(v));
+}
+
+/* OP=RATE into the quotas object, which collects every --quota. */
+static int parse_quota(const char *s, options *o)
+{
+    const char *eq = strchr(s, '=');
+    char op[64], *end;
+    if (!eq || eq == s || (size_t)(eq - s) >= sizeof op)
+        return usage_error("--quota: expected OP=RATE like DescribeImages=20, got '%.64s'", s);
+    snprintf(op, sizeof op, "%.*s", (int)(eq - s), s);
+    errno = 0;
+    double rate = strtod(eq + 1, &end);
+    if (!eq[1] || *end || errno || !(rate > 0))
+        return usage_error("--quota %s: the rate must be a number above 0, got '%.40s'", op,
+                           eq + 1);
+    json_t *quotas = json_object_get(o->faults, "quotas");
+    if (!quotas && set_fault(o, "quotas", json_object()) != 0)
+        return 2;
+    quotas = json_object_get(o->faults, "quotas");
+    if (json_object_set_new(quotas, op, json_real(rate)) != 0)
+        return usage_error("out of memory");
+    return 0;
+}
+
+static int apply_fault_flag(int c, const char *arg, options *o)
+{
+    unsigned latency;
+    switch (c) {
+    case OPT_CLOCK:
+        return parse_offset(arg, o);
+    case OPT_QUOTA:
+        return parse_quota(arg, o);
+    case OPT_THROTTLE:
+        return parse_probability("--throttle-rate", "throttle_rate", arg, o);
+    case OPT_ERROR:
+        return parse_probability("--error-rate", "error_rate", arg, o);
+    case OPT_DROP:
+        return parse_probability("--drop-rate", "drop_rate", arg, o);
+    case OPT_LATENCY:
+        if (parse_uint("--latency-ms", arg, 0, 60000, &latency))
+            return 2;
+        return set_fault(o, "latency_ms", json_integer(latency));
+    default:
+        return 2;
+    }
+}
+
 static int apply_flag(int c, const char *arg, options *o)
 {
     unsigned long long seed;
@@ -189,8 +331,11 @@ static int apply_flag(int c, const char *arg, options *o)
         return parse_uint("--big-repo", arg, 0, 10000000, &o->fleet.big_repo) ? 2 : 0;
     case OPT_KEY:
         return add_key_spec(arg, o);
+    case OPT_SCENARIO:
+        o->scenario = arg;
+        return 0;
     default:
-        return 2;
+        return apply_fault_flag(c, arg, o);
     }
 }
 
@@ -237,6 +382,7 @@ static void set_defaults(options *o)
     o->fleet.repos = 8;
     o->fleet.images = 12;
     o->fleet.regions = o->regions;
+    o->faults = json_object();
 }
 
 /* ---- start-up ---------------------------------------------------------- */
@@ -246,14 +392,18 @@ typedef struct sim {
     hgf_sim_server *server;
 } sim;
 
+static int report(const hgf_err *err)
+{
+    fprintf(stderr, "ecrsim: %s\n", err->msg);
+    return err->code == HGF_EINPUT ? 2 : 1;
+}
+
 static int load_keys(const options *o, hgf_sim_auth *auth)
 {
     hgf_err err;
     for (size_t i = 0; i < o->n_keys; i++)
-        if (hgf_sim_auth_add_key(auth, o->keys[i], &err) != 0) {
-            fprintf(stderr, "ecrsim: %s\n", err.msg);
-            return 2;
-        }
+        if (hgf_sim_auth_add_key(auth, o->keys[i], &err) != 0)
+            return report(&err);
     if (o->n_keys)
         return 0;
     fputs("ecrsim: no --key given: accepting the default key " HGF_SIM_DEFAULT_AKID
@@ -287,43 +437,87 @@ static int build_fleet(const options *o, sim *s)
     hgf_err_clear(&err);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (hgf_sim_fleet_create(&o->fleet, &s->svc.fleet, &err) != 0) {
-        fprintf(stderr, "ecrsim: %s\n", err.msg);
-        return err.code == HGF_EINPUT ? 2 : 1;
-    }
+    if (hgf_sim_fleet_create(&o->fleet, &s->svc.fleet, &err) != 0)
+        return report(&err);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     describe_fleet(s->svc.fleet, (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
                                      (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
     return 0;
 }
 
+/* IAM, keys, faults and stats: everything the fleet does not decide. */
+static int build_identity(const options *o, sim *s)
+{
+    hgf_err err;
+    hgf_err_clear(&err);
+    if (hgf_sim_iam_create(&s->svc.iam) || hgf_sim_stats_create(&s->svc.stats) ||
+        hgf_sim_faults_create(o->fleet.seed, &s->svc.faults) ||
+        hgf_sim_auth_create(s->svc.iam, hgf_sim_fleet_first_account(s->svc.fleet),
+                            &s->svc.auth)) {
+        fputs("ecrsim: out of memory\n", stderr);
+        return 1;
+    }
+    if (o->scenario && hgf_sim_iam_load_file(s->svc.iam, o->scenario, &err) != 0)
+        return report(&err);
+    if (hgf_sim_faults_configure(s->svc.faults, o->faults, &err) != 0)
+        return report(&err);
+    return load_keys(o, s->svc.auth);
+}
+
+/* The registry's URLs name the address clients connect to; a wildcard
+ * listen address has none, so then each request's Host header is used. */
+static void base_url(const options *o, uint16_t port, char out[64])
+{
+    char addr[INET_ADDRSTRLEN];
+    out[0] = '\0';
+    if (o->listen.sin_addr.s_addr == htonl(INADDR_ANY))
+        return;
+    inet_ntop(AF_INET, &o->listen.sin_addr, addr, sizeof addr);
+    snprintf(out, 64, "http://%s:%u", addr, (unsigned)port);
+}
+
+static int build_apis(const options *o, sim *s)
+{
+    hgf_err err;
+    char base[64];
+    hgf_err_clear(&err);
+    base_url(o, hgf_sim_server_port(s->server), base);
+    if (hgf_sim_regv2_create(s->svc.fleet, s->svc.iam, s->svc.faults, base[0] ? base : NULL,
+                             &s->svc.registry, &err) != 0 ||
+        hgf_sim_ecr_create(s->svc.fleet, s->svc.iam, s->svc.faults, s->svc.registry,
+                           &s->svc.ecr, &err) != 0)
+        return report(&err);
+    if (hgf_sim_sts_create(s->svc.auth, s->svc.iam, s->svc.faults, &s->svc.sts) != 0) {
+        fputs("ecrsim: out of memory\n", stderr);
+        return 1;
+    }
+    return hgf_sim_hostcreds_create(s->svc.sts, s->svc.iam, &s->svc.host, &err) ? report(&err)
+                                                                               : 0;
+}
+
 static int build_services(const options *o, sim *s)
 {
     hgf_err err;
     hgf_err_clear(&err);
-    if (hgf_sim_auth_create(&s->svc.auth) || hgf_sim_stats_create(&s->svc.stats)) {
-        fputs("ecrsim: out of memory\n", stderr);
-        return 1;
-    }
-    int rc = load_keys(o, s->svc.auth);
-    if (rc)
-        return rc;
-    rc = build_fleet(o, s);
-    if (rc)
-        return rc;
-    if (hgf_sim_ecr_create(s->svc.fleet, &s->svc.ecr, &err) != 0) {
-        fprintf(stderr, "ecrsim: %s\n", err.msg);
-        return 1;
-    }
-    return 0;
+    if (hgf_sim_server_bind(&o->listen, &s->server, &err) != 0)
+        return report(&err);
+    int rc = build_fleet(o, s);
+    if (!rc)
+        rc = build_identity(o, s);
+    return rc ? rc : build_apis(o, s);
 }
 
 static void free_services(sim *s)
 {
+    hgf_sim_hostcreds_free(s->svc.host);
+    hgf_sim_sts_free(s->svc.sts);
     hgf_sim_ecr_free(s->svc.ecr);
-    hgf_sim_fleet_free(s->svc.fleet);
+    hgf_sim_regv2_free(s->svc.registry);
     hgf_sim_auth_free(s->svc.auth);
+    hgf_sim_faults_free(s->svc.faults);
     hgf_sim_stats_free(s->svc.stats);
+    hgf_sim_iam_free(s->svc.iam);
+    hgf_sim_fleet_free(s->svc.fleet);
 }
 
 /* Signals are blocked before any server thread exists (threads inherit the
@@ -338,10 +532,8 @@ static int serve_until_signal(const options *o, sim *s)
     signal(SIGPIPE, SIG_IGN);
     hgf_err err;
     hgf_err_clear(&err);
-    if (hgf_sim_server_start(&o->listen, &s->svc, &s->server, &err) != 0) {
-        fprintf(stderr, "ecrsim: %s\n", err.msg);
-        return 1;
-    }
+    if (hgf_sim_server_start(s->server, &s->svc, &err) != 0)
+        return report(&err);
     char addr[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &o->listen.sin_addr, addr, sizeof addr);
     printf("ecrsim listening on http://%s:%u\n", addr, (unsigned)hgf_sim_server_port(s->server));
@@ -349,7 +541,6 @@ static int serve_until_signal(const options *o, sim *s)
     int sig = 0;
     sigwait(&set, &sig);
     fprintf(stderr, "ecrsim: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    hgf_sim_server_stop(s->server);
     return 0;
 }
 
@@ -357,7 +548,7 @@ int main(int argc, char **argv)
 {
     options o;
     set_defaults(&o);
-    int rc = parse_args(argc, argv, &o);
+    int rc = o.faults ? parse_args(argc, argv, &o) : usage_error("out of memory");
     int help = rc == 1;
     sim s;
     memset(&s, 0, sizeof s);
@@ -365,8 +556,10 @@ int main(int argc, char **argv)
         rc = build_services(&o, &s);
     if (rc == 0)
         rc = serve_until_signal(&o, &s);
+    hgf_sim_server_stop(s.server);
     free_services(&s);
     free(o.regions_copy);
     free(o.keys);
+    json_decref(o.faults);
     return help ? 0 : rc;
 }

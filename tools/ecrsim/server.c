@@ -3,22 +3,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
-#include <openssl/rand.h>
 
-#include "control.h"
 #include "simhttp.h"
 
-#define MAX_BODY (1024 * 1024)
 #define STREAM_BLOCK (64 * 1024)
 #define CONNECTION_TIMEOUT_S 60
 
 struct hgf_sim_server {
     hgf_sim_services svc;
     struct MHD_Daemon *daemon;
+    int fd;  /* the listening socket until libmicrohttpd owns it */
     uint16_t port;
 };
 
@@ -31,14 +31,6 @@ typedef struct request_state {
     int too_large;
     struct timespec t0;
 } request_state;
-
-/* What one request did, for the log line and the stats. */
-typedef struct outcome {
-    char op[96];
-    char akid[129];
-    char region[64];
-    char why[256];
-} outcome;
 
 typedef struct header_vec {
     hgf_sigv4_header *h;
@@ -168,87 +160,38 @@ static struct MHD_Response *make_response(hgf_sim_resp *resp)
     return r;
 }
 
-static void request_id(char out[37])
+/* RFC 7231's IMF-fixdate, from the simulator's clock: clients detect skew
+ * from it. */
+static void http_date(time_t t, char out[64])
 {
-    unsigned char b[16];
-    if (RAND_bytes(b, sizeof b) != 1)
-        memset(b, 0, sizeof b);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-             b[13], b[14], b[15]);
+    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(out, 64, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday], tm.tm_mday,
+             months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
-static enum MHD_Result send_response(struct MHD_Connection *c, hgf_sim_resp *resp)
+static enum MHD_Result send_response(hgf_sim_server *s, struct MHD_Connection *c,
+                                     hgf_sim_resp *resp)
 {
     struct MHD_Response *r = make_response(resp);
     if (!r)
         return MHD_NO;
-    char rid[37];
-    request_id(rid);
-    MHD_add_response_header(r, "Content-Type", resp->content_type);
-    MHD_add_response_header(r, "x-amzn-RequestId", rid);
-    if (resp->error_code[0])
+    char date[64];
+    http_date(hgf_sim_faults_now(s->svc.faults), date);
+    MHD_add_response_header(r, "Date", date);
+    if (resp->content_type)
+        MHD_add_response_header(r, "Content-Type", resp->content_type);
+    MHD_add_response_header(r, "x-amzn-RequestId", resp->request_id);
+    if (resp->error_code[0] && !resp->quiet)
         MHD_add_response_header(r, "x-amzn-ErrorType", resp->error_code);
+    for (size_t i = 0; i < resp->n_headers; i++)
+        MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)resp->status, r);
     MHD_destroy_response(r);
     return ok;
-}
-
-/* ---- routing ----------------------------------------------------------- */
-
-static void serve_aws(hgf_sim_server *s, const hgf_sim_req *req, hgf_sim_resp *resp,
-                      outcome *o)
-{
-    const char *target = hgf_sim_req_header(req, "x-amz-target");
-    size_t plen = strlen(HGF_SIM_ECR_TARGET_PREFIX);
-    int ecr = target && strncmp(target, HGF_SIM_ECR_TARGET_PREFIX, plen) == 0;
-    snprintf(o->op, sizeof o->op, "%s", ecr ? target + plen : target ? target : "(no target)");
-    hgf_sim_caller caller;
-    hgf_err err, why;
-    hgf_err_clear(&err);
-    if (hgf_sim_auth_check(s->svc.auth, req, "ecr", time(NULL), &caller, &err, &why) != 0) {
-        snprintf(o->why, sizeof o->why, "%.255s", why.msg);
-        hgf_sim_resp_aws_error(resp, &err);
-        return;
-    }
-    snprintf(o->akid, sizeof o->akid, "%s", caller.access_key_id);
-    snprintf(o->region, sizeof o->region, "%s", caller.region);
-    if (ecr) {
-        hgf_sim_ecr_handle(s->svc.ecr, o->op, &caller, req, resp);
-        return;
-    }
-    hgf_sim_awserr(&err, "UnknownOperationException", "Unknown operation %.64s",
-                   target ? target : "(no X-Amz-Target)");
-    hgf_sim_resp_aws_error(resp, &err);
-}
-
-static void route(hgf_sim_server *s, const hgf_sim_req *req, int too_large, hgf_sim_resp *resp,
-                  outcome *o)
-{
-    if (strncmp(req->path, HGF_SIM_CONTROL_PREFIX, strlen(HGF_SIM_CONTROL_PREFIX)) == 0) {
-        snprintf(o->op, sizeof o->op, "%s", req->path);
-        hgf_sim_control_handle(s->svc.fleet, s->svc.stats, req, resp);
-        return;
-    }
-    hgf_err err;
-    hgf_err_clear(&err);
-    if (strcmp(req->method, "POST") != 0 || strcmp(req->path, "/") != 0) {
-        snprintf(o->op, sizeof o->op, "%s", req->path);
-        hgf_sim_awserr(&err, "UnknownOperationException", "No operation at %.6s %.128s",
-                       req->method, req->path);
-        hgf_sim_resp_aws_error(resp, &err);
-        resp->status = 404;
-        return;
-    }
-    if (too_large) {
-        snprintf(o->op, sizeof o->op, "(too large)");
-        hgf_sim_awserr(&err, "SerializationException", "The request body exceeds %d bytes",
-                       MAX_BODY);
-        hgf_sim_resp_aws_error(resp, &err);
-        resp->status = 413;
-        return;
-    }
-    serve_aws(s, req, resp, o);
 }
 
 static double elapsed_ms(const struct timespec *t0)
@@ -259,15 +202,16 @@ static double elapsed_ms(const struct timespec *t0)
 }
 
 /* One fputs per line keeps concurrent lines whole. */
-static void log_line(const hgf_sim_req *req, const hgf_sim_resp *resp, const outcome *o,
-                     const struct timespec *t0)
+static void log_line(const hgf_sim_req *req, const hgf_sim_resp *resp,
+                     const hgf_sim_outcome *o, const struct timespec *t0)
 {
-    char line[1024];
-    snprintf(line, sizeof line, "ecrsim: %s %.200s %s -> %d %s%s%s%s%s (%.1f ms)%s%s\n",
-             req->method, req->path, o->op, resp->status,
-             resp->error_code[0] ? resp->error_code : "ok", o->akid[0] ? " key=" : "", o->akid,
-             o->region[0] ? " region=" : "", o->region, elapsed_ms(t0), o->why[0] ? ": " : "",
-             o->why);
+    char line[1024], status[16];
+    snprintf(status, sizeof status, "%d", resp->status);
+    snprintf(line, sizeof line, "ecrsim: %s %.200s %s -> %s %s%s%s%s%s (%.1f ms)%s%s\n",
+             req->method, req->path, o->op, resp->drop ? "(dropped)" : status,
+             resp->drop ? "dropped" : resp->error_code[0] ? resp->error_code : "ok",
+             o->akid[0] ? " key=" : "", o->akid, o->region[0] ? " region=" : "", o->region,
+             elapsed_ms(t0), o->why[0] ? ": " : "", o->why);
     fputs(line, stderr);
 }
 
@@ -285,19 +229,18 @@ static enum MHD_Result finish(hgf_sim_server *s, struct MHD_Connection *c, const
     };
     hgf_sim_resp resp;
     hgf_sim_resp_init(&resp);
-    outcome o;
+    hgf_sim_outcome o;
     memset(&o, 0, sizeof o);
     if (hv.oom) {
         hgf_err err;
         hgf_sim_awserr(&err, "ServerException", "ecrsim: out of memory");
         hgf_sim_resp_aws_error(&resp, &err);
     } else {
-        route(s, &req, st->too_large, &resp, &o);
+        hgf_sim_dispatch(&s->svc, &req, st->too_large, &resp, &o);
     }
-    if (strncmp(st->uri, HGF_SIM_CONTROL_PREFIX, strlen(HGF_SIM_CONTROL_PREFIX)) != 0)
-        hgf_sim_stats_count(s->svc.stats, o.op, resp.error_code[0] ? resp.error_code : "ok");
     log_line(&req, &resp, &o, &st->t0);
-    enum MHD_Result ok = send_response(c, &resp);
+    /* MHD_NO closes the connection without writing anything. */
+    enum MHD_Result ok = resp.drop ? MHD_NO : send_response(s, c, &resp);
     hgf_sim_resp_free(&resp);
     free(hv.h);
     return ok;
@@ -316,7 +259,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (*upload_data_size) {
-        if (st->body.len + *upload_data_size > MAX_BODY ||
+        if (st->body.len + *upload_data_size > HGF_SIM_MAX_BODY ||
             hgf_buf_append(&st->body, upload_data, *upload_data_size) != 0)
             st->too_large = 1;
         *upload_data_size = 0;
@@ -327,28 +270,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 /* ---- lifecycle --------------------------------------------------------- */
 
-int hgf_sim_server_start(const struct sockaddr_in *addr, const hgf_sim_services *svc,
-                         hgf_sim_server **out, hgf_err *err)
+int hgf_sim_server_bind(const struct sockaddr_in *addr, hgf_sim_server **out, hgf_err *err)
 {
     hgf_sim_server *s = calloc(1, sizeof *s);
     if (!s)
         return hgf_err_set(err, HGF_ENOMEM, "server: out of memory");
-    s->svc = *svc;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_POLL | MHD_USE_ERROR_LOG;
-    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-                                 (const struct sockaddr *)addr, MHD_OPTION_URI_LOG_CALLBACK,
-                                 on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
-                                 MHD_OPTION_END);
-    if (!s->daemon) {
+    int one = 1;
+    struct sockaddr_in bound;
+    socklen_t len = sizeof bound;
+    s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s->fd < 0 || setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(s->fd, (const struct sockaddr *)addr, sizeof *addr) != 0 ||
+        listen(s->fd, SOMAXCONN) != 0 ||
+        getsockname(s->fd, (struct sockaddr *)&bound, &len) != 0) {
+        if (s->fd >= 0)
+            close(s->fd);
         free(s);
         return hgf_err_set(err, HGF_EFAIL, "--listen: cannot listen on port %u (in use?)",
                            (unsigned)ntohs(addr->sin_port));
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon,
-                                                           MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? info->port : ntohs(addr->sin_port);
+    s->port = ntohs(bound.sin_port);
     *out = s;
     return 0;
 }
@@ -358,10 +299,31 @@ uint16_t hgf_sim_server_port(const hgf_sim_server *s)
     return s->port;
 }
 
+int hgf_sim_server_start(hgf_sim_server *s, const hgf_sim_services *svc, hgf_err *err)
+{
+    s->svc = *svc;
+    /* The Date header comes from the simulator's clock, not libmicrohttpd's. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_SUPPRESS_DATE_NO_CLOCK;
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET,
+                                 s->fd, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+                                 MHD_OPTION_END);
+    if (!s->daemon)
+        return hgf_err_set(err, HGF_EFAIL, "server: libmicrohttpd did not start on port %u",
+                           (unsigned)s->port);
+    s->fd = -1;
+    return 0;
+}
+
 void hgf_sim_server_stop(hgf_sim_server *s)
 {
     if (!s)
         return;
-    MHD_stop_daemon(s->daemon);
+    if (s->daemon)
+        MHD_stop_daemon(s->daemon);
+    if (s->fd >= 0)
+        close(s->fd);
     free(s);
 }

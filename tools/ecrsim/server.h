@@ -1,8 +1,13 @@
 /* libmicrohttpd glue: one thread per connection, so concurrent clients are
- * served side by side. Routes POST / (AWS JSON 1.1, SigV4-checked) to the
- * ECR handler and /_sim/ to the control API, stamps every response with
- * x-amzn-RequestId (MHD adds Date), counts calls and logs one line per
- * request to stderr (never a secret or the Authorization header).
+ * served side by side (and injected latency only delays its own request).
+ * Hands every request to hgf_sim_dispatch, stamps responses with
+ * x-amzn-RequestId and a Date from the simulator's clock (which may be
+ * offset), closes the connection without an answer when a drop was
+ * injected, and logs one line per request to stderr (never a secret or the
+ * Authorization header).
+ *
+ * The socket is bound before the services are built, so the port (and the
+ * registry URLs that embed it) is known before the first request.
  *
  * Ownership: the server borrows every service in hgf_sim_services; they
  * must outlive hgf_sim_server_stop(). */
@@ -12,26 +17,17 @@
 #include <netinet/in.h>
 #include <stdint.h>
 
-#include "auth.h"
-#include "ecr_api.h"
-#include "fleet.h"
+#include "dispatch.h"
 #include "hgfleet/err.h"
-#include "stats.h"
-
-typedef struct hgf_sim_services {
-    hgf_sim_fleet *fleet;
-    hgf_sim_auth *auth;
-    hgf_sim_ecr *ecr;
-    hgf_sim_stats *stats;
-} hgf_sim_services;
 
 typedef struct hgf_sim_server hgf_sim_server;
 
-/* Listens on addr (port 0 = ephemeral). HGF_EFAIL when it cannot bind. */
-int hgf_sim_server_start(const struct sockaddr_in *addr, const hgf_sim_services *svc,
-                         hgf_sim_server **out, hgf_err *err);
+/* Binds and listens on addr (port 0 = ephemeral). HGF_EFAIL when it cannot. */
+int hgf_sim_server_bind(const struct sockaddr_in *addr, hgf_sim_server **out, hgf_err *err);
 /* The port actually bound. */
 uint16_t hgf_sim_server_port(const hgf_sim_server *s);
+/* Starts serving the bound socket. HGF_EFAIL when libmicrohttpd cannot. */
+int hgf_sim_server_start(hgf_sim_server *s, const hgf_sim_services *svc, hgf_err *err);
 /* Stops accepting, closes connections, joins threads and frees s. */
 void hgf_sim_server_stop(hgf_sim_server *s);
 

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/rand.h>
+
 const char *hgf_sim_req_header(const hgf_sim_req *req, const char *name)
 {
     for (size_t i = 0; i < req->n_headers; i++)
@@ -14,16 +16,57 @@ const char *hgf_sim_req_header(const hgf_sim_req *req, const char *name)
     return NULL;
 }
 
+static void request_id(char out[37])
+{
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof b) != 1)
+        memset(b, 0, sizeof b);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+             b[13], b[14], b[15]);
+}
+
 void hgf_sim_resp_init(hgf_sim_resp *resp)
 {
     memset(resp, 0, sizeof *resp);
     hgf_buf_init(&resp->body);
     resp->status = 200;
     resp->content_type = "application/json";
+    request_id(resp->request_id);
+}
+
+int hgf_sim_resp_header_add(hgf_sim_resp *resp, const char *name, const char *value)
+{
+    if (resp->n_headers == HGF_SIM_RESP_MAX_HEADERS)
+        return HGF_EFAIL;
+    hgf_sim_resp_header *h = &resp->headers[resp->n_headers];
+    h->name = strdup(name);
+    h->value = strdup(value);
+    if (!h->name || !h->value) {
+        free(h->name);
+        free(h->value);
+        return HGF_ENOMEM;
+    }
+    resp->n_headers++;
+    return 0;
+}
+
+int hgf_sim_resp_text(hgf_sim_resp *resp, int status, const char *content_type,
+                      const char *text)
+{
+    hgf_buf_reset(&resp->body);
+    resp->status = status;
+    resp->content_type = content_type;
+    return hgf_buf_puts(&resp->body, text);
 }
 
 void hgf_sim_resp_free(hgf_sim_resp *resp)
 {
+    for (size_t i = 0; i < resp->n_headers; i++) {
+        free(resp->headers[i].name);
+        free(resp->headers[i].value);
+    }
+    resp->n_headers = 0;
     hgf_buf_free(&resp->body);
     if (resp->stream_free && resp->stream_ctx)
         resp->stream_free(resp->stream_ctx);
@@ -76,4 +119,31 @@ int hgf_sim_awserr(hgf_err *e, const char *aws_code, const char *fmt, ...)
     snprintf(e->aws_code, sizeof e->aws_code, "%s", aws_code);
     e->code = HGF_EAWS;
     return HGF_EAWS;
+}
+
+int hgf_sim_xml_escape(hgf_buf *out, const char *s)
+{
+    int rc = 0;
+    for (; !rc && *s; s++) {
+        switch (*s) {
+        case '<':
+            rc = hgf_buf_puts(out, "&lt;");
+            break;
+        case '>':
+            rc = hgf_buf_puts(out, "&gt;");
+            break;
+        case '&':
+            rc = hgf_buf_puts(out, "&amp;");
+            break;
+        case '"':
+            rc = hgf_buf_puts(out, "&quot;");
+            break;
+        case '\'':
+            rc = hgf_buf_puts(out, "&apos;");
+            break;
+        default:
+            rc = hgf_buf_putc(out, *s);
+        }
+    }
+    return rc;
 }

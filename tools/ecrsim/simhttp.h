@@ -3,8 +3,8 @@
  * without a socket.
  *
  * Ownership: an hgf_sim_req borrows everything it points to (server.c owns
- * it for the duration of one request). An hgf_sim_resp owns its body buffer
- * and its stream context; hgf_sim_resp_free releases both. */
+ * it for the duration of one request). An hgf_sim_resp owns its body buffer,
+ * its extra headers and its stream context; hgf_sim_resp_free releases them. */
 #ifndef ECRSIM_SIMHTTP_H
 #define ECRSIM_SIMHTTP_H
 
@@ -17,6 +17,8 @@
 #include "hgfleet/sigv4.h"
 
 #define HGF_SIM_AMZ_JSON "application/x-amz-json-1.1"
+/* Request bodies are cut (and the request refused) past this size. */
+#define HGF_SIM_MAX_BODY (1024 * 1024)
 
 typedef struct hgf_sim_req {
     const char *method;
@@ -35,18 +37,39 @@ const char *hgf_sim_req_header(const hgf_sim_req *req, const char *name);
  * something, 0 at the end, negative on failure. */
 typedef int (*hgf_sim_stream_fn)(void *ctx, hgf_buf *out);
 
+#define HGF_SIM_RESP_MAX_HEADERS 8
+
+typedef struct hgf_sim_resp_header {
+    char *name;
+    char *value;
+} hgf_sim_resp_header;
+
 typedef struct hgf_sim_resp {
     int status;
     const char *content_type;  /* static string */
     hgf_buf body;
-    char error_code[64];       /* AWS error code, "" on success (stats, x-amzn-ErrorType) */
+    char error_code[64];       /* error code, "" on success (stats, x-amzn-ErrorType) */
+    int quiet;                 /* error_code is for the stats only: no x-amzn-ErrorType */
+    int drop;                  /* close the connection without any answer */
+    char request_id[37];       /* x-amzn-RequestId, also quoted in STS bodies */
+    hgf_sim_resp_header headers[HGF_SIM_RESP_MAX_HEADERS];
+    size_t n_headers;
     hgf_sim_stream_fn stream;  /* when set, the body is produced by it instead */
     void *stream_ctx;
     void (*stream_free)(void *ctx);
 } hgf_sim_resp;
 
+/* Also draws a fresh request id. */
 void hgf_sim_resp_init(hgf_sim_resp *resp);
 void hgf_sim_resp_free(hgf_sim_resp *resp);
+
+/* Adds a response header (copied): 0, HGF_ENOMEM, or HGF_EFAIL when
+ * HGF_SIM_RESP_MAX_HEADERS are already set. */
+int hgf_sim_resp_header_add(hgf_sim_resp *resp, const char *name, const char *value);
+
+/* Replaces the body with text of the given status and content type. */
+int hgf_sim_resp_text(hgf_sim_resp *resp, int status, const char *content_type,
+                      const char *text);
 
 /* Serializes doc as the body with the given status and content type; takes
  * ownership of doc (decrefs it). */
@@ -61,5 +84,8 @@ void hgf_sim_resp_aws_error(hgf_sim_resp *resp, const hgf_err *e);
  * Returns HGF_EAWS. */
 int hgf_sim_awserr(hgf_err *e, const char *aws_code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Appends s to out with XML's five special characters escaped. */
+int hgf_sim_xml_escape(hgf_buf *out, const char *s);
 
 #endif

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# One case per row of the guide's troubleshooting table, reproduced in ecrsim's
+# IAM model and diagnosed by `connection test` (and by a failing sync), plus
+# the pitfalls connection test must name: GetAuthorizationToken not on "*"
+# and a wrong ExternalId.
+set -euo pipefail
+# shellcheck source=tests/integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+tmp=$(hgf_tmpdir)
+HGFLEET_DATABASE_URL=$(hgf_new_db diag)
+HGFLEET_MASTER_KEY=$(openssl rand -base64 32)
+export HGFLEET_DATABASE_URL HGFLEET_MASTER_KEY AWS_EC2_METADATA_DISABLED=true
+for v in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_ROLE_ARN \
+  AWS_WEB_IDENTITY_TOKEN_FILE AWS_CONTAINER_CREDENTIALS_FULL_URI AWS_ENDPOINT_URL; do unset "$v"; done
+
+seed=7
+acct() { printf '%012d' $((100000000000 + seed * 1000000 + $1)); }
+A=$(acct 0) B=$(acct 1)
+s1=$(openssl rand -hex 20) s2=$(openssl rand -hex 20) s3=$(openssl rand -hex 20) s4=$(openssl rand -hex 20)
+list_only='["ecr:GetAuthorizationToken","ecr:DescribeRepositories","ecr:DescribeImages","ecr:ListImages"]'
+all='["ecr:GetAuthorizationToken","ecr:DescribeRepositories","ecr:DescribeImages","ecr:ListImages","ecr:BatchGetImage","ecr:GetDownloadUrlForLayer","ecr:BatchCheckLayerAvailability"]'
+cat >"$tmp/scenario.json" <<JSON
+{
+ "principals": [
+  {"arn": "arn:aws:iam::$A:user/listonly", "access_key_id": "AKIALISTONLY00000001", "secret_access_key": "$s1",
+   "policy": [{"actions": $list_only, "resources": ["*"]}]},
+  {"arn": "arn:aws:iam::$A:user/full", "access_key_id": "AKIAFULLACCESS000001", "secret_access_key": "$s2",
+   "policy": [{"actions": $all, "resources": ["*"]}, {"actions": ["sts:AssumeRole"], "resources": ["*"]}]},
+  {"arn": "arn:aws:iam::$A:user/repotoken", "access_key_id": "AKIAREPOSCOPED000001", "secret_access_key": "$s3",
+   "policy": [{"actions": ["ecr:GetAuthorizationToken"], "resources": ["arn:aws:ecr:us-east-1:$A:repository/*"]},
+              {"actions": ["ecr:DescribeRepositories","ecr:DescribeImages","ecr:BatchGetImage","ecr:GetDownloadUrlForLayer"], "resources": ["*"]}]},
+  {"arn": "arn:aws:iam::$A:user/sensor", "access_key_id": "AKIASENSOR0000000001", "secret_access_key": "$s4",
+   "policy": [{"actions": ["sts:AssumeRole"], "resources": ["*"]}]}
+ ],
+ "roles": [
+  {"arn": "arn:aws:iam::$B:role/harborguard-sensor",
+   "trust": [{"principal": "arn:aws:iam::$A:user/sensor", "external_id": "right-id"}],
+   "policy": [{"actions": $all, "resources": ["*"]}]},
+  {"arn": "arn:aws:iam::$A:role/short", "trust": [{"principal": "arn:aws:iam::$A:user/full"}],
+   "policy": [{"actions": $all, "resources": ["*"]}]}
+ ]
+}
+JSON
+for i in 1 2 3 4; do eval "printf '%s\n' \"\$s$i\"" >"$tmp/s$i"; done
+
+hgf_bg "$ECRSIM_BIN" --seed $seed --accounts 2 --regions us-east-1 --repos 3 --images 3 \
+  --scenario "$tmp/scenario.json" >"$tmp/ecrsim.out" 2>"$tmp/ecrsim.log"
+line=$(hgf_wait_for_line "$tmp/ecrsim.out" 'listening on http://' 10)
+sim=${line##* }
+export AWS_ENDPOINT_URL_ECR=$sim AWS_ENDPOINT_URL_STS=$sim
+H=$HGFLEET_BIN
+hgf_expect_exit 0 "$H" migrate
+
+regA=$A.dkr.ecr.us-east-1.amazonaws.com
+regB=$B.dkr.ecr.us-east-1.amazonaws.com
+
+# diagnose NAME EXPECTED_CODE TEXT: connection test fails with that diagnosis.
+diagnose() {
+  local reg=$1 code=$2 text=$3
+  hgf_expect_exit 1 "$H" connection test "$reg" --json
+  local got
+  got=$(python3 -c 'import json,sys; r=json.load(sys.stdin); d=r["diagnosis"]; print(d["code"]); print(d["symptom"] + " | " + d["cause"] + " | " + d["fix"])' <<<"$HGF_OUT")
+  hgf_assert_eq "$code" "$(head -1 <<<"$got")" "diagnosis code for $code"
+  hgf_assert_contains "$got" "$text" "diagnosis wording for $code"
+  hgf_expect_exit 1 "$H" connection test "$reg"
+  hgf_assert_contains "$HGF_OUT" "diagnosis:" "text output has the diagnosis"
+  hgf_expect_exit 0 "$H" connection list
+  hgf_assert_contains "$HGF_OUT" "$code" "connection list shows the stored diagnosis"
+  echo "ok: $code"
+}
+
+add() { hgf_expect_exit 0 "$H" connection add "$@" --schedule manual; }
+drop() { "$H" connection remove "$1" --purge >/dev/null; }
+
+# Row 1: repos enumerate, but scans fail with denied.
+add "$regA" --access-key-id AKIALISTONLY00000001 --secret-access-key-file "$tmp/s1"
+diagnose "$regA" pull_denied "ecr:BatchGetImage"
+drop "$regA"
+
+# Row 2: test connection succeeds, sync produces zero repos (wrong region).
+add "$A.dkr.ecr.eu-central-1.amazonaws.com" --access-key-id AKIAFULLACCESS000001 --secret-access-key-file "$tmp/s2"
+hgf_expect_exit 0 "$H" sync "$A.dkr.ecr.eu-central-1.amazonaws.com" --wait
+diag=$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select last_diagnosis->>'code' from connections where region = 'eu-central-1'")
+hgf_assert_eq zero_repositories "$diag" "a sync with zero repositories stores the region diagnosis"
+diagnose "$A.dkr.ecr.eu-central-1.amazonaws.com" zero_repositories "different region than the URL"
+drop "$A.dkr.ecr.eu-central-1.amazonaws.com"
+
+# Row 4: cross-account: list works, pull fails (no repository policy in B).
+add "$regB" --access-key-id AKIAFULLACCESS000001 --secret-access-key-file "$tmp/s2"
+diagnose "$regB" cross_account_pull "Repository policy missing on the target account $B"
+drop "$regB"
+
+# Pitfall: GetAuthorizationToken granted on a repository ARN.
+add "$regA" --access-key-id AKIAREPOSCOPED000001 --secret-access-key-file "$tmp/s3"
+diagnose "$regA" auth_token_scope '"Resource": "*"'
+drop "$regA"
+
+# Pitfall: a wrong ExternalId.
+add "$regB" --access-key-id AKIASENSOR0000000001 --secret-access-key-file "$tmp/s4" \
+  --role-arn "arn:aws:iam::$B:role/harborguard-sensor" --external-id wrong-id
+diagnose "$regB" assume_role_denied "ExternalId"
+hgf_expect_exit 1 "$H" sync "$regB" --wait
+hgf_assert_contains "$HGF_OUT" "AccessDenied" "the failing sync shows STS's code"
+diag=$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select last_diagnosis->>'code' from connections where account_id = '$B'")
+hgf_assert_eq assume_role_denied "$diag" "a failed sync stores the same diagnosis"
+drop "$regB"
+
+# Row 5: authenticates but eventually 401s: session credentials from the
+# environment that nobody refreshes, here a container endpoint's credentials
+# copied into AWS_* variables, with a 2-second lifetime.
+python3 - "$tmp/scenario.json" "$A" >"$tmp/scenario2.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+s["credential_duration_seconds"] = 2
+s["container_role"] = f"arn:aws:iam::{sys.argv[2]}:role/short"
+s["container_token"] = "row5-token"
+print(json.dumps(s))
+PY
+curl -fsS -X POST "$sim/_sim/scenario" --data-binary @"$tmp/scenario2.json" >/dev/null
+read -r sak ssk sst < <(curl -fsS -H 'Authorization: row5-token' "$sim/_sim/container-credentials" |
+  python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["AccessKeyId"], c["SecretAccessKey"], c["Token"])')
+add "$regA"
+sleep 3
+export AWS_ACCESS_KEY_ID=$sak AWS_SECRET_ACCESS_KEY=$ssk AWS_SESSION_TOKEN=$sst
+hgf_expect_exit 1 "$H" sync "$regA" --wait
+hgf_assert_contains "$HGF_OUT" "ExpiredToken" "the expired session is reported"
+diag=$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select last_diagnosis->>'fix' from connections where account_id = '$A'")
+hgf_assert_contains "$diag" "AWS_ROLE_ARN" "the 401 diagnosis names AWS_ROLE_ARN"
+hgf_assert_contains "$diag" "IRSA" "the 401 diagnosis names IRSA"
+hgf_assert_contains "$diag" "IMDSv2" "the 401 diagnosis names IMDSv2"
+diagnose "$regA" role_chain_expired "AWS_ROLE_ARN"
+unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
+curl -fsS -X POST "$sim/_sim/scenario" --data-binary @"$tmp/scenario.json" >/dev/null
+drop "$regA"
+
+# Row 3: InvalidSignatureException from clock drift > 5 minutes.
+add "$regA" --access-key-id AKIAFULLACCESS000001 --secret-access-key-file "$tmp/s2"
+curl -fsS -X POST "$sim/_sim/config" -d '{"clock_offset": 1200}' >/dev/null
+diagnose "$regA" clock_drift "Clock drift on the sensor host > 5 minutes"
+hgf_expect_exit 1 "$H" connection test "$regA" --json
+python3 -c 'import json,sys; r=json.load(sys.stdin); o=r["diagnosis"]["clock_offset_seconds"]; assert 1150 <= o <= 1250, o' <<<"$HGF_OUT"
+curl -fsS -X POST "$sim/_sim/config" -d '{"clock_offset": 0}' >/dev/null
+echo "PASS: diagnosis"
