@@ -358,16 +358,18 @@ static void sha256_hex(const char *s, char out[65])
 
 #define NZ(s) ((s) ? (s) : "")
 
-/* The secret enters the key only as its SHA-256. */
+/* The secret enters the key only as its SHA-256. The region does not: STS
+ * credentials are valid in every region of the partition, so 500 connections
+ * in four regions that assume one role share one refresh, not four. */
 static int spec_key(const hgf_auth_spec *s, hgf_buf *key)
 {
     char hash[65] = "";
     if (set(s->secret_access_key))
         sha256_hex(s->secret_access_key, hash);
-    return hgf_buf_printf(key, "%s\x1f%s\x1f%s\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s",
+    return hgf_buf_printf(key, "%s\x1f%s\x1f%s\x1f%s\x1f%d\x1f%s\x1f%s\x1f%s\x1f%s",
                           NZ(s->mode), NZ(s->role_arn), NZ(s->external_id), NZ(s->session_name),
                           s->duration_seconds, NZ(s->via_role_arn), NZ(s->access_key_id), hash,
-                          NZ(s->region), NZ(s->partition));
+                          NZ(s->partition));
 }
 
 static entry *find_entry(hgf_credmgr *m, const char *key)

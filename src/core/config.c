@@ -88,6 +88,21 @@ static int load_master_key(hgf_config *cfg, hgf_err *err)
     return rc;
 }
 
+/* A credential file named in the environment but unreadable is a
+ * configuration error to report at start, not a failure deep in a job. */
+static int check_readable(const char *var, hgf_err *err)
+{
+    const char *path = getenv(var);
+    if (!path || !*path)
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return hgf_err_set(err, HGF_EINPUT, "%s: cannot read \"%s\": %s", var, path,
+                           strerror(errno));
+    fclose(f);
+    return 0;
+}
+
 int hgf_config_load(hgf_config *cfg, hgf_err *err)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -105,6 +120,10 @@ int hgf_config_load(hgf_config *cfg, hgf_err *err)
         rc = int_env("HGFLEET_LEASE_SECONDS", 15, 2, 3600, &cfg->lease_seconds, err);
     if (!rc)
         rc = load_master_key(cfg, err);
+    if (!rc)
+        rc = check_readable("AWS_WEB_IDENTITY_TOKEN_FILE", err);
+    if (!rc)
+        rc = check_readable("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", err);
     return rc;
 }
 

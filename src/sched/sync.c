@@ -360,7 +360,8 @@ static void on_result(const hgf_aws_result *res, void *arg)
         /* One forced refresh (shared with every job using the same role) and
          * one retry; a second expiry is reported. */
         c->expired_retry = 1;
-        hgf_credmgr_invalidate(c->j->rt->creds, &c->j->spec);
+        /* By key: if another job already replaced these credentials, no new refresh. */
+        hgf_credmgr_invalidate_key(c->j->rt->creds, &c->j->spec, c->creds.access_key_id);
         hgf_awsctl_count_retry(c->j->rt->awsctl, "ecr",
                                c->index < 0 ? "DescribeRepositories" : "DescribeImages", "expired");
         call_send(c);

@@ -137,6 +137,11 @@ hgf_assert_contains "$HGF_ERR" "--duration" "chain duration capped"
 hgf_expect_exit 2 "$H" connection add "$regB" --external-id abc
 hgf_assert_contains "$HGF_ERR" "--role-arn" "external id without role"
 
+hgf_expect_exit 2 env AWS_WEB_IDENTITY_TOKEN_FILE=/nonexistent/token "$H" sync --all
+hgf_assert_contains "$HGF_ERR" "AWS_WEB_IDENTITY_TOKEN_FILE" "an unreadable token file is named"
+hgf_expect_exit 2 env AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=/nonexistent/t "$H" connection list
+hgf_assert_contains "$HGF_ERR" "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE" "an unreadable container token file is named"
+
 # No secret anywhere in what we printed or logged.
 for f in "$tmp"/*.log; do cat "$f"; done >"$tmp/all.txt"
 if grep -qF "$ci_secret" "$tmp/all.txt"; then hgf_fail "the secret leaked into a log"; fi
