@@ -9,7 +9,9 @@
  * Members left out keep their value; "quotas" replaces every quota ({}
  * removes them all). Rates are probabilities in 0..1, quotas requests per
  * second (a token bucket whose burst equals the rate), clock_offset seconds
- * added to real time for everything the simulator calls "now".
+ * added to real time for everything the simulator calls "now". Quota
+ * buckets are keyed by (account, region, op): the services pass the
+ * registry's account for ECR and registry calls, the caller's for STS.
  *
  * Random draws come from a counter-based generator seeded with --seed, so a
  * run with the same seed and the same request order injects the same faults.

@@ -206,9 +206,11 @@ static void log_line(const hgf_sim_req *req, const hgf_sim_resp *resp,
                      const hgf_sim_outcome *o, const struct timespec *t0)
 {
     char line[1024], status[16];
+    /* A presigned blob URL is a bearer credential: its token stays out. */
+    int blob = strncmp(req->path, HGF_SIM_BLOB_PREFIX, strlen(HGF_SIM_BLOB_PREFIX)) == 0;
     snprintf(status, sizeof status, "%d", resp->status);
     snprintf(line, sizeof line, "ecrsim: %s %.200s %s -> %s %s%s%s%s%s (%.1f ms)%s%s\n",
-             req->method, req->path, o->op, resp->drop ? "(dropped)" : status,
+             req->method, blob ? HGF_SIM_BLOB_PREFIX "(token)" : req->path, o->op, resp->drop ? "(dropped)" : status,
              resp->drop ? "dropped" : resp->error_code[0] ? resp->error_code : "ok",
              o->akid[0] ? " key=" : "", o->akid, o->region[0] ? " region=" : "", o->region,
              elapsed_ms(t0), o->why[0] ? ": " : "", o->why);
