@@ -15,9 +15,11 @@ static const char USAGE[] =
     "\n"
     "Commands:\n"
     "  migrate                         apply database migrations\n"
+    "  serve                           run the daemon (HTTP, scheduler, workers)\n"
     "  connection add|list|show|remove manage registry connections\n"
     "  sync [ID|REGISTRY...|--all]     sync catalogs (--wait to run them here)\n"
     "  images list                     list the stored catalog\n"
+    "  jobs list                       list the job queue\n"
     "  demo                            sync a simulated organization end to end\n"
     "  version                         print the version\n"
     "\n"
@@ -33,6 +35,7 @@ static const struct {
 } COMMANDS[] = {
     {"migrate", hgf_cli_migrate}, {"connection", hgf_cli_connection}, {"sync", hgf_cli_sync},
     {"images", hgf_cli_images},   {"demo", hgf_cli_demo},             {"version", hgf_cli_version},
+    {"serve", hgf_cli_serve},     {"jobs", hgf_cli_jobs},
 };
 
 int main(int argc, char **argv)

@@ -18,6 +18,8 @@ int hgf_cli_connection(int argc, char **argv);
 int hgf_cli_sync(int argc, char **argv);
 int hgf_cli_images(int argc, char **argv);
 int hgf_cli_demo(int argc, char **argv);
+int hgf_cli_serve(int argc, char **argv);
+int hgf_cli_jobs(int argc, char **argv);
 
 /* ---- shared by the commands (src/cli/common.c) ---- */
 

@@ -1,21 +1,34 @@
 /* The job queue in PostgreSQL: enqueue with a dedup key, claim with
- * FOR UPDATE SKIP LOCKED under a lease, finish, and re-queue expired leases.
+ * FOR UPDATE SKIP LOCKED under a lease, renew the lease, finish (done, retry
+ * with backoff, or failed), and re-queue expired leases. Every insert into
+ * jobs NOTIFYs HGF_JOBS_CHANNEL (a trigger in sql/003) with the kinds queued.
  *
- * Ownership: hgf_jobs_claim returns a malloc'd array of hgf_job the caller
- * frees with hgf_jobs_free (payloads are jansson references it owns). */
+ * Retries: a retryable failure re-queues the job with
+ * run_at = now() + min(2^attempts * 5 s, 10 min), where attempts counts the
+ * runs so far including the failed one (so 10 s, 20 s, 40 s...), until
+ * max_attempts; then, or for a permanent failure, the job is `failed` with
+ * the reason in last_error.
+ *
+ * Ownership: claim callbacks receive a malloc'd array of hgf_job the callee
+ * frees with hgf_jobs_free (payloads are jansson references it owns).
+ * hgf_jobs_list returns a new JSON reference the caller decrefs. */
 #ifndef HGF_JOBS_H
 #define HGF_JOBS_H
 
 #include <jansson.h>
 #include <stdint.h>
 
+#include "hgfleet/buf.h"
 #include "hgfleet/err.h"
 #include "hgfleet/store.h"
+
+#define HGF_JOBS_CHANNEL "hgfleet_jobs"
 
 typedef struct hgf_job {
     int64_t id;
     char kind[16];
     json_t *payload;
+    int priority;
     int attempts, max_attempts;
 } hgf_job;
 
@@ -24,22 +37,66 @@ typedef struct hgf_job {
 int hgf_jobs_enqueue(hgf_store *s, const char *kind, const char *payload_json, int priority,
                      const char *dedup_key, int64_t *job_id, int *created, hgf_err *err);
 
-/* Claims up to `limit` queued jobs (optionally only of `kind` and only among
- * `ids`), highest priority first, leased to `owner` for lease_seconds.
- * Expired leases are put back in the queue first. */
-int hgf_jobs_claim(hgf_store *s, const char *owner, int lease_seconds, const char *kind,
-                   const int64_t *ids, int n_ids, int limit, hgf_job **out, int *n, hgf_err *err);
+typedef struct hgf_jobs_claim_opts {
+    const char *owner;
+    int lease_seconds;
+    const char *const *kinds;  /* claim only these kinds (those this process can run) */
+    int n_kinds;
+    const int64_t *ids;        /* and only among these, or NULL for any */
+    int n_ids;
+    int limit;
+} hgf_jobs_claim_opts;
+
+/* err is NULL on success; then jobs[0..n) are the claimed jobs (highest
+ * priority first), leased to the owner, attempts already counted. */
+typedef void (*hgf_jobs_claim_cb)(hgf_job *jobs, int n, const hgf_err *err, void *arg);
+
+/* Asynchronous claim. Returns HGF_EDB at once (no callback) when the store
+ * is down. */
+int hgf_jobs_claim(hgf_store *s, const hgf_jobs_claim_opts *o, hgf_jobs_claim_cb cb, void *arg);
 void hgf_jobs_free(hgf_job *jobs, int n);
 
-/* Finishing is asynchronous (it happens inside job callbacks): the store
- * callback may be NULL. error == NULL means success. */
+/* Puts jobs whose lease expired back in the queue (or fails them when they
+ * have used every attempt), and NOTIFYs when it did. Asynchronous; cb may be
+ * NULL. */
+int hgf_jobs_requeue_expired(hgf_store *s, hgf_store_cb cb, void *arg);
+
+/* Records a job's outcome. error == NULL: done. Otherwise, with
+ * retry_after_s >= 0 and attempts left, the job is queued again to run that
+ * many seconds from now (hgf_jobs_backoff_seconds); else it is failed. The
+ * owner check keeps a replica whose lease expired from overwriting the
+ * outcome of the replica that took the job over. The result row holds the
+ * new state ('done', 'queued' or 'failed'), or no row when the lease was
+ * lost. cb may be NULL. */
 int hgf_jobs_finish(hgf_store *s, int64_t id, const char *owner, const char *error,
-                    const char *result_json, hgf_store_cb cb, void *arg);
-/* Renews every lease this owner holds. Asynchronous. */
-int hgf_jobs_heartbeat(hgf_store *s, const char *owner, int lease_seconds);
+                    int retry_after_s, const char *result_json, hgf_store_cb cb, void *arg);
+
+/* Renews the leases of these jobs (those still running here). Asynchronous. */
+int hgf_jobs_heartbeat(hgf_store *s, const char *owner, int lease_seconds, const int64_t *ids,
+                       int n_ids);
+
+/* Puts these running jobs back in the queue at once (lease cleared, the
+ * attempt not counted), e.g. on shutdown. Asynchronous; cb may be NULL. */
+int hgf_jobs_release(hgf_store *s, const char *owner, const int64_t *ids, int n_ids,
+                     hgf_store_cb cb, void *arg);
 
 /* How many of `ids` are still queued or running. */
 int hgf_jobs_count_live(hgf_store *s, const int64_t *ids, int n_ids, int *live, hgf_err *err);
+
+/* The queue, newest first: a JSON array of objects with id, kind, state,
+ * priority, attempts, max_attempts, run_at, lease_owner, lease_expires_at,
+ * dedup_key, last_error, created_at, finished_at (ISO 8601 UTC or null) and
+ * payload. state and kind may be NULL (any). */
+int hgf_jobs_list(hgf_store *s, const char *state, const char *kind, int limit, json_t **out,
+                  hgf_err *err);
+
+/* 1 if name is a job state (queued, running, done, failed) / kind (sync,
+ * scan, sweep). */
+int hgf_jobs_valid_state(const char *name);
+int hgf_jobs_valid_kind(const char *name);
+
+/* The retry delay in seconds after a failed run: min(2^attempts * 5, 600). */
+int hgf_jobs_backoff_seconds(int attempts);
 
 /* Formats ids as a PostgreSQL bigint[] literal. */
 void hgf_jobs_id_array(const int64_t *ids, int n, hgf_buf *out);

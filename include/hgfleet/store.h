@@ -1,6 +1,12 @@
 /* The PostgreSQL store: one libpq connection driven asynchronously on the
  * libev loop, in pipeline mode so many queries can be in flight at once.
  *
+ * The database may go away and come back. A broken connection fails every
+ * pending query with HGF_EDB, and the store reconnects in the background
+ * (PQconnectStart/PQconnectPoll on the loop, backoff from 0.25 s to 5 s),
+ * re-entering pipeline mode and re-issuing every LISTEN. While it is down,
+ * hgf_store_query returns HGF_EDB at once instead of queueing.
+ *
  * Every query is its own implicit transaction (a Sync follows each), so one
  * failing statement never aborts another caller's. Multi-statement work is
  * done by plpgsql functions in sql/, one round trip each.
@@ -8,7 +14,8 @@
  * Ownership: hgf_store_open returns a store the caller frees with
  * hgf_store_close. A query's callback OWNS the PGresult it is given (NULL on
  * error) and must PQclear it. hgf_store_exec returns a PGresult the caller
- * PQclears. Parameters are copied by libpq at send time. */
+ * PQclears. Parameters are copied by libpq at send time. Objects whose
+ * queries are pending must outlive hgf_store_close (which calls back). */
 #ifndef HGF_STORE_H
 #define HGF_STORE_H
 
@@ -23,14 +30,18 @@ typedef struct hgf_store hgf_store;
 /* err is NULL on success; on failure res is NULL and err says why. */
 typedef void (*hgf_store_cb)(PGresult *res, const hgf_err *err, void *arg);
 
-/* Connects (with a 5 s connect timeout). On failure: HGF_EDB and a message
- * naming the host, port and database tried, never a password. */
+/* Connects (with a 5 s connect timeout). The connection is made
+ * asynchronously while this runs the loop, so other watchers on it (an HTTP
+ * server) keep being served; call it outside loop callbacks. On failure:
+ * HGF_EDB and a message naming the host, port and database tried, never a
+ * password. */
 hgf_store *hgf_store_open(struct ev_loop *loop, const char *conninfo, hgf_err *err);
 /* Fails every pending query's callback with HGF_EDB, then closes. */
 void hgf_store_close(hgf_store *s);
 
 /* Sends a parameterized query (text parameters; NULL = SQL NULL). The
- * callback runs from the loop when the result arrives. */
+ * callback runs from the loop when the result arrives, never from inside
+ * this call. HGF_EDB (and no callback) when the store is down. */
 int hgf_store_query(hgf_store *s, const char *sql, int nparams, const char *const *params,
                     hgf_store_cb cb, void *arg);
 
@@ -49,6 +60,22 @@ int hgf_store_exec_script(hgf_store *s, const char *script, hgf_err *err);
 int hgf_store_check(const PGresult *res, hgf_err *err);
 
 int hgf_store_pending(const hgf_store *s);
+
+/* 1 while connected; 0 while the connection is down or being re-made. */
+int hgf_store_is_up(const hgf_store *s);
+/* Why the last connection attempt or the connection itself failed ("" when
+ * up). Owned by the store; valid until its next state change. */
+const char *hgf_store_last_error(const hgf_store *s);
+
+/* Called from the loop for each NOTIFY on a channel; payload may be "". */
+typedef void (*hgf_store_notify_cb)(const char *channel, const char *payload, void *arg);
+/* LISTENs on channel (letters, digits and '_', at most 63) now if connected
+ * and again after every reconnect. Notifications sent while the connection
+ * was down are lost: listeners must also poll. HGF_EINPUT for a bad name. */
+int hgf_store_listen(hgf_store *s, const char *channel, hgf_store_notify_cb cb, void *arg);
+/* Removes a listener added with the same three values (UNLISTEN when it was
+ * the channel's last); call it before freeing what arg points to. */
+void hgf_store_unlisten(hgf_store *s, const char *channel, hgf_store_notify_cb cb, void *arg);
 /* The number of rows written by statements this store has run (commands'
  * row counts plus functions that report it), for metrics and benchmarks. */
 long hgf_store_rows_written(const hgf_store *s);

@@ -1,6 +1,17 @@
 /* The worker pool: claims jobs from the queue and runs them concurrently on
  * the loop (asynchronous jobs, not a thread each).
  *
+ * Executors: a constant table in worker.c maps a job kind to the function
+ * that starts it; a pool only claims kinds that have one, so a build without
+ * a scanner never takes scan jobs from replicas that have it. To add a kind,
+ * add a row there.
+ *
+ * A pool claims when told (NOTIFY on HGF_JOBS_CHANNEL), when a slot frees,
+ * and every 1.5 s as a fallback; it renews the leases of its jobs every third
+ * of HGFLEET_LEASE_SECONDS and re-queues expired leases of any replica.
+ * Outcomes that cannot be recorded because the database is down are kept and
+ * recorded once it is back.
+ *
  * hgf_worker_drain is what `--wait` commands use: it works the queue beside
  * any running servers until every job in `ids` is finished, by this process
  * or by another replica. */
@@ -11,6 +22,7 @@
 #include <stdint.h>
 
 #include "hgfleet/err.h"
+#include "hgfleet/jobs.h"
 #include "hgfleet/runtime.h"
 
 /* Called as each job this process ran ends: err is NULL on success; result is
@@ -18,6 +30,64 @@
 typedef void (*hgf_worker_done_cb)(int64_t job_id, const char *kind, const hgf_err *err,
                                    json_t *result, void *arg);
 
+/* A job being run; the executor holds it until it calls hgf_worker_job_done. */
+typedef struct hgf_worker_job hgf_worker_job;
+
+/* Starts `job` (borrowed until the job is done). Returns 0 when the job
+ * will end through hgf_worker_job_done, or an error (err set) when it ended
+ * at once. Start functions run outside loop callbacks, so they may use
+ * hgf_store_exec for their set-up. */
+typedef int (*hgf_worker_exec_fn)(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj,
+                                  hgf_err *err);
+
+typedef struct hgf_worker_executor {
+    const char *kind;
+    hgf_worker_exec_fn start;
+} hgf_worker_executor;
+
+/* The executor for a kind, or NULL when this build cannot run it. */
+const hgf_worker_executor *hgf_worker_executor_find(const char *kind);
+
+/* Ends a job exactly once, from the loop. err NULL = success. permanent: do
+ * not retry (a payload that cannot be parsed, an input error). result is
+ * borrowed (may be NULL). wj is freed: do not use it afterwards. */
+void hgf_worker_job_done(hgf_worker_job *wj, const hgf_err *err, int permanent, json_t *result);
+
+/* Whether a failure is worth retrying later: database, transport and AWS
+ * throttling or server errors are; input errors, missing objects and other
+ * AWS errors (access denied, bad signature...) are permanent. */
+int hgf_worker_error_is_permanent(const hgf_err *err);
+
+typedef struct hgf_worker_pool hgf_worker_pool;
+
+typedef struct hgf_worker_opts {
+    int concurrency;           /* jobs run at once */
+    int retry;                 /* 1: retryable failures re-queue with backoff; 0: all final */
+    const int64_t *ids;        /* only these jobs (copied), or NULL for any */
+    int n_ids;
+    hgf_worker_done_cb done;   /* may be NULL */
+    void *arg;
+} hgf_worker_opts;
+
+/* Starts claiming on rt's loop. The pool borrows rt and must be freed after
+ * hgf_runtime_close (its jobs' store callbacks may fire while the store
+ * closes). */
+hgf_worker_pool *hgf_worker_pool_new(hgf_runtime *rt, const hgf_worker_opts *o, hgf_err *err);
+/* Starts claimed jobs, sends claims and retries unrecorded outcomes. Call it
+ * after every ev_run(EVRUN_ONCE), never from inside a loop callback. */
+void hgf_worker_pool_pump(hgf_worker_pool *p);
+/* Stops claiming; jobs claimed but not started yet are released at once. */
+void hgf_worker_pool_stop(hgf_worker_pool *p);
+/* Jobs running here, or ended but not yet recorded. */
+int hgf_worker_pool_busy(const hgf_worker_pool *p);
+/* Re-queues every job still running here (shutdown after the grace period).
+ * done(arg) runs when that is recorded or failed; returns nonzero (and never
+ * calls done) when there was nothing to release or the store is down. */
+int hgf_worker_pool_release(hgf_worker_pool *p, void (*done)(void *), void *arg);
+void hgf_worker_pool_free(hgf_worker_pool *p);
+
+/* Runs the jobs in ids here (beside any servers) until none is queued or
+ * running; failures are final (no retry), so the caller sees them now. */
 int hgf_worker_drain(hgf_runtime *rt, const int64_t *ids, int n_ids, int concurrency,
                      hgf_worker_done_cb done, void *arg, hgf_err *err);
 

@@ -1,129 +1,542 @@
 #include "hgfleet/worker.h"
 #include "hgfleet/jobs.h"
 #include "hgfleet/log.h"
+#include "hgfleet/metrics.h"
 #include "hgfleet/sync.h"
+#include "hgfleet/timeutil.h"
 
 #include <ev.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct pool {
-    hgf_runtime *rt;
-    int running;
-    hgf_worker_done_cb done;
-    void *arg;
-} pool;
+#define POLL_S 1.5
+#define REQUEUE_EVERY_MS 1000
+#define DRAIN_TICK_S 0.25
 
-typedef struct running_job {
-    pool *p;
-    int64_t id;
-    char kind[16];
-} running_job;
+/* ---- executors ------------------------------------------------------- */
 
 static json_t *sync_result(const hgf_sync_stats *st)
 {
-    json_t *o = json_pack("{s:I, s:s, s:i, s:i, s:i, s:i, s:i, s:f}", "connection_id",
+    json_t *o = json_pack("{s:I, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f}", "connection_id",
                           (json_int_t)st->connection_id, "registry", st->registry, "repositories",
                           st->repositories, "images", st->images, "pages", st->pages, "api_calls",
-                          st->api_calls, "images_filtered", st->images_filtered, "seconds",
-                          st->seconds);
+                          st->api_calls, "images_filtered", st->images_filtered, "throttles",
+                          st->throttles, "retries", st->retries, "seconds", st->seconds);
     if (st->applied)
         json_object_set(o, "applied", st->applied);
     return o;
 }
 
-static void job_ended(running_job *rj, const hgf_err *err, json_t *result)
-{
-    pool *p = rj->p;
-    char *text = result ? json_dumps(result, JSON_COMPACT) : NULL;
-    hgf_jobs_finish(p->rt->store, rj->id, p->rt->owner, err ? err->msg : NULL, text, NULL, NULL);
-    free(text);
-    if (p->done)
-        p->done(rj->id, rj->kind, err, result, p->arg);
-    p->running--;
-    free(rj);
-}
-
 static void on_sync_done(int rc, const hgf_err *err, const hgf_sync_stats *st, void *arg)
 {
     json_t *result = sync_result(st);
-    job_ended(arg, rc ? err : NULL, result);
+    hgf_worker_job_done(arg, rc ? err : NULL, rc ? hgf_worker_error_is_permanent(err) : 0, result);
     json_decref(result);
 }
 
-static void dispatch(pool *p, const hgf_job *job)
+static int exec_sync(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, hgf_err *err)
 {
-    running_job *rj = calloc(1, sizeof *rj);
-    rj->p = p;
-    rj->id = job->id;
-    snprintf(rj->kind, sizeof rj->kind, "%s", job->kind);
-    p->running++;
-    hgf_err e;
-    hgf_err_clear(&e);
     json_t *cid = json_object_get(job->payload, "connection_id");
-    if (strcmp(job->kind, "sync")) {
-        hgf_err_set(&e, HGF_EFAIL, "job kind %s is not run by this command", job->kind);
-    } else if (!json_is_integer(cid)) {
-        hgf_err_set(&e, HGF_EINPUT, "job %lld: payload has no integer connection_id",
-                    (long long)job->id);
-    } else if (hgf_sync_start(p->rt, json_integer_value(cid), on_sync_done, rj, &e) == 0) {
-        return;
-    }
-    job_ended(rj, &e, NULL);
+    if (!json_is_integer(cid))
+        return hgf_err_set(err, HGF_EINPUT, "job %lld: payload has no integer connection_id",
+                           (long long)job->id);
+    return hgf_sync_start(rt, json_integer_value(cid), on_sync_done, wj, err);
 }
 
-static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+/* One row per kind this build can run; scan and sweep add theirs here. */
+static const hgf_worker_executor EXECUTORS[] = {
+    {"sync", exec_sync},
+};
+#define N_EXECUTORS ((int)(sizeof EXECUTORS / sizeof EXECUTORS[0]))
+
+const hgf_worker_executor *hgf_worker_executor_find(const char *kind)
 {
+    for (int i = 0; i < N_EXECUTORS; i++)
+        if (!strcmp(EXECUTORS[i].kind, kind))
+            return &EXECUTORS[i];
+    return NULL;
+}
+
+/* botocore's throttling and transient codes, plus expired credentials, which
+ * a later run refreshes. */
+static const char *const RETRYABLE_AWS[] = {
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "RequestLimitExceeded", "SlowDown", "PriorRequestNotComplete",
+    "RequestTimeout", "RequestTimeoutException", "InternalError", "InternalFailure",
+    "InternalServerError", "ServerException", "ServiceUnavailable", "ServiceUnavailableException",
+    "ExpiredToken", "ExpiredTokenException", "IDPCommunicationError",
+};
+
+int hgf_worker_error_is_permanent(const hgf_err *err)
+{
+    switch (err->code) {
+    case HGF_EINPUT:
+    case HGF_ENOTFOUND:
+    case HGF_EEXIST:
+        return 1;
+    case HGF_EAWS:
+        if (!err->aws_code[0]) /* a 5xx without an error body */
+            return 0;
+        for (size_t i = 0; i < sizeof RETRYABLE_AWS / sizeof *RETRYABLE_AWS; i++)
+            if (!strcmp(err->aws_code, RETRYABLE_AWS[i]))
+                return 0;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* ---- the pool -------------------------------------------------------- */
+
+enum phase { PH_READY, PH_RUNNING, PH_RECORDING, PH_UNRECORDED, N_PHASES };
+
+struct hgf_worker_job {
+    hgf_worker_pool *pool;
+    hgf_worker_job *prev, *next;
+    hgf_job job;
+    enum phase phase;
+    int64_t started_ms;
+    char *error, *result;  /* the outcome, kept until it is recorded */
+    int retry_after;
+};
+
+struct hgf_worker_pool {
+    hgf_runtime *rt;
+    struct ev_loop *loop;   /* rt->loop, kept for after hgf_runtime_close */
+    hgf_worker_opts o;
+    int64_t *ids;
+    const char *kinds[N_EXECUTORS];
+    hgf_worker_job *head;
+    int count[N_PHASES];
+    int claiming, claim_limit, want_claim, stopping, listening;
+    long recorded;          /* outcomes recorded so far (drain watches it) */
+    int64_t last_requeue_ms;
+    char last_claim_error[sizeof(((hgf_err *)0)->msg)];
+    ev_timer poll, heartbeat;
+};
+
+static void set_phase(hgf_worker_job *wj, enum phase ph)
+{
+    wj->pool->count[wj->phase]--;
+    wj->phase = ph;
+    wj->pool->count[ph]++;
+}
+
+static void link_job(hgf_worker_pool *p, hgf_worker_job *wj)
+{
+    wj->next = p->head;
+    if (p->head)
+        p->head->prev = wj;
+    p->head = wj;
+    p->count[wj->phase]++;
+}
+
+static void free_job(hgf_worker_job *wj)
+{
+    hgf_worker_pool *p = wj->pool;
+    if (wj->prev)
+        wj->prev->next = wj->next;
+    else
+        p->head = wj->next;
+    if (wj->next)
+        wj->next->prev = wj->prev;
+    p->count[wj->phase]--;
+    json_decref(wj->job.payload);
+    free(wj->error);
+    free(wj->result);
+    free(wj);
+}
+
+static hgf_worker_job *first_in(hgf_worker_pool *p, enum phase ph)
+{
+    for (hgf_worker_job *wj = p->head; wj; wj = wj->next)
+        if (wj->phase == ph)
+            return wj;
+    return NULL;
+}
+
+/* Ids of the jobs in phases [from, to]; caller frees. */
+static int64_t *collect_ids(const hgf_worker_pool *p, enum phase from, enum phase to, int *n)
+{
+    int total = 0;
+    for (int i = 0; i < N_PHASES; i++)
+        total += p->count[i];
+    int64_t *ids = malloc(sizeof *ids * (size_t)(total + 1));
+    *n = 0;
+    for (hgf_worker_job *wj = p->head; ids && wj; wj = wj->next)
+        if (wj->phase >= from && wj->phase <= to)
+            ids[(*n)++] = wj->job.id;
+    return ids;
+}
+
+/* ---- recording outcomes ---------------------------------------------- */
+
+static void recorded(PGresult *res, const hgf_err *err, void *arg)
+{
+    hgf_worker_job *wj = arg;
+    hgf_worker_pool *p = wj->pool;
+    hgf_err e;
+    if (err) { /* the connection went away: record it once it is back */
+        PQclear(res);
+        set_phase(wj, PH_UNRECORDED);
+        return;
+    }
+    if (hgf_store_check(res, &e))
+        hgf_log_error("job.record_failed", "job=%lld kind=%s %s", (long long)wj->job.id,
+                      wj->job.kind, e.msg);
+    else if (PQntuples(res) == 0)
+        hgf_log_warn("job.lease_lost", "job=%lld kind=%s: no longer leased here (another "
+                     "replica took it over, or the outcome was recorded before a reconnect)",
+                     (long long)wj->job.id, wj->job.kind);
+    PQclear(res);
+    p->recorded++;
+    p->want_claim = !p->stopping;
+    free_job(wj);
+}
+
+static void record(hgf_worker_job *wj)
+{
+    hgf_worker_pool *p = wj->pool;
+    set_phase(wj, PH_RECORDING);
+    if (hgf_jobs_finish(p->rt->store, wj->job.id, p->rt->owner, wj->error, wj->retry_after,
+                        wj->result, recorded, wj))
+        set_phase(wj, PH_UNRECORDED);
+}
+
+static const char *outcome_of(const hgf_worker_job *wj, const hgf_err *err)
+{
+    if (!err)
+        return "done";
+    if (wj->retry_after >= 0 && wj->job.attempts < wj->job.max_attempts)
+        return "retry";
+    return "failed";
+}
+
+static void count_outcome(hgf_worker_job *wj, const char *outcome, const hgf_err *err)
+{
+    hgf_worker_pool *p = wj->pool;
+    double secs = (double)(hgf_time_now_ms() - wj->started_ms) / 1000.0;
+    char labels[96];
+    snprintf(labels, sizeof labels, "kind=\"%s\",outcome=\"%s\"", wj->job.kind, outcome);
+    hgf_metrics_inc(p->rt->metrics, "hgfleet_jobs_run_total", labels, 1);
+    snprintf(labels, sizeof labels, "kind=\"%s\"", wj->job.kind);
+    hgf_metrics_observe(p->rt->metrics, "hgfleet_job_duration_seconds", labels, secs);
+    if (!err)
+        hgf_log_info("job.done", "job=%lld kind=%s attempt=%d seconds=%.3f", (long long)wj->job.id,
+                     wj->job.kind, wj->job.attempts, secs);
+    else
+        hgf_log_warn(!strcmp(outcome, "retry") ? "job.retry" : "job.failed",
+                     "job=%lld kind=%s attempt=%d/%d retry_in=%ds error=%s", (long long)wj->job.id,
+                     wj->job.kind, wj->job.attempts, wj->job.max_attempts,
+                     !strcmp(outcome, "retry") ? wj->retry_after : -1, err->msg);
+}
+
+void hgf_worker_job_done(hgf_worker_job *wj, const hgf_err *err, int permanent, json_t *result)
+{
+    hgf_worker_pool *p = wj->pool;
+    if (wj->phase != PH_RUNNING) {
+        hgf_log_error("job.done_twice", "job=%lld kind=%s ended twice", (long long)wj->job.id,
+                      wj->job.kind);
+        return;
+    }
+    wj->retry_after = err && !permanent && p->o.retry ? hgf_jobs_backoff_seconds(wj->job.attempts)
+                                                      : -1;
+    wj->error = err ? strdup(err->msg[0] ? err->msg : "failed") : NULL;
+    wj->result = result ? json_dumps(result, JSON_COMPACT) : NULL;
+    count_outcome(wj, outcome_of(wj, err), err);
+    if (p->o.done)
+        p->o.done(wj->job.id, wj->job.kind, err, result, p->o.arg);
+    record(wj);
+}
+
+/* ---- starting -------------------------------------------------------- */
+
+static void start_job(hgf_worker_pool *p, hgf_worker_job *wj)
+{
+    set_phase(wj, PH_RUNNING);
+    wj->started_ms = hgf_time_now_ms();
+    hgf_err e;
+    hgf_err_clear(&e);
+    const hgf_worker_executor *x = hgf_worker_executor_find(wj->job.kind);
+    int rc = x ? x->start(p->rt, &wj->job, wj, &e)
+               : hgf_err_set(&e, HGF_EINPUT, "job kind %s has no executor here", wj->job.kind);
+    if (rc)
+        hgf_worker_job_done(wj, &e, hgf_worker_error_is_permanent(&e), NULL);
+}
+
+/* Start functions may run the loop (hgf_store_exec), which can free any job
+ * but a running one, so the list is searched afresh each time. */
+static void start_ready(hgf_worker_pool *p)
+{
+    hgf_worker_job *wj;
+    while (!p->stopping && p->count[PH_READY] && (wj = first_in(p, PH_READY)))
+        start_job(p, wj);
+}
+
+static void retry_unrecorded(hgf_worker_pool *p)
+{
+    int budget = p->count[PH_UNRECORDED];
+    hgf_worker_job *wj;
+    while (budget-- > 0 && hgf_store_is_up(p->rt->store) && (wj = first_in(p, PH_UNRECORDED)))
+        record(wj);
+}
+
+/* ---- claiming -------------------------------------------------------- */
+
+/* Jobs claimed but not started while stopping go straight back; if the
+ * store is down, their leases expire instead. */
+static void give_back_ready(hgf_worker_pool *p)
+{
+    int n;
+    int64_t *ids = collect_ids(p, PH_READY, PH_READY, &n);
+    if (ids && n && hgf_store_is_up(p->rt->store))
+        hgf_jobs_release(p->rt->store, p->rt->owner, ids, n, NULL, NULL);
+    free(ids);
+    hgf_worker_job *wj;
+    while ((wj = first_in(p, PH_READY)))
+        free_job(wj);
+}
+
+static void claimed(hgf_job *jobs, int n, const hgf_err *err, void *arg)
+{
+    hgf_worker_pool *p = arg;
+    p->claiming = 0;
+    if (err) {
+        if (strcmp(err->msg, p->last_claim_error))
+            hgf_log_warn("worker.claim_failed", "%s", err->msg);
+        snprintf(p->last_claim_error, sizeof p->last_claim_error, "%s", err->msg);
+        return; /* the poll timer tries again */
+    }
+    p->last_claim_error[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        hgf_worker_job *wj = calloc(1, sizeof *wj);
+        if (!wj) /* its lease expires and another replica runs it */
+            continue;
+        wj->pool = p;
+        wj->job = jobs[i];
+        wj->phase = PH_READY;
+        jobs[i].payload = NULL;
+        link_job(p, wj);
+    }
+    hgf_jobs_free(jobs, n);
+    if (p->stopping)
+        give_back_ready(p);
+    else if (n == p->claim_limit) /* a full batch: more may be waiting */
+        p->want_claim = 1;
+}
+
+static void claim(hgf_worker_pool *p)
+{
+    int limit = p->o.concurrency - p->count[PH_READY] - p->count[PH_RUNNING];
+    if (p->stopping || !p->want_claim || p->claiming || limit <= 0 ||
+        !hgf_store_is_up(p->rt->store))
+        return;
+    p->want_claim = 0;
+    int64_t now = hgf_time_now_ms();
+    if (now - p->last_requeue_ms >= REQUEUE_EVERY_MS) {
+        p->last_requeue_ms = now;
+        hgf_jobs_requeue_expired(p->rt->store, NULL, NULL);
+    }
+    hgf_jobs_claim_opts o = {.owner = p->rt->owner, .lease_seconds = p->rt->cfg->lease_seconds,
+                             .kinds = p->kinds, .n_kinds = N_EXECUTORS, .ids = p->ids,
+                             .n_ids = p->o.n_ids, .limit = limit};
+    p->claim_limit = limit;
+    if (hgf_jobs_claim(p->rt->store, &o, claimed, p) == 0)
+        p->claiming = 1;
+}
+
+static void on_notify(const char *channel, const char *payload, void *arg)
+{
+    hgf_worker_pool *p = arg;
+    if (!*payload) {
+        p->want_claim = 1;
+        return;
+    }
+    for (int i = 0; i < N_EXECUTORS; i++)
+        if (strstr(payload, p->kinds[i]))
+            p->want_claim = 1;
+}
+
+static void on_poll(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    hgf_worker_pool *p = w->data;
+    p->want_claim = !p->stopping;
 }
 
 static void on_heartbeat(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    hgf_runtime *rt = w->data;
-    hgf_jobs_heartbeat(rt->store, rt->owner, rt->cfg->lease_seconds);
+    hgf_worker_pool *p = w->data;
+    int n;
+    int64_t *ids = collect_ids(p, PH_READY, PH_UNRECORDED, &n);
+    if (ids && n && hgf_store_is_up(p->rt->store))
+        hgf_jobs_heartbeat(p->rt->store, p->rt->owner, p->rt->cfg->lease_seconds, ids, n);
+    free(ids);
 }
 
-static int claim_more(pool *p, const int64_t *ids, int n_ids, int concurrency, hgf_err *err)
+/* ---- the pool's life ------------------------------------------------- */
+
+static void describe_metrics(hgf_metrics *m)
 {
-    if (p->running >= concurrency)
-        return 0;
-    hgf_job *jobs;
+    hgf_metrics_describe(m, "hgfleet_jobs_run_total", HGF_METRIC_COUNTER,
+                         "Jobs run by this process, by kind and outcome (done, retry, failed).");
+    hgf_metrics_describe(m, "hgfleet_job_duration_seconds", HGF_METRIC_HISTOGRAM,
+                         "How long jobs ran here, by kind.");
+}
+
+hgf_worker_pool *hgf_worker_pool_new(hgf_runtime *rt, const hgf_worker_opts *o, hgf_err *err)
+{
+    hgf_worker_pool *p = calloc(1, sizeof *p);
+    if (!p || (o->ids && !(p->ids = malloc(sizeof *p->ids * (size_t)(o->n_ids + 1))))) {
+        free(p);
+        hgf_err_set(err, HGF_ENOMEM, "out of memory");
+        return NULL;
+    }
+    p->rt = rt;
+    p->loop = rt->loop;
+    p->o = *o;
+    if (p->o.concurrency < 1)
+        p->o.concurrency = 1;
+    if (o->ids)
+        memcpy(p->ids, o->ids, sizeof *p->ids * (size_t)o->n_ids);
+    p->o.ids = p->ids;
+    for (int i = 0; i < N_EXECUTORS; i++)
+        p->kinds[i] = EXECUTORS[i].kind;
+    p->want_claim = 1;
+    describe_metrics(rt->metrics);
+    p->listening = hgf_store_listen(rt->store, HGF_JOBS_CHANNEL, on_notify, p) == 0;
+    ev_timer_init(&p->poll, on_poll, POLL_S, POLL_S);
+    double hb = rt->cfg->lease_seconds / 3.0;
+    ev_timer_init(&p->heartbeat, on_heartbeat, hb, hb);
+    p->poll.data = p->heartbeat.data = p;
+    ev_timer_start(p->loop, &p->poll);
+    ev_timer_start(p->loop, &p->heartbeat);
+    return p;
+}
+
+void hgf_worker_pool_pump(hgf_worker_pool *p)
+{
+    start_ready(p);
+    if (p->count[PH_UNRECORDED])
+        retry_unrecorded(p);
+    claim(p);
+}
+
+void hgf_worker_pool_stop(hgf_worker_pool *p)
+{
+    if (p->stopping)
+        return;
+    p->stopping = 1;
+    p->want_claim = 0;
+    ev_timer_stop(p->loop, &p->poll);
+    give_back_ready(p);
+}
+
+int hgf_worker_pool_busy(const hgf_worker_pool *p)
+{
+    return p->claiming + p->count[PH_READY] + p->count[PH_RUNNING] + p->count[PH_RECORDING] +
+           p->count[PH_UNRECORDED];
+}
+
+typedef struct release_ctx {
+    void (*done)(void *);
+    void *arg;
+} release_ctx;
+
+static void released(PGresult *res, const hgf_err *err, void *arg)
+{
+    release_ctx c = *(release_ctx *)arg;
+    free(arg);
+    hgf_err e;
+    if (err)
+        hgf_log_warn("worker.release_failed", "%s", err->msg);
+    else if (hgf_store_check(res, &e))
+        hgf_log_warn("worker.release_failed", "%s", e.msg);
+    else
+        hgf_log_info("worker.released", "jobs=%s", PQntuples(res) ? PQgetvalue(res, 0, 0) : "0");
+    PQclear(res);
+    c.done(c.arg);
+}
+
+int hgf_worker_pool_release(hgf_worker_pool *p, void (*done)(void *), void *arg)
+{
     int n;
-    int rc = hgf_jobs_claim(p->rt->store, p->rt->owner, p->rt->cfg->lease_seconds, NULL, ids,
-                            n_ids, concurrency - p->running, &jobs, &n, err);
+    int64_t *ids = collect_ids(p, PH_READY, PH_RUNNING, &n);
+    release_ctx *c = malloc(sizeof *c);
+    int rc = -1;
+    if (ids && c && n && hgf_store_is_up(p->rt->store)) {
+        *c = (release_ctx){done, arg};
+        rc = hgf_jobs_release(p->rt->store, p->rt->owner, ids, n, released, c);
+    }
     if (rc)
-        return rc;
-    for (int i = 0; i < n; i++)
-        dispatch(p, &jobs[i]);
-    hgf_jobs_free(jobs, n);
-    return 0;
+        free(c);
+    free(ids);
+    return rc;
+}
+
+void hgf_worker_pool_free(hgf_worker_pool *p)
+{
+    if (!p)
+        return;
+    ev_timer_stop(p->loop, &p->poll);
+    ev_timer_stop(p->loop, &p->heartbeat);
+    if (p->listening && p->rt->store)
+        hgf_store_unlisten(p->rt->store, HGF_JOBS_CHANNEL, on_notify, p);
+    while (p->head)
+        free_job(p->head);
+    free(p->ids);
+    free(p);
+}
+
+/* ---- --wait ---------------------------------------------------------- */
+
+static void on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    *(int *)w->data = 1;
+}
+
+static int drain_loop(hgf_worker_pool *p, const int64_t *ids, int n_ids, hgf_err *err)
+{
+    hgf_runtime *rt = p->rt;
+    int check = 1;
+    long seen = 0;
+    ev_timer tick;
+    ev_timer_init(&tick, on_drain_tick, DRAIN_TICK_S, DRAIN_TICK_S);
+    tick.data = &check;
+    ev_timer_start(rt->loop, &tick);
+    int rc = 0;
+    for (;;) {
+        hgf_worker_pool_pump(p);
+        if (check) {
+            check = 0;
+            int live = 0;
+            rc = hgf_jobs_count_live(rt->store, ids, n_ids, &live, err);
+            if (rc || (live == 0 && hgf_worker_pool_busy(p) == 0))
+                break;
+        }
+        ev_run(rt->loop, EVRUN_ONCE);
+        if (p->recorded != seen) {
+            seen = p->recorded;
+            check = 1;
+        }
+    }
+    ev_timer_stop(rt->loop, &tick);
+    return rc;
 }
 
 int hgf_worker_drain(hgf_runtime *rt, const int64_t *ids, int n_ids, int concurrency,
                      hgf_worker_done_cb done, void *arg, hgf_err *err)
 {
-    pool p = {rt, 0, done, arg};
-    ev_timer tick, hb;
-    /* The tick bounds how long we sleep while another replica holds our jobs. */
-    ev_timer_init(&tick, on_tick, 0.2, 0.2);
-    ev_timer_init(&hb, on_heartbeat, rt->cfg->lease_seconds / 3.0, rt->cfg->lease_seconds / 3.0);
-    hb.data = rt;
-    ev_timer_start(rt->loop, &tick);
-    ev_timer_start(rt->loop, &hb);
-    int rc = 0;
-    for (;;) {
-        rc = claim_more(&p, ids, n_ids, concurrency, err);
-        int live = 0;
-        if (!rc)
-            rc = hgf_jobs_count_live(rt->store, ids, n_ids, &live, err);
-        if (rc || (live == 0 && p.running == 0))
-            break;
-        ev_run(rt->loop, EVRUN_ONCE);
-    }
+    hgf_worker_opts o = {.concurrency = concurrency, .retry = 0, .ids = ids, .n_ids = n_ids,
+                         .done = done, .arg = arg};
+    hgf_worker_pool *p = hgf_worker_pool_new(rt, &o, err);
+    if (!p)
+        return err ? err->code : HGF_ENOMEM;
+    int rc = drain_loop(p, ids, n_ids, err);
+    hgf_worker_pool_stop(p);
     /* On a database failure, let running jobs end so nothing is freed under them. */
-    while (p.running > 0)
+    while (p->count[PH_RUNNING] > 0 || p->claiming)
         ev_run(rt->loop, EVRUN_ONCE);
-    ev_timer_stop(rt->loop, &tick);
-    ev_timer_stop(rt->loop, &hb);
+    hgf_worker_pool_free(p);
     return rc;
 }

@@ -1,9 +1,44 @@
-#include "hgfleet/buf.h"
 #include "hgfleet/jobs.h"
+#include "hgfleet/buf.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define BACKOFF_BASE_S 5
+#define BACKOFF_MAX_S 600
+
+static const char *const STATES[] = {"queued", "running", "done", "failed"};
+static const char *const KINDS[] = {"sync", "scan", "sweep"};
+
+static int in_list(const char *name, const char *const *list, size_t n)
+{
+    for (size_t i = 0; name && i < n; i++)
+        if (!strcmp(name, list[i]))
+            return 1;
+    return 0;
+}
+
+int hgf_jobs_valid_state(const char *name)
+{
+    return in_list(name, STATES, sizeof STATES / sizeof *STATES);
+}
+
+int hgf_jobs_valid_kind(const char *name)
+{
+    return in_list(name, KINDS, sizeof KINDS / sizeof *KINDS);
+}
+
+int hgf_jobs_backoff_seconds(int attempts)
+{
+    if (attempts < 0)
+        attempts = 0;
+    if (attempts >= 7) /* 2^7 * 5 > 600 already; also keeps the shift in range */
+        return BACKOFF_MAX_S;
+    int d = BACKOFF_BASE_S << attempts;
+    return d < BACKOFF_MAX_S ? d : BACKOFF_MAX_S;
+}
 
 void hgf_jobs_id_array(const int64_t *ids, int n, hgf_buf *out)
 {
@@ -45,55 +80,92 @@ int hgf_jobs_enqueue(hgf_store *s, const char *kind, const char *payload_json, i
     return hgf_err_set(err, HGF_EDB, "could not enqueue job %s", dedup_key);
 }
 
-static int requeue_expired(hgf_store *s, hgf_err *err)
-{
-    return hgf_store_exec(s,
-                          "UPDATE jobs SET state = 'queued', lease_owner = NULL, "
-                          "lease_expires_at = NULL, updated_at = now() "
-                          "WHERE state = 'running' AND lease_expires_at < now()",
-                          0, NULL, NULL, err);
-}
+/* ---- claiming -------------------------------------------------------- */
 
-int hgf_jobs_claim(hgf_store *s, const char *owner, int lease_seconds, const char *kind,
-                   const int64_t *ids, int n_ids, int limit, hgf_job **out, int *n, hgf_err *err)
+typedef struct claim_ctx {
+    hgf_jobs_claim_cb cb;
+    void *arg;
+} claim_ctx;
+
+static int parse_jobs(const PGresult *r, hgf_job **out, int *n, hgf_err *err)
 {
-    *out = NULL;
-    *n = 0;
-    int rc = requeue_expired(s, err);
-    if (rc)
-        return rc;
-    char lease[16], lim[16];
-    snprintf(lease, sizeof lease, "%d", lease_seconds);
-    snprintf(lim, sizeof lim, "%d", limit);
-    hgf_buf idarr = HGF_BUF_INIT;
-    if (ids)
-        hgf_jobs_id_array(ids, n_ids, &idarr);
-    const char *p[] = {owner, lease, kind, ids ? idarr.data : NULL, lim};
-    PGresult *r;
-    rc = hgf_store_exec(s,
-                        "UPDATE jobs SET state = 'running', lease_owner = $1, attempts = attempts + 1,"
-                        " lease_expires_at = now() + make_interval(secs => $2::int), updated_at = now()"
-                        " WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now()"
-                        " AND ($3::text IS NULL OR kind = $3) AND ($4::bigint[] IS NULL OR id = ANY($4))"
-                        " ORDER BY priority DESC, run_at, id LIMIT $5::int FOR UPDATE SKIP LOCKED)"
-                        " RETURNING id, kind, payload::text, attempts, max_attempts",
-                        5, p, &r, err);
-    hgf_buf_free(&idarr);
-    if (rc)
-        return rc;
     int rows = PQntuples(r);
-    *out = calloc(rows ? rows : 1, sizeof **out);
-    for (int i = 0; *out && i < rows; i++) {
+    *out = calloc(rows ? (size_t)rows : 1, sizeof **out);
+    if (!*out)
+        return hgf_err_set(err, HGF_ENOMEM, "out of memory");
+    for (int i = 0; i < rows; i++) {
         hgf_job *j = &(*out)[i];
         j->id = atoll(PQgetvalue(r, i, 0));
         snprintf(j->kind, sizeof j->kind, "%s", PQgetvalue(r, i, 1));
         j->payload = json_loads(PQgetvalue(r, i, 2), 0, NULL);
         j->attempts = atoi(PQgetvalue(r, i, 3));
         j->max_attempts = atoi(PQgetvalue(r, i, 4));
-        *n = i + 1;
+        j->priority = atoi(PQgetvalue(r, i, 5));
     }
-    PQclear(r);
-    return *out ? 0 : hgf_err_set(err, HGF_ENOMEM, "out of memory");
+    *n = rows;
+    return 0;
+}
+
+static void claimed(PGresult *res, const hgf_err *err, void *arg)
+{
+    claim_ctx c = *(claim_ctx *)arg;
+    free(arg);
+    hgf_err e;
+    hgf_err_clear(&e);
+    hgf_job *jobs = NULL;
+    int n = 0;
+    if (err)
+        e = *err;
+    else if (!hgf_store_check(res, &e))
+        parse_jobs(res, &jobs, &n, &e);
+    PQclear(res);
+    c.cb(jobs, n, e.code ? &e : NULL, c.arg);
+}
+
+/* Kinds come from the executor table: plain words, so no quoting is needed. */
+static int kinds_array(const char *const *kinds, int n, hgf_buf *out)
+{
+    hgf_buf_putc(out, '{');
+    for (int i = 0; i < n; i++) {
+        for (const char *c = kinds[i]; *c; c++)
+            if (!isalnum((unsigned char)*c) && *c != '_')
+                return HGF_EINPUT;
+        hgf_buf_printf(out, "%s%s", i ? "," : "", kinds[i]);
+    }
+    hgf_buf_putc(out, '}');
+    return 0;
+}
+
+static const char CLAIM_SQL[] =
+    "UPDATE jobs SET state = 'running', lease_owner = $1, attempts = attempts + 1,"
+    " lease_expires_at = now() + make_interval(secs => $2::int), updated_at = now()"
+    " WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now()"
+    " AND kind = ANY($3::text[]) AND ($4::bigint[] IS NULL OR id = ANY($4))"
+    " ORDER BY priority DESC, run_at, id LIMIT $5::int FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, kind, payload::text, attempts, max_attempts, priority";
+
+int hgf_jobs_claim(hgf_store *s, const hgf_jobs_claim_opts *o, hgf_jobs_claim_cb cb, void *arg)
+{
+    char lease[16], lim[16];
+    snprintf(lease, sizeof lease, "%d", o->lease_seconds);
+    snprintf(lim, sizeof lim, "%d", o->limit);
+    hgf_buf kinds = HGF_BUF_INIT, ids = HGF_BUF_INIT;
+    int rc = kinds_array(o->kinds, o->n_kinds, &kinds);
+    if (o->ids)
+        hgf_jobs_id_array(o->ids, o->n_ids, &ids);
+    claim_ctx *c = rc ? NULL : malloc(sizeof *c);
+    if (c) {
+        *c = (claim_ctx){cb, arg};
+        const char *p[] = {o->owner, lease, kinds.data, o->ids ? ids.data : NULL, lim};
+        rc = hgf_store_query(s, CLAIM_SQL, 5, p, claimed, c);
+        if (rc)
+            free(c);
+    } else if (!rc) {
+        rc = HGF_ENOMEM;
+    }
+    hgf_buf_free(&kinds);
+    hgf_buf_free(&ids);
+    return rc;
 }
 
 void hgf_jobs_free(hgf_job *jobs, int n)
@@ -103,36 +175,87 @@ void hgf_jobs_free(hgf_job *jobs, int n)
     free(jobs);
 }
 
+/* ---- leases and outcomes -------------------------------------------- */
+
 static void ignore_result(PGresult *res, const hgf_err *err, void *arg)
 {
     PQclear(res);
 }
 
-int hgf_jobs_finish(hgf_store *s, int64_t id, const char *owner, const char *error,
-                    const char *result_json, hgf_store_cb cb, void *arg)
+/* A job whose runs keep dying (say, it crashes its worker) must not loop
+ * forever: its last expired lease fails it. */
+int hgf_jobs_requeue_expired(hgf_store *s, hgf_store_cb cb, void *arg)
 {
-    char v[24];
-    snprintf(v, sizeof v, "%lld", (long long)id);
-    const char *p[] = {v, owner, error, result_json};
-    /* The owner check keeps a replica whose lease expired from overwriting
-     * the outcome of the replica that took the job over. */
-    return hgf_store_query(s,
-                           "UPDATE jobs SET state = CASE WHEN $3::text IS NULL THEN 'done' ELSE "
-                           "'failed' END, last_error = $3, result = $4::jsonb, finished_at = now(), "
-                           "updated_at = now(), lease_owner = NULL, lease_expires_at = NULL "
-                           "WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-                           4, p, cb ? cb : ignore_result, arg);
+    return hgf_store_query(
+        s,
+        "WITH r AS (UPDATE jobs SET"
+        " state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,"
+        " last_error = CASE WHEN attempts >= max_attempts THEN 'lease of ' || lease_owner ||"
+        "   ' expired on attempt ' || attempts || ' of ' || max_attempts ELSE last_error END,"
+        " finished_at = CASE WHEN attempts >= max_attempts THEN now() END,"
+        " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+        " WHERE state = 'running' AND lease_expires_at < now() RETURNING kind, state)"
+        " SELECT count(*), pg_notify('" HGF_JOBS_CHANNEL "', string_agg(DISTINCT kind, ','))"
+        " FROM r WHERE state = 'queued' HAVING count(*) > 0",
+        0, NULL, cb ? cb : ignore_result, arg);
 }
 
-int hgf_jobs_heartbeat(hgf_store *s, const char *owner, int lease_seconds)
+#define RETRYING "($3::text IS NOT NULL AND $5::int >= 0 AND attempts < max_attempts)"
+
+int hgf_jobs_finish(hgf_store *s, int64_t id, const char *owner, const char *error,
+                    int retry_after_s, const char *result_json, hgf_store_cb cb, void *arg)
+{
+    char v[24], delay[16];
+    snprintf(v, sizeof v, "%lld", (long long)id);
+    snprintf(delay, sizeof delay, "%d", retry_after_s < 0 ? -1 : retry_after_s);
+    const char *p[] = {v, owner, error, result_json, delay};
+    return hgf_store_query(
+        s,
+        "UPDATE jobs SET"
+        " state = CASE WHEN $3::text IS NULL THEN 'done' WHEN " RETRYING " THEN 'queued'"
+        "   ELSE 'failed' END,"
+        " run_at = CASE WHEN " RETRYING " THEN now() + make_interval(secs => $5::int)"
+        "   ELSE run_at END,"
+        " finished_at = CASE WHEN " RETRYING " THEN NULL ELSE now() END,"
+        " last_error = $3, result = $4::jsonb, updated_at = now(),"
+        " lease_owner = NULL, lease_expires_at = NULL"
+        " WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING state",
+        5, p, cb ? cb : ignore_result, arg);
+}
+
+int hgf_jobs_heartbeat(hgf_store *s, const char *owner, int lease_seconds, const int64_t *ids,
+                       int n_ids)
 {
     char lease[16];
     snprintf(lease, sizeof lease, "%d", lease_seconds);
-    const char *p[] = {owner, lease};
-    return hgf_store_query(s,
-                           "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => "
-                           "$2::int) WHERE lease_owner = $1 AND state = 'running'",
-                           2, p, ignore_result, NULL);
+    hgf_buf arr = HGF_BUF_INIT;
+    hgf_jobs_id_array(ids, n_ids, &arr);
+    const char *p[] = {owner, lease, arr.data};
+    int rc = hgf_store_query(s,
+                             "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => "
+                             "$2::int) WHERE id = ANY($3::bigint[]) AND lease_owner = $1 AND "
+                             "state = 'running'",
+                             3, p, ignore_result, NULL);
+    hgf_buf_free(&arr);
+    return rc;
+}
+
+int hgf_jobs_release(hgf_store *s, const char *owner, const int64_t *ids, int n_ids,
+                     hgf_store_cb cb, void *arg)
+{
+    hgf_buf arr = HGF_BUF_INIT;
+    hgf_jobs_id_array(ids, n_ids, &arr);
+    const char *p[] = {owner, arr.data};
+    int rc = hgf_store_query(
+        s,
+        "WITH r AS (UPDATE jobs SET state = 'queued', lease_owner = NULL,"
+        " lease_expires_at = NULL, attempts = greatest(attempts - 1, 0), updated_at = now()"
+        " WHERE id = ANY($2::bigint[]) AND lease_owner = $1 AND state = 'running' RETURNING kind)"
+        " SELECT count(*), pg_notify('" HGF_JOBS_CHANNEL "', string_agg(DISTINCT kind, ','))"
+        " FROM r HAVING count(*) > 0",
+        2, p, cb ? cb : ignore_result, arg);
+    hgf_buf_free(&arr);
+    return rc;
 }
 
 int hgf_jobs_count_live(hgf_store *s, const int64_t *ids, int n_ids, int *live, hgf_err *err)
@@ -150,5 +273,40 @@ int hgf_jobs_count_live(hgf_store *s, const int64_t *ids, int n_ids, int *live, 
         return rc;
     *live = atoi(PQgetvalue(r, 0, 0));
     PQclear(r);
+    return 0;
+}
+
+/* ---- listing --------------------------------------------------------- */
+
+#define ISO(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
+static const char LIST_SQL[] =
+    "SELECT coalesce(json_agg(json_build_object("
+    " 'id', id, 'kind', kind, 'state', state, 'priority', priority,"
+    " 'attempts', attempts, 'max_attempts', max_attempts,"
+    " 'run_at', " ISO("run_at") ", 'lease_owner', lease_owner,"
+    " 'lease_expires_at', " ISO("lease_expires_at") ", 'dedup_key', dedup_key,"
+    " 'last_error', last_error, 'created_at', " ISO("created_at") ","
+    " 'finished_at', " ISO("finished_at") ", 'payload', payload) ORDER BY id DESC), '[]')::text"
+    " FROM (SELECT * FROM jobs WHERE ($1::text IS NULL OR state = $1)"
+    " AND ($2::text IS NULL OR kind = $2) ORDER BY id DESC LIMIT $3::int) j";
+
+int hgf_jobs_list(hgf_store *s, const char *state, const char *kind, int limit, json_t **out,
+                  hgf_err *err)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = {state, kind, lim};
+    PGresult *r;
+    *out = NULL;
+    int rc = hgf_store_exec(s, LIST_SQL, 3, p, &r, err);
+    if (rc)
+        return rc;
+    json_error_t je;
+    *out = json_loads(PQgetvalue(r, 0, 0), 0, &je);
+    PQclear(r);
+    if (!*out)
+        return hgf_err_set(err, HGF_EDB, "jobs list: unreadable JSON from the database: %s",
+                           je.text);
     return 0;
 }

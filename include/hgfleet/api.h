@@ -1,0 +1,55 @@
+/* HTTP handlers of `hgfleet serve` (DESIGN.md "HTTP contract"). They share
+ * one hgf_api context, the `arg` of every route in the server's table.
+ *
+ *   GET /healthz  200 {"status":"ok"} while the loop runs
+ *   GET /readyz   200 {"status":"ready","schema_version":N} when the database
+ *                 answers and every embedded migration is applied; else 503
+ *                 {"status":"not ready","reason":...}
+ *   GET /metrics  Prometheus text: the runtime's registry, plus gauges the
+ *                 api refreshes from the database every 5 s (hgfleet_jobs by
+ *                 kind and state, hgfleet_sync_lag_seconds by registry)
+ *
+ * The process may start before its database is reachable, so the runtime is
+ * attached later (hgf_api_attach); until then readyz says why it is not ready
+ * and metrics shows hgfleet_up and hgfleet_database_up only.
+ *
+ * Ownership: hgf_api_new returns a context freed with hgf_api_free after
+ * hgf_runtime_close, since its store callbacks may fire while the store
+ * closes. Close the runtime before stopping the server too: that answers
+ * every request readyz suspended. The runtime is borrowed. */
+#ifndef HGF_API_H
+#define HGF_API_H
+
+#include "hgfleet/runtime.h"
+#include "hgfleet/server.h"
+
+struct ev_loop;
+
+typedef struct hgf_api hgf_api;
+
+hgf_api *hgf_api_new(struct ev_loop *loop);
+void hgf_api_free(hgf_api *a);
+
+/* The runtime is open: serve from it and start refreshing the gauges. */
+void hgf_api_attach(hgf_api *a, hgf_runtime *rt);
+/* The runtime, or NULL before hgf_api_attach: for handlers in other files. */
+hgf_runtime *hgf_api_runtime(const hgf_api *a);
+/* Why the database cannot be reached yet (before attach); copied. */
+void hgf_api_set_down_reason(hgf_api *a, const char *reason);
+/* Shutting down: readyz answers 503 from now on. */
+void hgf_api_set_stopping(hgf_api *a);
+
+/* Route handlers; arg is the hgf_api. */
+void hgf_api_healthz(hgf_server_req *req, void *arg);
+void hgf_api_readyz(hgf_server_req *req, void *arg);
+void hgf_api_metrics(hgf_server_req *req, void *arg);
+
+/* ---- shared by the api files (src/api/) ---- */
+
+/* Refreshes the database gauges now (metrics.c). The api calls it every 5 s,
+ * or 2 s after a refresh that failed; hgf_api_gauges_refreshed records a
+ * success. */
+void hgf_api_refresh_gauges(hgf_api *a);
+void hgf_api_gauges_refreshed(hgf_api *a);
+
+#endif

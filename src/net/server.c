@@ -1,0 +1,461 @@
+#include "hgfleet/server.h"
+#include "hgfleet/buf.h"
+#include "hgfleet/log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <ev.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define DEFAULT_MAX_BODY (256 * 1024)
+#define DEFAULT_MAX_CONNECTIONS 512
+#define DEFAULT_TIMEOUT_S 30
+/* Without an MHD deadline we still wake now and then, as a safety net. */
+#define IDLE_WAKE_S 5.0
+
+struct hgf_server {
+    struct ev_loop *loop;
+    struct MHD_Daemon *d;
+    ev_io io;
+    ev_timer timer;
+    hgf_server_opts o;
+    char address[128];
+};
+
+struct hgf_server_req {
+    hgf_server *s;
+    struct MHD_Connection *conn;
+    char *method, *path;
+    hgf_buf body;
+    int too_large;
+    int in_handler;       /* the handler is running: its reply is queued on return */
+    int want_suspend;
+    int suspended;
+    struct MHD_Response *response;
+    unsigned status;
+};
+
+/* ---- driving MHD from the loop -------------------------------------- */
+
+static void arm_timer(hgf_server *s, double after)
+{
+    ev_timer_stop(s->loop, &s->timer);
+    ev_timer_set(&s->timer, after, 0.);
+    ev_timer_start(s->loop, &s->timer);
+}
+
+static void run_mhd(hgf_server *s)
+{
+    MHD_run(s->d);
+    MHD_UNSIGNED_LONG_LONG ms;
+    double after = IDLE_WAKE_S;
+    if (MHD_get_timeout(s->d, &ms) == MHD_YES)
+        after = ms / 1000.0 < IDLE_WAKE_S ? ms / 1000.0 : IDLE_WAKE_S;
+    arm_timer(s, after);
+}
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    run_mhd(w->data);
+}
+
+static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    run_mhd(w->data);
+}
+
+static void on_mhd_log(void *arg, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    hgf_log_warn("http.server", "%s", msg);
+}
+
+/* ---- requests ------------------------------------------------------- */
+
+static void free_req(hgf_server_req *req)
+{
+    if (req->response)
+        MHD_destroy_response(req->response);
+    hgf_buf_free(&req->body);
+    free(req->method);
+    free(req->path);
+    free(req);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    if (*con_cls)
+        free_req(*con_cls);
+    *con_cls = NULL;
+}
+
+static enum MHD_Result queue_reply(hgf_server_req *req)
+{
+    struct MHD_Response *r = req->response;
+    req->response = NULL;
+    enum MHD_Result ok = MHD_queue_response(req->conn, req->status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static const hgf_route *find_route(const hgf_server *s, const char *method, const char *path,
+                                   int *path_known)
+{
+    *path_known = 0;
+    for (int i = 0; i < s->o.n_routes; i++) {
+        const hgf_route *r = &s->o.routes[i];
+        size_t n = strlen(r->path);
+        int prefix = n && r->path[n - 1] == '/';
+        int match = prefix ? !strncmp(path, r->path, n) : !strcmp(path, r->path);
+        if (!match)
+            continue;
+        *path_known = 1;
+        /* MHD leaves the body out of a HEAD reply itself. */
+        if (!strcmp(method, r->method) || (!strcmp(method, "HEAD") && !strcmp(r->method, "GET")))
+            return r;
+    }
+    return NULL;
+}
+
+static void dispatch(hgf_server_req *req)
+{
+    hgf_server *s = req->s;
+    if (req->too_large) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "request body is larger than %zu bytes", s->o.max_body);
+        hgf_server_reply_error(req, 413, msg);
+        return;
+    }
+    int known;
+    const hgf_route *r = find_route(s, req->method, req->path, &known);
+    if (!r) {
+        char msg[300];
+        snprintf(msg, sizeof msg,
+                 known ? "method %s is not allowed on %.200s" : "no route for %s %.200s",
+                 req->method, req->path);
+        hgf_server_reply_error(req, known ? 405 : 404, msg);
+        return;
+    }
+    req->in_handler = 1;
+    r->fn(req, s->o.arg);
+    req->in_handler = 0;
+}
+
+static hgf_server_req *new_req(hgf_server *s, struct MHD_Connection *c, const char *url,
+                               const char *method)
+{
+    hgf_server_req *req = calloc(1, sizeof *req);
+    if (!req)
+        return NULL;
+    req->s = s;
+    req->conn = c;
+    req->method = strdup(method);
+    req->path = strdup(url);
+    if (!req->method || !req->path) {
+        free_req(req);
+        return NULL;
+    }
+    return req;
+}
+
+static enum MHD_Result on_upload(hgf_server_req *req, const char *data, size_t *size)
+{
+    if (!req->too_large && req->body.len + *size > req->s->o.max_body)
+        req->too_large = 1;
+    if (!req->too_large && hgf_buf_append(&req->body, data, *size))
+        return MHD_NO;
+    *size = 0;
+    return MHD_YES;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
+{
+    hgf_server *s = cls;
+    hgf_server_req *req = *con_cls;
+    if (!req) {
+        *con_cls = req = new_req(s, c, url, method);
+        return req ? MHD_YES : MHD_NO;
+    }
+    if (*upload_data_size)
+        return on_upload(req, upload_data, upload_data_size);
+    if (!req->response && !req->suspended)
+        dispatch(req);
+    if (req->response)
+        return queue_reply(req);
+    if (req->want_suspend) {
+        req->want_suspend = 0;
+        req->suspended = 1;
+        MHD_suspend_connection(c);
+        return MHD_YES;
+    }
+    hgf_log_error("http.no_reply", "handler for %s %s neither replied nor suspended", req->method,
+                  req->path);
+    return MHD_NO;
+}
+
+/* ---- replying ------------------------------------------------------- */
+
+void hgf_server_suspend(hgf_server_req *req)
+{
+    req->want_suspend = 1;
+}
+
+void hgf_server_reply(hgf_server_req *req, unsigned status, const char *content_type,
+                      const char *body, size_t len)
+{
+    if (req->response)
+        return; /* answered already */
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(len, (void *)(body ? body : ""), MHD_RESPMEM_MUST_COPY);
+    if (!r)
+        return;
+    MHD_add_response_header(r, "Content-Type", content_type);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    req->response = r;
+    req->status = status;
+    if (req->suspended) {
+        req->suspended = 0;
+        MHD_resume_connection(req->conn);
+        arm_timer(req->s, 0.);
+    }
+}
+
+void hgf_server_reply_json(hgf_server_req *req, unsigned status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text) {
+        static const char OOM[] = "{\"error\":\"out of memory\"}\n";
+        hgf_server_reply(req, 500, "application/json", OOM, sizeof OOM - 1);
+        return;
+    }
+    hgf_buf b = HGF_BUF_INIT;
+    hgf_buf_printf(&b, "%s\n", text);
+    free(text);
+    hgf_server_reply(req, status, "application/json", b.data, b.len);
+    hgf_buf_free(&b);
+}
+
+void hgf_server_reply_error(hgf_server_req *req, unsigned status, const char *message)
+{
+    hgf_server_reply_json(req, status, json_pack("{s:s}", "error", message));
+}
+
+const char *hgf_server_req_method(const hgf_server_req *req)
+{
+    return req->method;
+}
+
+const char *hgf_server_req_path(const hgf_server_req *req)
+{
+    return req->path;
+}
+
+const char *hgf_server_req_header(const hgf_server_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *hgf_server_req_body(const hgf_server_req *req, size_t *len)
+{
+    if (len)
+        *len = req->body.len;
+    return hgf_buf_str(&req->body);
+}
+
+/* ---- listening ------------------------------------------------------ */
+
+static int port_ok(const char *p)
+{
+    if (!*p || strlen(p) > 5)
+        return 0;
+    for (const char *c = p; *c; c++)
+        if (!isdigit((unsigned char)*c))
+            return 0;
+    return atoi(p) <= 65535;
+}
+
+int hgf_server_parse_listen(const char *listen, char *host, size_t host_n, char *port,
+                            size_t port_n, hgf_err *err)
+{
+    const char *l = listen ? listen : "";
+    const char *colon;
+    size_t hlen;
+    const char *hstart = l;
+    if (*l == '[') {
+        const char *close = strchr(l, ']');
+        if (!close || close[1] != ':')
+            return hgf_err_set(err, HGF_EINPUT,
+                               "HGFLEET_LISTEN \"%s\": expected [IPv6]:PORT, e.g. [::1]:8080", l);
+        hstart = l + 1;
+        hlen = (size_t)(close - hstart);
+        colon = close + 1;
+    } else if ((colon = strrchr(l, ':')) != NULL) {
+        if (memchr(l, ':', (size_t)(colon - l)))
+            return hgf_err_set(err, HGF_EINPUT,
+                               "HGFLEET_LISTEN \"%s\": an IPv6 address needs brackets, e.g. "
+                               "[::1]:8080", l);
+        hlen = (size_t)(colon - l);
+    } else {
+        hlen = 0;
+        colon = l - 1; /* a bare port */
+    }
+    if (!port_ok(colon + 1))
+        return hgf_err_set(err, HGF_EINPUT,
+                           "HGFLEET_LISTEN \"%s\": expected HOST:PORT with a port from 0 to 65535",
+                           l);
+    if (hlen >= host_n || strlen(colon + 1) >= port_n)
+        return hgf_err_set(err, HGF_EINPUT, "HGFLEET_LISTEN \"%s\": too long", l);
+    memcpy(host, hstart, hlen);
+    host[hlen] = '\0';
+    snprintf(port, port_n, "%s", colon + 1);
+    return 0;
+}
+
+static int bind_one(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, SOMAXCONN)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int open_listener(const char *listen, int *v6, hgf_err *err)
+{
+    char host[256], port[16];
+    int rc = hgf_server_parse_listen(listen, host, sizeof host, port, sizeof port, err);
+    if (rc)
+        return rc;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(*host ? host : "0.0.0.0", port, &hints, &res);
+    if (gai)
+        return hgf_err_set(err, HGF_EINPUT, "HGFLEET_LISTEN \"%s\": %s", listen, gai_strerror(gai));
+    int fd = -1;
+    char why[128] = "no address";
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = bind_one(ai);
+        if (fd < 0)
+            snprintf(why, sizeof why, "%s", strerror(errno));
+        else
+            *v6 = ai->ai_family == AF_INET6;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return hgf_err_set(err, HGF_EFAIL, "HGFLEET_LISTEN \"%s\": cannot listen: %s", listen, why);
+    return fd;
+}
+
+static void describe_bound(int fd, char *out, size_t n)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+            port = ntohs(a->sin6_port);
+            snprintf(out, n, "[%s]:%u", ip, port);
+            return;
+        }
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+        port = ntohs(a->sin_port);
+    }
+    snprintf(out, n, "%s:%u", ip, port);
+}
+
+static int start_daemon(hgf_server *s, int fd, int v6, hgf_err *err)
+{
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    /* The logger goes first, or MHD logs its option parsing to stderr itself. */
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER,
+                            on_mhd_log, s, MHD_OPTION_LISTEN_SOCKET, fd,
+                            MHD_OPTION_CONNECTION_LIMIT, s->o.max_connections,
+                            MHD_OPTION_CONNECTION_TIMEOUT, s->o.timeout_s,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    if (!s->d)
+        return hgf_err_set(err, HGF_EFAIL, "HGFLEET_LISTEN \"%s\": the HTTP server did not start",
+                           s->o.listen);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_EPOLL_FD);
+    if (!info) {
+        MHD_stop_daemon(s->d);
+        return hgf_err_set(err, HGF_EFAIL, "the HTTP server has no epoll descriptor");
+    }
+    ev_io_init(&s->io, on_io, info->epoll_fd, EV_READ);
+    ev_init(&s->timer, on_timer);
+    s->io.data = s->timer.data = s;
+    ev_io_start(s->loop, &s->io);
+    arm_timer(s, 0.);
+    return 0;
+}
+
+hgf_server *hgf_server_start(struct ev_loop *loop, const hgf_server_opts *o, hgf_err *err)
+{
+    hgf_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        hgf_err_set(err, HGF_ENOMEM, "out of memory");
+        return NULL;
+    }
+    s->loop = loop;
+    s->o = *o;
+    if (!s->o.max_body)
+        s->o.max_body = DEFAULT_MAX_BODY;
+    if (!s->o.max_connections)
+        s->o.max_connections = DEFAULT_MAX_CONNECTIONS;
+    if (!s->o.timeout_s)
+        s->o.timeout_s = DEFAULT_TIMEOUT_S;
+    int v6 = 0;
+    int fd = open_listener(o->listen, &v6, err);
+    if (fd < 0) {
+        free(s);
+        return NULL;
+    }
+    describe_bound(fd, s->address, sizeof s->address);
+    if (start_daemon(s, fd, v6, err)) {
+        close(fd);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void hgf_server_stop(hgf_server *s)
+{
+    if (!s)
+        return;
+    ev_io_stop(s->loop, &s->io);
+    ev_timer_stop(s->loop, &s->timer);
+    MHD_stop_daemon(s->d);
+    free(s);
+}
+
+const char *hgf_server_address(const hgf_server *s)
+{
+    return s->address;
+}

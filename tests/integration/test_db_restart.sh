@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# PostgreSQL restarts while two `serve` replicas are syncing a fleet of 24
+# registries. The replicas notice, reconnect (re-entering pipeline mode and
+# re-issuing LISTEN), record or retry what the outage interrupted, and finish:
+# every sync job ends done and the stored catalog equals ecrsim's truth.
+#
+# The restart needs a cluster of its own: the shared fixture serves the other
+# integration tests, which run in parallel.
+set -euo pipefail
+# shellcheck source=tests/integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+tmp=$(hgf_tmpdir)
+harness=$HGF_SOURCE_DIR/scripts/pg-harness
+pgdir=$tmp/pg
+hgf_on_exit "$harness" stop "$pgdir"
+base=$("$harness" start "$pgdir" 2>"$tmp/harness.log")
+hgf_psql "$base" -c 'CREATE DATABASE restart'
+HGFLEET_DATABASE_URL=${base%/*}/restart
+HGFLEET_MASTER_KEY=$(openssl rand -base64 32)
+export HGFLEET_DATABASE_URL HGFLEET_MASTER_KEY HGFLEET_LOG_FORMAT=json
+unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_ENDPOINT_URL || true
+H=$HGFLEET_BIN
+db=$HGFLEET_DATABASE_URL
+q() { hgf_psql "$db" -c "$1"; }
+
+akid=AKIARESTARTTEST00001
+openssl rand -hex 20 >"$tmp/secret"
+hgf_bg "$ECRSIM_BIN" --seed 47 --accounts 12 --regions us-east-1,eu-west-1 --repos 8 --images 40 \
+  --key "$akid:$(<"$tmp/secret"):*" >"$tmp/ecrsim.out" 2>"$tmp/ecrsim.log"
+line=$(hgf_wait_for_line "$tmp/ecrsim.out" 'listening on http://' 10)
+sim_url=${line##* }
+export AWS_ENDPOINT_URL_ECR=$sim_url
+curl -fsS "$sim_url/_sim/truth" >"$tmp/truth.json"
+python3 -c '
+import json, sys
+for r in json.load(open(sys.argv[1]))["registries"]:
+    print(r["registry"])' "$tmp/truth.json" >"$tmp/registries"
+
+hgf_expect_exit 0 "$H" migrate
+while read -r reg; do
+  hgf_expect_exit 0 "$H" connection add "$reg" --schedule manual --access-key-id "$akid" \
+    --secret-access-key-file "$tmp/secret"
+done <"$tmp/registries"
+total=$(wc -l <"$tmp/registries")
+
+export HGFLEET_WORKERS=2 HGFLEET_LEASE_SECONDS=3 HGFLEET_LISTEN=127.0.0.1:0
+addrs=()
+for r in a b; do
+  hgf_bg "$H" serve >"$tmp/serve-$r.out" 2>"$tmp/serve-$r.log"
+  line=$(hgf_wait_for_line "$tmp/serve-$r.out" 'serving on http://' 10)
+  addrs+=("${line##*http://}")
+done
+
+# Restart once some syncs are done and others are still to come.
+for (( i = 0; i < 200; i++ )); do
+  done_now=$(q "select count(*) from jobs where kind = 'sync' and state = 'done'")
+  (( done_now >= 2 )) && break
+  sleep 0.05
+done
+(( done_now < total )) || hgf_fail "every sync finished before the restart; make the fleet bigger"
+echo "restarting PostgreSQL after $done_now of $total syncs"
+"$harness" restart "$pgdir" >/dev/null 2>>"$tmp/harness.log"
+
+# --- both replicas reconnect and finish the work ---
+for (( i = 0; i < 600; i++ )); do
+  left=$(q "select count(*) from jobs where kind = 'sync' and state <> 'done'")
+  [[ $left == 0 ]] && break
+  sleep 0.1
+done
+if [[ $left != 0 ]]; then
+  q "select id, state, attempts, run_at, last_error from jobs where kind = 'sync' and state <> 'done'" >&2
+  hgf_fail "$left sync job(s) did not finish after the restart"
+fi
+hgf_assert_eq "$total" "$(q "select count(*) from jobs where kind = 'sync'")" \
+  "one sync job per connection, none duplicated"
+hgf_assert_eq 0 "$(q "select count(*) from jobs where state = 'running'")" "nothing left running"
+hgf_assert_eq "" "$(q "select dedup_key from jobs where kind = 'scan' group by dedup_key having count(*) > 1")" \
+  "no digest has two scan jobs"
+for r in a b; do
+  grep -q '"store.broken"' "$tmp/serve-$r.log" || hgf_fail "replica $r never saw the connection break"
+  grep -q '"store.connected"' "$tmp/serve-$r.log" || hgf_fail "replica $r never reconnected"
+done
+for addr in "${addrs[@]}"; do
+  body=$(curl -fsS "http://$addr/readyz")
+  hgf_assert_contains "$body" '"ready"' "a replica is ready again after the restart"
+done
+
+# --- nothing lost: the catalog equals the truth ---
+hgf_expect_exit 0 "$H" images list --json
+printf '%s' "$HGF_OUT" >"$tmp/images.json"
+python3 - "$tmp/truth.json" "$tmp/images.json" <<'PY'
+import json, sys
+truth = json.load(open(sys.argv[1]))
+mine = json.load(open(sys.argv[2]))
+want = {(reg["registry"], repo["name"], im["digest"], tuple(sorted(im["tags"])), im["size_bytes"])
+        for reg in truth["registries"] for repo in reg["repositories"] for im in repo["images"]}
+got = {(im["registry"], im["repository"], im["digest"], tuple(im["tags"]), im["size_bytes"])
+       for im in mine if im["state"] == "present"}
+missing, extra = want - got, got - want
+if missing or extra:
+    print("missing:", sorted(missing)[:5], "\nextra:", sorted(extra)[:5])
+    sys.exit(1)
+print(f"catalog equals truth: {len(got)} images in {len({g[0] for g in got})} registries")
+PY
+echo "PASS: db restart"
