@@ -19,6 +19,10 @@ typedef struct hgf_config {
     int has_master_key;
     hgf_secret_key master_key; /* HGFLEET_MASTER_KEY[_FILE] */
     char *ca_bundle;         /* AWS_CA_BUNDLE or NULL */
+    char *webhook_token;     /* HGFLEET_WEBHOOK_TOKEN[_FILE] or NULL (webhook refuses all) */
+    char *admin_token;       /* HGFLEET_ADMIN_TOKEN[_FILE] or NULL (API refuses all) */
+    char *webhook_api_key_header; /* HGFLEET_WEBHOOK_API_KEY_HEADER, default X-Api-Key */
+    char *scanner;           /* HGFLEET_SCANNER, default none */
 } hgf_config;
 
 /* Loads everything; HGF_EINPUT names the bad variable. */

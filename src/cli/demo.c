@@ -107,6 +107,7 @@ static int start_pg(demo *d, hgf_err *err)
     char url[PATH_MAX + 64];
     snprintf(url, sizeof url, "host=%s dbname=postgres user=postgres", d->dir);
     setenv("HGFLEET_DATABASE_URL", url, 1);
+    unsetenv("HGFLEET_DATABASE_URL_FILE");
     return 0;
 }
 

@@ -103,14 +103,37 @@ static int check_readable(const char *var, hgf_err *err)
     return 0;
 }
 
+static int load_secret(char **out, const char *name, hgf_err *err)
+{
+    hgf_err e2;
+    hgf_err_clear(&e2);
+    *out = hgf_config_secret_env(name, &e2);
+    if (!*out && e2.code)
+        return hgf_err_set(err, e2.code, "%s", e2.msg);
+    if (*out && strlen(*out) < 16) {
+        hgf_secret_wipe(*out, strlen(*out));
+        free(*out);
+        *out = NULL;
+        return hgf_err_set(err, HGF_EINPUT, "%s: must be at least 16 characters", name);
+    }
+    return 0;
+}
+
 int hgf_config_load(hgf_config *cfg, hgf_err *err)
 {
     memset(cfg, 0, sizeof *cfg);
-    cfg->database_url = dup_env("HGFLEET_DATABASE_URL", NULL);
+    hgf_err dberr;
+    hgf_err_clear(&dberr);
+    /* The URL carries the password: it has a _FILE form like every secret. */
+    cfg->database_url = hgf_config_secret_env("HGFLEET_DATABASE_URL", &dberr);
+    if (dberr.code)
+        return hgf_err_set(err, dberr.code, "%s", dberr.msg);
     if (!cfg->database_url)
         cfg->database_url = dup_env("DATABASE_URL", "");
     cfg->listen = dup_env("HGFLEET_LISTEN", "0.0.0.0:8080");
     cfg->ca_bundle = dup_env("AWS_CA_BUNDLE", NULL);
+    cfg->webhook_api_key_header = dup_env("HGFLEET_WEBHOOK_API_KEY_HEADER", "X-Api-Key");
+    cfg->scanner = dup_env("HGFLEET_SCANNER", "none");
     int rc = int_env("HGFLEET_WORKERS", 32, 1, 4096, &cfg->workers, err);
     if (!rc)
         rc = int_env("HGFLEET_REGISTRY_INFLIGHT", 4, 1, 1000, &cfg->per_registry_inflight, err);
@@ -120,6 +143,10 @@ int hgf_config_load(hgf_config *cfg, hgf_err *err)
         rc = int_env("HGFLEET_LEASE_SECONDS", 15, 2, 3600, &cfg->lease_seconds, err);
     if (!rc)
         rc = load_master_key(cfg, err);
+    if (!rc)
+        rc = load_secret(&cfg->webhook_token, "HGFLEET_WEBHOOK_TOKEN", err);
+    if (!rc)
+        rc = load_secret(&cfg->admin_token, "HGFLEET_ADMIN_TOKEN", err);
     if (!rc)
         rc = check_readable("AWS_WEB_IDENTITY_TOKEN_FILE", err);
     if (!rc)
@@ -132,6 +159,14 @@ void hgf_config_free(hgf_config *cfg)
     free(cfg->database_url);
     free(cfg->listen);
     free(cfg->ca_bundle);
+    free(cfg->webhook_api_key_header);
+    free(cfg->scanner);
+    if (cfg->webhook_token)
+        hgf_secret_wipe(cfg->webhook_token, strlen(cfg->webhook_token));
+    if (cfg->admin_token)
+        hgf_secret_wipe(cfg->admin_token, strlen(cfg->admin_token));
+    free(cfg->webhook_token);
+    free(cfg->admin_token);
     hgf_secret_wipe(&cfg->master_key, sizeof cfg->master_key);
     memset(cfg, 0, sizeof *cfg);
 }
