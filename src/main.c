@@ -19,6 +19,7 @@ static const char USAGE[] =
     "  connection add|list|show|remove manage registry connections\n"
     "  sync [ID|REGISTRY...|--all]     sync catalogs (--wait to run them here)\n"
     "  images list                     list the stored catalog\n"
+    "  registry manifest|config URL    inspect an image in any v2 registry\n"
     "  jobs list                       list the job queue\n"
     "  demo                            sync a simulated organization end to end\n"
     "  version                         print the version\n"
@@ -36,6 +37,7 @@ static const struct {
     {"migrate", hgf_cli_migrate}, {"connection", hgf_cli_connection}, {"sync", hgf_cli_sync},
     {"images", hgf_cli_images},   {"demo", hgf_cli_demo},             {"version", hgf_cli_version},
     {"serve", hgf_cli_serve},     {"jobs", hgf_cli_jobs},
+    {"registry", hgf_cli_registry},
 };
 
 int main(int argc, char **argv)

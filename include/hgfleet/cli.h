@@ -20,6 +20,7 @@ int hgf_cli_images(int argc, char **argv);
 int hgf_cli_demo(int argc, char **argv);
 int hgf_cli_serve(int argc, char **argv);
 int hgf_cli_jobs(int argc, char **argv);
+int hgf_cli_registry(int argc, char **argv);
 
 /* ---- shared by the commands (src/cli/common.c) ---- */
 
