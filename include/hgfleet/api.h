@@ -43,6 +43,8 @@ void hgf_api_set_stopping(hgf_api *a);
 void hgf_api_healthz(hgf_server_req *req, void *arg);
 void hgf_api_readyz(hgf_server_req *req, void *arg);
 void hgf_api_metrics(hgf_server_req *req, void *arg);
+/* POST /api/webhooks/ecr (webhook.c). */
+void hgf_api_webhook_ecr(hgf_server_req *req, void *arg);
 
 /* ---- shared by the api files (src/api/) ---- */
 

@@ -8,6 +8,7 @@
 #include "hgfleet/credprov.h"
 #include "hgfleet/http.h"
 #include "hgfleet/metrics.h"
+#include "hgfleet/scanner.h"
 #include "hgfleet/store.h"
 
 struct ev_loop;
@@ -20,6 +21,7 @@ typedef struct hgf_runtime {
     hgf_metrics *metrics;
     hgf_awsctl *awsctl;   /* retries, adaptive rate limits, clock skew: one per process */
     hgf_credmgr *creds;   /* shared credential cache: one refresh per role, not per job */
+    hgf_scanner *scanner; /* HGFLEET_SCANNER's backend */
     char owner[96];   /* this process's lease owner id: host:pid:random */
 } hgf_runtime;
 

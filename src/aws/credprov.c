@@ -843,7 +843,11 @@ static int add_waiter(hgf_credmgr *m, enum kind kind, const hgf_auth_spec *spec,
     hgf_buf key = HGF_BUF_INIT;
     int rc = spec_key(spec, &key);
     if (!rc && kind == K_ECR)
-        rc = hgf_buf_printf(&key, "\x1e%s\x1f%s", registry_id, endpoint);
+        /* ECR tokens are regional, and one endpoint override can serve every
+         * region: the region belongs in this key even though not in the
+         * credentials' key. */
+        rc = hgf_buf_printf(&key, "\x1e%s\x1f%s\x1f%s", registry_id, endpoint,
+                            spec->region ? spec->region : "");
     entry *e = rc ? NULL : find_entry(m, hgf_buf_str(&key));
     if (!rc && !e)
         e = entry_new(m, kind, hgf_buf_str(&key), spec, registry_id, endpoint);

@@ -48,6 +48,7 @@ static const hgf_route ROUTES[] = {
     {"GET", "/healthz", hgf_api_healthz},
     {"GET", "/readyz", hgf_api_readyz},
     {"GET", "/metrics", hgf_api_metrics},
+    {"POST", "/api/webhooks/ecr", hgf_api_webhook_ecr},
 };
 
 typedef struct serve {

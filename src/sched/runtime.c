@@ -45,11 +45,20 @@ int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err)
         hgf_runtime_close(rt);
         return err ? err->code : HGF_EFAIL;
     }
+    hgf_scanner_opts so = {.metrics = rt->metrics};
+    if (hgf_scanner_new(rt->loop, rt->http, cfg->scanner ? cfg->scanner : "none", &so, &rt->scanner,
+                        err)) {
+        hgf_runtime_close(rt);
+        return err ? err->code : HGF_EFAIL;
+    }
     return 0;
 }
 
 void hgf_runtime_close(hgf_runtime *rt)
 {
+    if (rt->scanner)
+        hgf_scanner_free(rt->scanner);
+    rt->scanner = NULL;
     if (rt->creds)
         hgf_credmgr_free(rt->creds);
     rt->creds = NULL;

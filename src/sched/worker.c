@@ -2,6 +2,7 @@
 #include "hgfleet/jobs.h"
 #include "hgfleet/log.h"
 #include "hgfleet/metrics.h"
+#include "hgfleet/scan.h"
 #include "hgfleet/sync.h"
 #include "hgfleet/timeutil.h"
 
@@ -44,9 +45,23 @@ static int exec_sync(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, hg
     return hgf_sync_start(rt, json_integer_value(cid), on_sync_done, wj, err);
 }
 
-/* One row per kind this build can run; scan and sweep add theirs here. */
+static void on_scan_done(const char *status, const hgf_err *err, int retry, json_t *result,
+                         void *arg)
+{
+    /* A skipped scan (image gone) is a success of the job: no retry storm. */
+    int failed = !strcmp(status, "failed");
+    hgf_worker_job_done(arg, failed ? err : NULL, failed && !retry, result);
+}
+
+static int exec_scan(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, hgf_err *err)
+{
+    return hgf_scan_start(rt, job->payload, on_scan_done, wj, err);
+}
+
+/* One row per kind this build can run; sweep adds its own here. */
 static const hgf_worker_executor EXECUTORS[] = {
     {"sync", exec_sync},
+    {"scan", exec_scan},
 };
 #define N_EXECUTORS ((int)(sizeof EXECUTORS / sizeof EXECUTORS[0]))
 

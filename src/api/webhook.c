@@ -1,0 +1,273 @@
+/* POST /api/webhooks/ecr: ECR push events as EventBridge API destinations
+ * deliver them. Authenticated in constant time, validated before anything
+ * reaches the database, and applied in one round trip (hgf_apply_push). */
+#include "hgfleet/api.h"
+#include "hgfleet/buf.h"
+#include "hgfleet/endpoint.h"
+#include "hgfleet/log.h"
+#include "hgfleet/registry.h"
+#include "hgfleet/secret.h"
+#include "hgfleet/timeutil.h"
+
+#include <ctype.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct event {
+    const char *account, *region, *repo, *digest, *tag, *action, *result, *time;
+} event;
+
+typedef struct pending {
+    hgf_server_req *req;
+    hgf_runtime *rt;
+    int64_t start_ms;
+    char registry[160];
+} pending;
+
+static void observe(hgf_runtime *rt, int64_t start_ms, unsigned status)
+{
+    char labels[32];
+    snprintf(labels, sizeof labels, "code=\"%u\"", status);
+    hgf_metrics_inc(rt->metrics, "hgfleet_webhook_requests_total", labels, 1);
+    hgf_metrics_observe(rt->metrics, "hgfleet_webhook_seconds", "",
+                        (double)(hgf_time_now_ms() - start_ms) / 1000.0);
+}
+
+static void reply(hgf_server_req *req, hgf_runtime *rt, int64_t start, unsigned status, json_t *body)
+{
+    observe(rt, start, status);
+    hgf_server_reply_json(req, status, body);
+}
+
+static void ignored(hgf_server_req *req, hgf_runtime *rt, int64_t start, const char *reason)
+{
+    reply(req, rt, start, 200, json_pack("{s:s, s:s}", "status", "ignored", "reason", reason));
+}
+
+/* Hashing first makes the comparison constant-time in the length too. */
+static int token_equal(const char *given, size_t n, const char *want)
+{
+    unsigned char a[32], b[32];
+    unsigned int la = 0, lb = 0;
+    EVP_Digest(given, n, a, &la, EVP_sha256(), NULL);
+    EVP_Digest(want, strlen(want), b, &lb, EVP_sha256(), NULL);
+    return CRYPTO_memcmp(a, b, 32) == 0;
+}
+
+static int basic_matches(const char *b64, const char *token)
+{
+    hgf_buf raw = HGF_BUF_INIT;
+    hgf_err e;
+    int ok = 0;
+    if (hgf_base64_decode(b64, &raw, &e) == 0) {
+        const char *colon = memchr(raw.data, ':', raw.len);
+        if (colon)
+            ok = token_equal(colon + 1, raw.len - (size_t)(colon + 1 - raw.data), token);
+    }
+    hgf_secret_wipe_buf(&raw);
+    return ok;
+}
+
+static int authenticated(hgf_server_req *req, const hgf_config *cfg)
+{
+    if (!cfg->webhook_token)
+        return 0; /* no token configured: refuse everyone rather than no one */
+    const char *key = hgf_server_req_header(req, cfg->webhook_api_key_header);
+    if (key && token_equal(key, strlen(key), cfg->webhook_token))
+        return 1;
+    const char *auth = hgf_server_req_header(req, "authorization");
+    if (!auth)
+        return 0;
+    if (!strncasecmp(auth, "Bearer ", 7))
+        return token_equal(auth + 7, strlen(auth + 7), cfg->webhook_token);
+    if (!strncasecmp(auth, "Basic ", 6))
+        return basic_matches(auth + 6, cfg->webhook_token);
+    return 0;
+}
+
+static const char *field(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int valid_tag(const char *t)
+{
+    size_t n = strlen(t);
+    if (n == 0 || n > 300)
+        return 0;
+    for (const char *p = t; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("._-", *p))
+            return 0;
+    return 1;
+}
+
+static int valid_repo(const char *r)
+{
+    size_t n = strlen(r);
+    if (n < 2 || n > 256)
+        return 0;
+    for (const char *p = r; *p; p++)
+        if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && !strchr("._-/", *p))
+            return 0;
+    return 1;
+}
+
+/* NULL when valid; else the name of the bad field. */
+static const char *parse_event(json_t *root, event *ev, int *image_action)
+{
+    memset(ev, 0, sizeof *ev);
+    if (!json_is_object(root))
+        return "body (expected a JSON object)";
+    const char *dt = field(root, "detail-type");
+    if (!dt)
+        return "detail-type";
+    const char *src = field(root, "source");
+    if (!src)
+        return "source";
+    *image_action = !strcmp(dt, "ECR Image Action") && !strcmp(src, "aws.ecr");
+    if (!*image_action)
+        return NULL;
+    json_t *d = json_object_get(root, "detail");
+    if (!json_is_object(d))
+        return "detail";
+    ev->account = field(root, "account");
+    ev->region = field(root, "region");
+    ev->time = field(root, "time");
+    ev->action = field(d, "action-type");
+    ev->result = field(d, "result");
+    ev->repo = field(d, "repository-name");
+    ev->digest = field(d, "image-digest");
+    ev->tag = field(d, "image-tag");
+    if (!ev->account || strlen(ev->account) != 12 || strspn(ev->account, "0123456789") != 12)
+        return "account";
+    if (!ev->region || !hgf_endpoint_region_valid(ev->region))
+        return "region";
+    if (!ev->action)
+        return "detail.action-type";
+    if (!ev->result)
+        return "detail.result";
+    if (!ev->repo || !valid_repo(ev->repo))
+        return "detail.repository-name";
+    if (!ev->digest || !hgf_registry_is_digest(ev->digest))
+        return "detail.image-digest";
+    if (json_object_get(d, "image-tag") && !json_is_null(json_object_get(d, "image-tag")) &&
+        (!ev->tag || !valid_tag(ev->tag)))
+        return "detail.image-tag";
+    if (ev->time && hgf_time_parse_iso(ev->time) < 0)
+        return "time";
+    return NULL;
+}
+
+static void on_applied(PGresult *res, const hgf_err *err, void *arg)
+{
+    pending *p = arg;
+    hgf_err e;
+    if (err || hgf_store_check(res, &e)) {
+        hgf_log_warn("webhook.db", "registry=%s %s", p->registry, err ? err->msg : e.msg);
+        reply(p->req, p->rt, p->start_ms, 503,
+              json_pack("{s:s}", "error", "database unavailable; retry later"));
+    } else if (PQntuples(res) == 0) {
+        char why[220];
+        snprintf(why, sizeof why, "unknown registry %s", p->registry);
+        ignored(p->req, p->rt, p->start_ms, why);
+    } else {
+        json_t *r = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+        json_t *job = json_object_get(r, "job_id");
+        if (json_is_integer(job)) {
+            reply(p->req, p->rt, p->start_ms, 202,
+                  json_pack("{s:s, s:O}", "status", "queued", "job_id", job));
+        } else {
+            json_object_set_new(r, "status", json_string(json_object_get(r, "deleted") ? "deleted"
+                                                                                     : "recorded"));
+            if (!json_object_get(r, "deleted"))
+                json_object_set_new(r, "reason", json_string("digest already known: no scan"));
+            reply(p->req, p->rt, p->start_ms, 200, json_incref(r));
+        }
+        json_decref(r);
+    }
+    PQclear(res);
+    free(p);
+}
+
+static void apply(hgf_server_req *req, hgf_runtime *rt, int64_t start, const event *ev)
+{
+    pending *p = calloc(1, sizeof *p);
+    if (!p) {
+        reply(req, rt, start, 503, json_pack("{s:s}", "error", "out of memory"));
+        return;
+    }
+    p->req = req;
+    p->rt = rt;
+    p->start_ms = start;
+    snprintf(p->registry, sizeof p->registry, "%s.dkr.ecr.%s.amazonaws.com", ev->account,
+             ev->region);
+    char at[40];
+    hgf_time_format_iso(ev->time ? hgf_time_parse_iso(ev->time) : time(NULL), at, sizeof at);
+    const char *params[] = {ev->account, ev->region, ev->repo, ev->digest, ev->tag, ev->action, at};
+    hgf_server_suspend(req);
+    int rc = hgf_store_query(rt->store,
+                             "SELECT hgf_apply_push(c.id, $3, $4, $5, $6, $7::timestamptz)::text "
+                             "FROM connections c WHERE c.account_id = $1 AND c.region = $2 "
+                             "AND c.removed_at IS NULL",
+                             7, params, on_applied, p);
+    if (rc) {
+        reply(req, rt, start, 503, json_pack("{s:s}", "error", "database unavailable; retry later"));
+        free(p);
+    }
+}
+
+static int json_content_type(const char *ct)
+{
+    return ct && !strncasecmp(ct, "application/json", 16) &&
+           (ct[16] == '\0' || ct[16] == ';' || ct[16] == ' ');
+}
+
+void hgf_api_webhook_ecr(hgf_server_req *req, void *arg)
+{
+    int64_t start = hgf_time_now_ms();
+    hgf_runtime *rt = hgf_api_runtime(arg);
+    if (!rt) {
+        hgf_server_reply_json(req, 503, json_pack("{s:s}", "error", "not ready: no database yet"));
+        return;
+    }
+    if (!authenticated(req, rt->cfg)) {
+        reply(req, rt, start, 401, json_pack("{s:s}", "error", "bad or missing credentials"));
+        return;
+    }
+    if (!json_content_type(hgf_server_req_header(req, "content-type"))) {
+        reply(req, rt, start, 415, json_pack("{s:s}", "error", "Content-Type must be application/json"));
+        return;
+    }
+    size_t len = 0;
+    const char *body = hgf_server_req_body(req, &len);
+    json_error_t je;
+    json_t *root = len ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &je) : NULL;
+    if (!root) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "body: malformed JSON (%s)", len ? je.text : "empty");
+        reply(req, rt, start, 400, json_pack("{s:s, s:s}", "error", msg, "field", "body"));
+        return;
+    }
+    event ev;
+    int image_action = 0;
+    const char *bad = parse_event(root, &ev, &image_action);
+    if (bad) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "missing or invalid field: %s", bad);
+        reply(req, rt, start, 400, json_pack("{s:s, s:s}", "error", msg, "field", bad));
+    } else if (!image_action) {
+        ignored(req, rt, start, "not an aws.ecr \"ECR Image Action\" event");
+    } else if (strcmp(ev.result, "SUCCESS")) {
+        ignored(req, rt, start, "the push did not succeed (result is not SUCCESS)");
+    } else if (strcmp(ev.action, "PUSH") && strcmp(ev.action, "DELETE")) {
+        ignored(req, rt, start, "action-type is neither PUSH nor DELETE");
+    } else {
+        apply(req, rt, start, &ev);
+    }
+    json_decref(root);
+}

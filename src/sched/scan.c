@@ -1,0 +1,262 @@
+#include "hgfleet/scan.h"
+#include "hgfleet/conn.h"
+#include "hgfleet/conntest.h"
+#include "hgfleet/diagnose.h"
+#include "hgfleet/log.h"
+#include "hgfleet/registry.h"
+#include "hgfleet/scanner.h"
+#include "hgfleet/secret.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GONE_REMEDY                                                                         \
+    "manifest not found: the image was deleted between catalog sync and scan (a lifecycle " \
+    "policy expiring untagged images?). Keep the policy's untagged window at least as long " \
+    "as the scan interval."
+
+typedef struct scan_job {
+    hgf_runtime *rt;
+    hgf_connection conn;
+    hgf_auth_spec spec;
+    char *secret;
+    char repo[257], digest[80], tag[300], ecr_endpoint[256];
+    int64_t image_id, scan_id;
+    char *password;          /* decoded from the ECR token */
+    char *basic;             /* the token as given (base64 "AWS:<password>") */
+    char proxy[512], media_type[160];
+    hgf_scan_done_cb cb;
+    void *arg;
+} scan_job;
+
+static void job_free(scan_job *j)
+{
+    if (j->secret) {
+        hgf_secret_wipe(j->secret, strlen(j->secret));
+        free(j->secret);
+    }
+    if (j->password) {
+        hgf_secret_wipe(j->password, strlen(j->password));
+        free(j->password);
+    }
+    if (j->basic) {
+        hgf_secret_wipe(j->basic, strlen(j->basic));
+        free(j->basic);
+    }
+    hgf_conn_free(&j->conn);
+    free(j);
+}
+
+static void ignore(PGresult *res, const hgf_err *err, void *arg)
+{
+    PQclear(res);
+}
+
+/* Records the outcome (the scan row, and for a vanished image the image
+ * row) and ends the job. */
+static void finish(scan_job *j, const char *status, const hgf_err *err, int retry,
+                   const hgf_scan_summary *sum, json_t *report)
+{
+    char sid[24], iid[24];
+    snprintf(sid, sizeof sid, "%lld", (long long)j->scan_id);
+    snprintf(iid, sizeof iid, "%lld", (long long)j->image_id);
+    json_t *summary = sum ? json_pack("{s:i, s:i, s:i, s:i, s:i}", "critical", sum->critical,
+                                      "high", sum->high, "medium", sum->medium, "low", sum->low,
+                                      "unknown", sum->unknown)
+                          : NULL;
+    char *sum_text = summary ? json_dumps(summary, JSON_COMPACT) : NULL;
+    char *rep_text = report ? json_dumps(report, JSON_COMPACT) : NULL;
+    if (rep_text && strlen(rep_text) > HGF_SCAN_MAX_REPORT) {
+        free(rep_text);
+        rep_text = strdup("{\"truncated\":true,\"reason\":\"report larger than the stored limit\"}");
+    }
+    const char *p[] = {sid, status, sum_text, rep_text, err ? err->msg : NULL};
+    hgf_store_query(j->rt->store,
+                    "UPDATE scans SET status = $2, finished_at = now(), summary = $3::jsonb, "
+                    "report = $4::jsonb, error = $5 WHERE id = $1",
+                    5, p, ignore, NULL);
+    if (!strcmp(status, "skipped")) {
+        const char *q[] = {iid};
+        hgf_store_query(j->rt->store,
+                        "UPDATE images SET deleted_at = coalesce(deleted_at, now()) WHERE id = $1",
+                        1, q, ignore, NULL);
+    }
+    json_t *result = json_pack("{s:I, s:s, s:s, s:s}", "scan_id", (json_int_t)j->scan_id, "status",
+                               status, "repository", j->repo, "digest", j->digest);
+    if (summary)
+        json_object_set_new(result, "summary", summary);
+    j->cb(status, err, retry, result, j->arg);
+    json_decref(result);
+    free(sum_text);
+    free(rep_text);
+    job_free(j);
+}
+
+static void store_diagnosis(scan_job *j, const hgf_err *err, long status)
+{
+    hgf_diag_ctx dc = {.step = "ManifestHead", .auth_mode = j->conn.auth_mode,
+                       .registry_account = j->conn.reg.account_id, .region = j->conn.reg.region,
+                       .role_arn = j->conn.role_arn, .clock_offset = HGF_DIAG_NO_OFFSET,
+                       .http_status = status};
+    hgf_diagnosis d;
+    hgf_diag_classify(err, &dc, &d);
+    json_t *o = hgf_diag_to_json(&d);
+    json_object_set_new(o, "source", json_string("scan"));
+    char *text = json_dumps(o, JSON_COMPACT);
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)j->conn.id);
+    const char *p[] = {id, text};
+    hgf_store_query(j->rt->store, "UPDATE connections SET last_diagnosis = $2::jsonb WHERE id = $1",
+                    2, p, ignore, NULL);
+    free(text);
+    json_decref(o);
+}
+
+static void on_scanned(const hgf_scan_result *r, void *arg)
+{
+    scan_job *j = arg;
+    if (r->rc == HGF_ENOTFOUND) {
+        hgf_err e;
+        hgf_err_set(&e, HGF_ENOTFOUND, "%s", GONE_REMEDY);
+        finish(j, "skipped", &e, 0, NULL, NULL);
+    } else if (r->rc) {
+        finish(j, "failed", &r->err, r->retryable, NULL, NULL);
+    } else {
+        finish(j, "ok", NULL, 0, &r->summary, r->report);
+    }
+}
+
+static void run_scanner(scan_job *j)
+{
+    /* The tools take host[:port]; a simulator's proxyEndpoint may carry a path. */
+    const char *start = strstr(j->proxy, "://");
+    start = start ? start + 3 : j->proxy;
+    char host[256];
+    snprintf(host, sizeof host, "%.*s", (int)strcspn(start, "/"), start);
+    hgf_scan_target t = {.registry_host = host, .registry_url = j->proxy, .repository = j->repo,
+                         .digest = j->digest, .tag = j->tag[0] ? j->tag : NULL,
+                         .media_type = j->media_type, .username = "AWS", .password = j->password};
+    hgf_err err;
+    if (hgf_scanner_scan(j->rt->scanner, &t, on_scanned, j, &err))
+        finish(j, "failed", &err, 0, NULL, NULL);
+}
+
+static void on_manifest(const hgf_registry_result *r, void *arg)
+{
+    scan_job *j = arg;
+    if (r->rc == HGF_ENOTFOUND) {
+        hgf_err e;
+        hgf_err_set(&e, HGF_ENOTFOUND, "%s", GONE_REMEDY);
+        hgf_log_info("scan.gone", "registry=%s repository=%s digest=%s", j->conn.reg.host,
+                     j->repo, j->digest);
+        finish(j, "skipped", &e, 0, NULL, NULL);
+        return;
+    }
+    if (r->rc) {
+        if (r->status == 401 || r->status == 403)
+            store_diagnosis(j, &r->err, r->status);
+        finish(j, "failed", &r->err, r->rc == HGF_EHTTP || r->status >= 500, NULL, NULL);
+        return;
+    }
+    snprintf(j->media_type, sizeof j->media_type, "%s", r->media_type);
+    run_scanner(j);
+}
+
+static int decode_password(scan_job *j, const char *token, hgf_err *err)
+{
+    hgf_buf raw = HGF_BUF_INIT;
+    int rc = hgf_base64_decode(token, &raw, err);
+    const char *colon = rc ? NULL : memchr(raw.data, ':', raw.len);
+    if (!rc && !colon)
+        rc = hgf_err_set(err, HGF_EFAIL, "GetAuthorizationToken: token is not user:password");
+    if (!rc)
+        j->password = strdup(colon + 1);
+    hgf_secret_wipe_buf(&raw);
+    return rc;
+}
+
+static void on_token(int rc, const hgf_err *err, const char *token, const char *proxy, void *arg)
+{
+    scan_job *j = arg;
+    hgf_err e;
+    if (rc) {
+        finish(j, "failed", err, !strcmp(err->aws_code, "ThrottlingException"), NULL, NULL);
+        return;
+    }
+    if (decode_password(j, token, &e)) {
+        finish(j, "failed", &e, 0, NULL, NULL);
+        return;
+    }
+    j->basic = strdup(token);
+    snprintf(j->proxy, sizeof j->proxy, "%s", proxy);
+    hgf_buf auth = HGF_BUF_INIT;
+    hgf_buf_printf(&auth, "Basic %s", token);
+    hgf_registry_req req = {.http = j->rt->http, .proxy_endpoint = j->proxy,
+                            .authorization = auth.data, .repository = j->repo,
+                            .reference = j->digest, .limit_key = j->conn.reg.host, .head = 1};
+    rc = hgf_registry_manifest(&req, on_manifest, j, &e);
+    hgf_secret_wipe_buf(&auth);
+    if (rc)
+        finish(j, "failed", &e, 0, NULL, NULL);
+}
+
+static int copy_payload(scan_job *j, json_t *payload, hgf_err *err)
+{
+    json_t *cid = json_object_get(payload, "connection_id");
+    json_t *iid = json_object_get(payload, "image_id");
+    const char *repo = json_string_value(json_object_get(payload, "repository"));
+    const char *digest = json_string_value(json_object_get(payload, "digest"));
+    const char *tag = json_string_value(json_object_get(payload, "tag"));
+    if (!json_is_integer(cid) || !json_is_integer(iid) || !repo || !digest ||
+        strlen(repo) >= sizeof j->repo || !hgf_registry_is_digest(digest))
+        return hgf_err_set(err, HGF_EINPUT, "scan payload needs connection_id, image_id, "
+                                            "repository and a sha256 digest");
+    j->image_id = json_integer_value(iid);
+    snprintf(j->repo, sizeof j->repo, "%s", repo);
+    snprintf(j->digest, sizeof j->digest, "%s", digest);
+    snprintf(j->tag, sizeof j->tag, "%s", tag ? tag : "");
+    return hgf_conn_get(j->rt->store, json_integer_value(cid), &j->conn, err);
+}
+
+static int open_scan_row(scan_job *j, hgf_err *err)
+{
+    char iid[24];
+    snprintf(iid, sizeof iid, "%lld", (long long)j->image_id);
+    const char *p[] = {iid, hgf_scanner_name(j->rt->scanner)};
+    PGresult *r;
+    int rc = hgf_store_exec(j->rt->store,
+                            "INSERT INTO scans (image_id, scanner, status, started_at) "
+                            "VALUES ($1, $2, 'running', now()) RETURNING id",
+                            2, p, &r, err);
+    if (!rc) {
+        j->scan_id = atoll(PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    return rc;
+}
+
+int hgf_scan_start(hgf_runtime *rt, json_t *payload, hgf_scan_done_cb cb, void *arg, hgf_err *err)
+{
+    scan_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return hgf_err_set(err, HGF_ENOMEM, "out of memory");
+    j->rt = rt;
+    j->cb = cb;
+    j->arg = arg;
+    int rc = rt->scanner ? copy_payload(j, payload, err)
+                         : hgf_err_set(err, HGF_EINPUT, "no scanner configured");
+    if (!rc)
+        rc = hgf_conntest_auth_spec(rt, &j->conn, &j->spec, &j->secret, err);
+    if (!rc)
+        rc = hgf_endpoint_service_url("ECR", &j->conn.reg, j->ecr_endpoint, sizeof j->ecr_endpoint,
+                                      err);
+    if (!rc)
+        rc = open_scan_row(j, err);
+    if (!rc)
+        rc = hgf_credmgr_ecr_token(rt->creds, &j->spec, j->conn.reg.account_id, j->ecr_endpoint,
+                                   on_token, j, err);
+    if (rc)
+        job_free(j);
+    return rc;
+}

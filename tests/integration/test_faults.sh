@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Survival under AWS's bad days, with two serve replicas: ecrsim throttles 30%
+# of calls, then its clock runs 20 minutes ahead. Every sync completes, the
+# stored catalog equals the truth, and /metrics shows the throttles, the
+# retries and the clock offset hgfleet learned from AWS's Date header.
+set -euo pipefail
+# shellcheck source=tests/integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+tmp=$(hgf_tmpdir)
+HGFLEET_DATABASE_URL=$(hgf_new_db faults)
+HGFLEET_MASTER_KEY=$(openssl rand -base64 32)
+export HGFLEET_DATABASE_URL HGFLEET_MASTER_KEY HGFLEET_LOG_FORMAT=json AWS_EC2_METADATA_DISABLED=true
+unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_ENDPOINT_URL || true
+H=$HGFLEET_BIN
+q() { hgf_psql "$HGFLEET_DATABASE_URL" -c "$1"; }
+
+akid=AKIAFAULTSTEST000001
+openssl rand -hex 20 >"$tmp/secret"
+hgf_bg "$ECRSIM_BIN" --seed 11 --accounts 5 --regions us-east-1,eu-west-1 --repos 4 --images 6 \
+  --throttle-rate 0.3 --key "$akid:$(<"$tmp/secret"):*" >"$tmp/ecrsim.out" 2>"$tmp/ecrsim.log"
+line=$(hgf_wait_for_line "$tmp/ecrsim.out" 'listening on http://' 10)
+sim=${line##* }
+export AWS_ENDPOINT_URL_ECR=$sim
+curl -fsS "$sim/_sim/truth" >"$tmp/truth.json"
+mapfile -t regs < <(python3 -c 'import json,sys; [print(r["registry"]) for r in json.load(open(sys.argv[1]))["registries"]]' "$tmp/truth.json")
+
+hgf_expect_exit 0 "$H" migrate
+for r in "${regs[@]}"; do
+  hgf_expect_exit 0 "$H" connection add "$r" --schedule manual --access-key-id "$akid" \
+    --secret-access-key-file "$tmp/secret"
+done
+
+export HGFLEET_WORKERS=4 HGFLEET_LISTEN=127.0.0.1:0 AWS_MAX_ATTEMPTS=5
+ports=()
+for r in a b; do
+  hgf_bg "$H" serve >"$tmp/serve-$r.out" 2>"$tmp/serve-$r.log"
+  l=$(hgf_wait_for_line "$tmp/serve-$r.out" 'serving on http://' 10)
+  ports+=("${l##* }")
+done
+
+wait_syncs() { # wait_syncs N: until N sync jobs are done and none is pending
+  for (( i = 0; i < 600; i++ )); do
+    local done pending
+    done=$(q "select count(*) from jobs where kind = 'sync' and state = 'done'")
+    pending=$(q "select count(*) from jobs where kind = 'sync' and state in ('queued', 'running')")
+    [[ $done -ge $1 && $pending -eq 0 ]] && return 0
+    sleep 0.2
+  done
+  hgf_fail "syncs did not finish: $(q "select state, count(*) from jobs where kind='sync' group by 1")"
+}
+
+compare_truth() {
+  "$H" images list --json --state present >"$tmp/images.json"
+  python3 - "$tmp/truth.json" "$tmp/images.json" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1])); m = json.load(open(sys.argv[2]))
+want = {(g["registry"], r["name"], i["digest"], tuple(sorted(i["tags"]))) for g in t["registries"]
+        for r in g["repositories"] for i in r["images"]}
+got = {(i["registry"], i["repository"], i["digest"], tuple(i["tags"])) for i in m}
+assert want == got, (len(want), len(got), sorted(want - got)[:3], sorted(got - want)[:3])
+print(f"catalog equals truth: {len(got)} images")
+PY
+}
+
+metric() { # metric PORT_URL NAME_REGEX: sum of matching series
+  curl -fsS "$1/metrics" | python3 -c '
+import re, sys
+pat = re.compile(sys.argv[1])
+print(sum(float(l.rsplit(" ", 1)[1]) for l in sys.stdin if not l.startswith("#") and pat.match(l)))' "$2"
+}
+
+# 1. 30% of calls throttled.
+wait_syncs "${#regs[@]}"
+compare_truth
+failed=$(q "select count(*) from jobs where kind = 'sync' and state = 'failed'")
+hgf_assert_eq 0 "$failed" "no sync failed for good under throttling"
+stats=$(curl -fsS "$sim/_sim/stats")
+throttled=$(python3 -c 'import json,sys; print(sum(v.get("throttled",0) for v in json.load(sys.stdin)["calls"].values()))' <<<"$stats")
+[[ $throttled -gt 10 ]] || hgf_fail "ecrsim throttled only $throttled calls"
+t_metric=0 r_metric=0
+for p in "${ports[@]}"; do
+  t_metric=$(python3 -c "print($t_metric + $(metric "$p" '^hgfleet_aws_throttles_total'))")
+  r_metric=$(python3 -c "print($r_metric + $(metric "$p" '^hgfleet_aws_retries_total'))")
+done
+echo "ecrsim throttled $throttled calls; replicas counted $t_metric throttles, $r_metric retries"
+python3 -c "assert $t_metric > 0 and $r_metric > 0"
+
+# 2. The simulator's clock runs 20 minutes ahead: signatures are "expired"
+# until hgfleet learns the offset from the Date header.
+curl -fsS -X POST "$sim/_sim/config" -d '{"throttle_rate": 0, "clock_offset": 1200}' >/dev/null
+hgf_expect_exit 0 "$H" sync --all
+wait_syncs $(( 2 * ${#regs[@]} ))
+compare_truth
+for p in "${ports[@]}"; do
+  off=$(metric "$p" '^hgfleet_clock_offset_seconds')
+  python3 -c "o = $off; assert 1190 <= o <= 1210, o" || hgf_fail "replica $p reports clock offset $off"
+done
+echo "both replicas learned the 1200 s offset"
+echo "PASS: faults"
