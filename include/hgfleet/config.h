@@ -16,6 +16,7 @@ typedef struct hgf_config {
     int per_registry_inflight; /* HGFLEET_REGISTRY_INFLIGHT, default 4 */
     int total_inflight;      /* HGFLEET_TOTAL_INFLIGHT, default 256 */
     int lease_seconds;       /* HGFLEET_LEASE_SECONDS, default 15 */
+    int scans_per_registry;  /* HGFLEET_SCANS_PER_REGISTRY, default 2 */
     int has_master_key;
     hgf_secret_key master_key; /* HGFLEET_MASTER_KEY[_FILE] */
     char *ca_bundle;         /* AWS_CA_BUNDLE or NULL */

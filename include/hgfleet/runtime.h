@@ -7,6 +7,7 @@
 #include "hgfleet/config.h"
 #include "hgfleet/credprov.h"
 #include "hgfleet/http.h"
+#include "hgfleet/limiter.h"
 #include "hgfleet/metrics.h"
 #include "hgfleet/scanner.h"
 #include "hgfleet/store.h"
@@ -22,6 +23,7 @@ typedef struct hgf_runtime {
     hgf_awsctl *awsctl;   /* retries, adaptive rate limits, clock skew: one per process */
     hgf_credmgr *creds;   /* shared credential cache: one refresh per role, not per job */
     hgf_scanner *scanner; /* HGFLEET_SCANNER's backend */
+    hgf_limiter *scans;   /* scans at once per registry (HGFLEET_SCANS_PER_REGISTRY) */
     char owner[96];   /* this process's lease owner id: host:pid:random */
 } hgf_runtime;
 

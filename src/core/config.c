@@ -142,6 +142,8 @@ int hgf_config_load(hgf_config *cfg, hgf_err *err)
     if (!rc)
         rc = int_env("HGFLEET_LEASE_SECONDS", 15, 2, 3600, &cfg->lease_seconds, err);
     if (!rc)
+        rc = int_env("HGFLEET_SCANS_PER_REGISTRY", 2, 1, 1000, &cfg->scans_per_registry, err);
+    if (!rc)
         rc = load_master_key(cfg, err);
     if (!rc)
         rc = load_secret(&cfg->webhook_token, "HGFLEET_WEBHOOK_TOKEN", err);

@@ -45,6 +45,7 @@ int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err)
         hgf_runtime_close(rt);
         return err ? err->code : HGF_EFAIL;
     }
+    rt->scans = hgf_limiter_new(rt->loop, cfg->scans_per_registry);
     hgf_scanner_opts so = {.metrics = rt->metrics};
     if (hgf_scanner_new(rt->loop, rt->http, cfg->scanner ? cfg->scanner : "none", &so, &rt->scanner,
                         err)) {
@@ -59,6 +60,8 @@ void hgf_runtime_close(hgf_runtime *rt)
     if (rt->scanner)
         hgf_scanner_free(rt->scanner);
     rt->scanner = NULL;
+    hgf_limiter_free(rt->scans);
+    rt->scans = NULL;
     if (rt->creds)
         hgf_credmgr_free(rt->creds);
     rt->creds = NULL;

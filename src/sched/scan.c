@@ -26,12 +26,15 @@ typedef struct scan_job {
     char *password;          /* decoded from the ECR token */
     char *basic;             /* the token as given (base64 "AWS:<password>") */
     char proxy[512], media_type[160];
+    int holds_slot;          /* a per-registry scan slot is held */
     hgf_scan_done_cb cb;
     void *arg;
 } scan_job;
 
 static void job_free(scan_job *j)
 {
+    if (j->holds_slot)
+        hgf_limiter_release(j->rt->scans, j->conn.reg.host);
     if (j->secret) {
         hgf_secret_wipe(j->secret, strlen(j->secret));
         free(j->secret);
@@ -201,6 +204,17 @@ static void on_token(int rc, const hgf_err *err, const char *token, const char *
         finish(j, "failed", &e, 0, NULL, NULL);
 }
 
+/* A per-registry slot is ours: now fetch the token and pull. */
+static void on_slot(void *arg)
+{
+    scan_job *j = arg;
+    j->holds_slot = 1;
+    hgf_err err;
+    if (hgf_credmgr_ecr_token(j->rt->creds, &j->spec, j->conn.reg.account_id, j->ecr_endpoint,
+                              on_token, j, &err))
+        finish(j, "failed", &err, 0, NULL, NULL);
+}
+
 static int copy_payload(scan_job *j, json_t *payload, hgf_err *err)
 {
     json_t *cid = json_object_get(payload, "connection_id");
@@ -254,8 +268,9 @@ int hgf_scan_start(hgf_runtime *rt, json_t *payload, hgf_scan_done_cb cb, void *
     if (!rc)
         rc = open_scan_row(j, err);
     if (!rc)
-        rc = hgf_credmgr_ecr_token(rt->creds, &j->spec, j->conn.reg.account_id, j->ecr_endpoint,
-                                   on_token, j, err);
+        rc = hgf_limiter_acquire(rt->scans, j->conn.reg.host, on_slot, j);
+    if (rc == HGF_ENOMEM)
+        hgf_err_set(err, rc, "out of memory");
     if (rc)
         job_free(j);
     return rc;
