@@ -17,10 +17,12 @@ static const char USAGE[] =
     "  migrate                         apply database migrations\n"
     "  serve                           run the daemon (HTTP, scheduler, workers)\n"
     "  connection add|list|show|remove manage registry connections\n"
+    "  discover                        make connections for an AWS organization\n"
     "  sync [ID|REGISTRY...|--all]     sync catalogs (--wait to run them here)\n"
     "  images list                     list the stored catalog\n"
     "  registry manifest|config URL    inspect an image in any v2 registry\n"
     "  jobs list                       list the job queue\n"
+    "  sweep --wait|list|show          org-wide sync, scan and report\n"
     "  demo                            sync a simulated organization end to end\n"
     "  version                         print the version\n"
     "\n"
@@ -37,7 +39,8 @@ static const struct {
     {"migrate", hgf_cli_migrate}, {"connection", hgf_cli_connection}, {"sync", hgf_cli_sync},
     {"images", hgf_cli_images},   {"demo", hgf_cli_demo},             {"version", hgf_cli_version},
     {"serve", hgf_cli_serve},     {"jobs", hgf_cli_jobs},
-    {"registry", hgf_cli_registry},
+    {"registry", hgf_cli_registry}, {"discover", hgf_cli_discover},
+    {"sweep", hgf_cli_sweep},
 };
 
 int main(int argc, char **argv)

@@ -21,6 +21,9 @@ int hgf_cli_demo(int argc, char **argv);
 int hgf_cli_serve(int argc, char **argv);
 int hgf_cli_jobs(int argc, char **argv);
 int hgf_cli_registry(int argc, char **argv);
+int hgf_cli_sweep(int argc, char **argv);
+int hgf_cli_discover(int argc, char **argv);
+int hgf_cli_connection_import(int argc, char **argv);
 
 /* ---- shared by the commands (src/cli/common.c) ---- */
 

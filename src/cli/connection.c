@@ -60,6 +60,7 @@ static const char USAGE[] =
     "  update ID|REGISTRY_URL [options]\n"
     "                                change a connection (see 'connection update --help')\n"
     "  test ID|REGISTRY_URL [--json] diagnose a connection step by step\n"
+    "  import FILE [options]         c7n-org accounts.yml or CSV (see 'connection import --help')\n"
     "  remove ID|REGISTRY_URL [--purge]\n"
     "                                remove; history is kept unless --purge\n";
 
@@ -644,6 +645,8 @@ int hgf_cli_connection(int argc, char **argv)
         return cmd_add(argc - 1, argv + 1);
     if (!strcmp(sub, "update"))
         return cmd_update(argc - 1, argv + 1);
+    if (!strcmp(sub, "import"))
+        return hgf_cli_connection_import(argc - 1, argv + 1);
     if (hgf_cli_wants_help(argc, argv)) {
         fputs(USAGE, stdout);
         return 0;

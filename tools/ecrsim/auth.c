@@ -291,6 +291,10 @@ static const profile PROFILES[] = {
      {"MissingAuthenticationToken", "IncompleteSignature", "InvalidClientTokenId",
       "SignatureDoesNotMatch", "ExpiredToken"},
      "Request is missing Authentication Token"},
+    {"organizations", HGF_SIM_MAX_SKEW,
+     {"MissingAuthenticationTokenException", "IncompleteSignatureException",
+      "UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException"},
+     "Missing Authentication Token"},
 };
 
 static const profile *profile_of(const char *service)

@@ -96,7 +96,8 @@ static int truth_step(truth_stream *st, hgf_buf *out)
     }
     if (st->repo < reg->n_repos) {
         int rc = st->repo ? hgf_buf_putc(out, ',') : 0;
-        const hgf_sim_repo *repo = &reg->repos[st->repo++];
+        hgf_sim_repo *repo = &reg->repos[st->repo++];
+        hgf_sim_fleet_repo_settle(st->fleet, repo);
         return rc ? rc : put_json(out, truth_repo(reg, repo));
     }
     st->reg++;
@@ -199,6 +200,56 @@ static void serve_scenario(const hgf_sim_services *svc, const hgf_sim_req *req,
     reply_json(resp, hgf_sim_iam_summary(svc->iam));
 }
 
+static void serve_webhook(const hgf_sim_services *svc, const hgf_sim_req *req,
+                          hgf_sim_resp *resp)
+{
+    hgf_err err;
+    hgf_err_clear(&err);
+    if (strcmp(req->method, "DELETE") == 0)
+        hgf_sim_webhook_clear(svc->webhook);
+    if (strcmp(req->method, "POST") == 0) {
+        json_t *doc = parse_body(req, resp);
+        int rc = doc ? hgf_sim_webhook_configure(svc->webhook, doc, &err) : -1;
+        json_decref(doc);
+        if (doc && rc) {
+            simple(resp, rc == HGF_ENOMEM ? 500 : 400, err.msg);
+            return;
+        }
+        if (!doc)
+            return;
+    }
+    reply_json(resp, hgf_sim_webhook_config_json(svc->webhook));
+}
+
+static void serve_push(const hgf_sim_services *svc, const hgf_sim_req *req, hgf_sim_resp *resp)
+{
+    hgf_sim_mutate_push(svc->mutate, req, resp);
+}
+
+static void serve_retag(const hgf_sim_services *svc, const hgf_sim_req *req,
+                        hgf_sim_resp *resp)
+{
+    hgf_sim_mutate_retag(svc->mutate, req, resp);
+}
+
+static void serve_delete(const hgf_sim_services *svc, const hgf_sim_req *req,
+                         hgf_sim_resp *resp)
+{
+    hgf_sim_mutate_delete(svc->mutate, req, resp);
+}
+
+static void serve_lifecycle(const hgf_sim_services *svc, const hgf_sim_req *req,
+                            hgf_sim_resp *resp)
+{
+    hgf_sim_mutate_lifecycle(svc->mutate, req, resp);
+}
+
+static void serve_events(const hgf_sim_services *svc, const hgf_sim_req *req,
+                         hgf_sim_resp *resp)
+{
+    hgf_sim_mutate_events(svc->mutate, req, resp);
+}
+
 static void serve_stats(const hgf_sim_services *svc, const hgf_sim_req *req,
                         hgf_sim_resp *resp)
 {
@@ -225,6 +276,12 @@ static const struct {
     {"stats", "GET DELETE ", serve_stats},
     {"config", "GET POST ", serve_config},
     {"scenario", "GET POST ", serve_scenario},
+    {"webhook", "GET POST DELETE ", serve_webhook},
+    {"push", "POST ", serve_push},
+    {"retag", "POST ", serve_retag},
+    {"delete", "POST ", serve_delete},
+    {"lifecycle", "POST ", serve_lifecycle},
+    {"events", "GET DELETE ", serve_events},
 };
 
 static int method_in(const char *method, const char *list)

@@ -1,11 +1,16 @@
 /* The simulator's control API under /_sim/ (no SigV4, never faulted):
- *   GET    /_sim/truth     the whole fleet as ground truth, streamed
+ *   GET    /_sim/truth     the whole fleet as ground truth, streamed (with
+ *                          every mutation and due lifecycle expiration)
  *   GET    /_sim/stats     call counts per operation and outcome (stats.h)
  *   DELETE /_sim/stats     resets the counts
  *   GET    /_sim/config    the fault configuration (faults.h)
  *   POST   /_sim/config    changes it; answers the new configuration
  *   GET    /_sim/scenario  the IAM scenario without its secrets
  *   POST   /_sim/scenario  replaces the scenario (iam.c); answers its summary
+ *   GET    /_sim/webhook   the EventBridge webhook without secrets (webhook.h)
+ *   POST   /_sim/webhook   configures it; DELETE removes it
+ *   POST   /_sim/push, /_sim/retag, /_sim/delete, /_sim/lifecycle
+ *   GET    /_sim/events    delivered events; DELETE clears them (mutate.h)
  * Errors are {"error": "<message naming the field>"} with 400, 404 or 405.
  *
  * Ownership: borrows the services; the truth stream takes no ownership of

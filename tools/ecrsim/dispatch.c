@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "control.h"
+#include "orgs.h"
 #include "hgfleet/sigv4.h"
 
 enum proto { P_ECR, P_STS, P_REGISTRY };
@@ -154,6 +155,8 @@ static void serve_api(const hgf_sim_services *svc, const hgf_sim_req *req, int t
                        HGF_SIM_MAX_BODY);
         hgf_sim_resp_aws_error(resp, &err);
         resp->status = 413;
+    } else if (hgf_sim_orgs_is_target(req)) {
+        hgf_sim_orgs_serve(svc, req, now, resp, o);
     } else if (!hgf_sim_req_header(req, "x-amz-target") && is_sts(req)) {
         serve_sts(svc, req, now, resp, o);
     } else {

@@ -22,10 +22,12 @@
 #include "fleet.h"
 #include "hostcreds.h"
 #include "iam.h"
+#include "mutate.h"
 #include "regv2.h"
 #include "simhttp.h"
 #include "stats.h"
 #include "sts.h"
+#include "webhook.h"
 
 typedef struct hgf_sim_services {
     hgf_sim_fleet *fleet;
@@ -37,6 +39,9 @@ typedef struct hgf_sim_services {
     hgf_sim_ecr *ecr;
     hgf_sim_sts *sts;
     hgf_sim_hostcreds *host;
+    hgf_sim_webhook *webhook;
+    hgf_sim_mutate *mutate;
+    unsigned org_suspended;  /* Organizations: the last N accounts are SUSPENDED */
 } hgf_sim_services;
 
 /* What one request did, for the server's log line (no secrets). */

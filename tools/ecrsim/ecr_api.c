@@ -582,7 +582,7 @@ static int describe_images(hgf_sim_ecr *ecr, target *t, json_t *in, json_t *out,
     hgf_sim_fleet_lock(ecr->fleet);
     hgf_sim_registry *reg = hgf_sim_fleet_registry_find(ecr->fleet, t->account,
                                                         t->caller->region);
-    hgf_sim_repo *repo = hgf_sim_fleet_repo_find(reg, name);
+    hgf_sim_repo *repo = hgf_sim_fleet_repo_open(ecr->fleet, reg, name);
     if (!repo)
         rc = repo_not_found(name, t->account, err);
     else if (ids)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hgfleet/timeutil.h"
 #include "strmap.h"
 
 #define MAX_QUOTAS 64
@@ -192,6 +193,11 @@ json_t *hgf_sim_faults_config_json(hgf_sim_faults *f)
 time_t hgf_sim_faults_now(hgf_sim_faults *f)
 {
     return time(NULL) + (time_t)atomic_load(&f->offset);
+}
+
+int64_t hgf_sim_faults_now_ms(hgf_sim_faults *f)
+{
+    return hgf_time_now_ms() + (int64_t)atomic_load(&f->offset) * 1000;
 }
 
 /* ---- random faults ----------------------------------------------------- */

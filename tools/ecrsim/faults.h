@@ -21,6 +21,7 @@
 #ifndef ECRSIM_FAULTS_H
 #define ECRSIM_FAULTS_H
 
+#include <stdint.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -53,6 +54,8 @@ json_t *hgf_sim_faults_config_json(hgf_sim_faults *f);
 
 /* Real time plus the clock offset. */
 time_t hgf_sim_faults_now(hgf_sim_faults *f);
+/* The same clock in epoch milliseconds (push times, event times). */
+int64_t hgf_sim_faults_now_ms(hgf_sim_faults *f);
 
 /* What to do to one AWS call before it is served. */
 void hgf_sim_faults_draw(hgf_sim_faults *f, hgf_sim_fault_draw *out);

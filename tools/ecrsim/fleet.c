@@ -10,6 +10,7 @@
 #include <openssl/sha.h>
 
 #include "hgfleet/timeutil.h"
+#include "strmap.h"
 
 #define DAY_MS 86400000LL
 #define ACCOUNT_BASE 100000000000ULL
@@ -17,11 +18,33 @@
 
 struct hgf_sim_fleet {
     pthread_mutex_t lock;
+    int64_t (*clock)(void *ctx);
+    void *clock_ctx;
     unsigned long long seed;
     unsigned n_accounts;
     size_t n_regions;
     char **regions;
     hgf_sim_registry *registries;  /* [account * n_regions + region] */
+};
+
+/* An image that lost its last tag to a mutation, and when. Images untagged
+ * since their push need no mark: their push time says it. */
+typedef struct untagged_mark {
+    uint32_t gen;
+    int64_t since_ms;
+} untagged_mark;
+
+struct hgf_sim_repo_ext {
+    uint32_t n_generated;   /* gens below this were generated */
+    uint32_t next_gen;      /* the next push's gen */
+    uint32_t cap_images;
+    int64_t *pushed_ms;     /* [gen - n_generated]: push times of pushed gens */
+    uint32_t cap_pushed;
+    hgf_sim_map *moved;     /* tag -> gen + 1, for every tag a mutation placed */
+    untagged_mark *marks;   /* ascending gen */
+    size_t n_marks, cap_marks;
+    hgf_sim_lifecycle lc;
+    int64_t lc_next_ms;     /* no untagged image expires before this */
 };
 
 /* Salts keep the independent choices made from one key uncorrelated. */
@@ -82,6 +105,9 @@ static uint64_t img_hash(const hgf_sim_repo *repo, uint32_t gen, uint64_t salt)
 
 static int64_t img_pushed_ms(const hgf_sim_repo *repo, uint32_t gen)
 {
+    const hgf_sim_repo_ext *x = repo->ext;
+    if (x && gen >= x->n_generated)
+        return x->pushed_ms[gen - x->n_generated];
     int64_t step = repo->push_step_ms;
     uint64_t jitter = img_hash(repo, gen, S_JITTER) % (uint64_t)(step / 2 + 1);
     return repo->created_ms + ((int64_t)gen + 1) * step + (int64_t)jitter;
@@ -192,16 +218,21 @@ int hgf_sim_fleet_manifest(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
     return build_manifest(f, reg, repo, img, out, md);
 }
 
+static void digest_text(const unsigned char md[32], char out[72])
+{
+    static const char hex[] = "0123456789abcdef";
+    memcpy(out, "sha256:", 7);
+    for (size_t i = 0; i < 32; i++) {
+        out[7 + 2 * i] = hex[md[i] >> 4];
+        out[8 + 2 * i] = hex[md[i] & 15];
+    }
+    out[71] = '\0';
+}
+
 void hgf_sim_fleet_image_info(const hgf_sim_repo *repo, const hgf_sim_image *img,
                               hgf_sim_image_info *out)
 {
-    static const char hex[] = "0123456789abcdef";
-    memcpy(out->digest, "sha256:", 7);
-    for (size_t i = 0; i < 32; i++) {
-        out->digest[7 + 2 * i] = hex[img->digest[i] >> 4];
-        out->digest[8 + 2 * i] = hex[img->digest[i] & 15];
-    }
-    out->digest[71] = '\0';
+    digest_text(img->digest, out->digest);
     out->pushed_ms = img_pushed_ms(repo, img->gen);
     out->size_bytes = 0;
     for (unsigned k = 0, n = img_layers(repo, img->gen); k < n; k++)
@@ -259,12 +290,14 @@ static int make_tags(const hgf_sim_repo *repo, uint32_t gen, int latest, char **
     return 0;
 }
 
-static int make_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_sim_repo *repo,
-                      uint32_t gen, int latest, hgf_buf *scratch)
+/* gen, kind, digest and config hint of img (no tags). */
+static int init_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                      const hgf_sim_repo *repo, uint32_t gen, hgf_sim_image *img,
+                      hgf_buf *scratch)
 {
-    hgf_sim_image *img = &repo->images[gen];
     img->gen = gen;
     img->kind = img_hash(repo, gen, S_KIND) % 10 == 0 ? HGF_SIM_KIND_DOCKER : HGF_SIM_KIND_OCI;
+    img->tags = NULL;
     hgf_buf_reset(scratch);
     unsigned char cfg_md[SHA256_DIGEST_LENGTH];
     int rc = build_manifest(f, reg, repo, img, scratch, cfg_md);
@@ -272,7 +305,15 @@ static int make_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_s
         return rc;
     memcpy(img->config_hint, cfg_md, sizeof img->config_hint);
     SHA256((const unsigned char *)scratch->data, scratch->len, img->digest);
-    return make_tags(repo, gen, latest, &img->tags);
+    return 0;
+}
+
+static int make_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_sim_repo *repo,
+                      uint32_t gen, int latest, hgf_buf *scratch)
+{
+    hgf_sim_image *img = &repo->images[gen];
+    int rc = init_image(f, reg, repo, gen, img, scratch);
+    return rc ? rc : make_tags(repo, gen, latest, &img->tags);
 }
 
 static int make_images(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_sim_repo *repo,
@@ -404,10 +445,21 @@ static int make_registry(hgf_sim_fleet *f, const hgf_sim_fleet_opts *o, unsigned
     return rc;
 }
 
+static void free_ext(hgf_sim_repo_ext *x)
+{
+    if (!x)
+        return;
+    free(x->pushed_ms);
+    hgf_sim_map_free(x->moved, NULL);
+    free(x->marks);
+    free(x);
+}
+
 static void free_registry(hgf_sim_registry *reg)
 {
     for (size_t k = 0; k < reg->n_repos; k++) {
         hgf_sim_repo *repo = &reg->repos[k];
+        free_ext(repo->ext);
         for (uint32_t i = 0; repo->images && i < repo->n_images; i++)
             free(repo->images[i].tags);
         free(repo->images);
@@ -445,6 +497,11 @@ static int check_opts(const hgf_sim_fleet_opts *o, hgf_err *err)
     return 0;
 }
 
+static int64_t real_clock(void *ctx)
+{
+    return hgf_time_now_ms();
+}
+
 static int copy_regions(hgf_sim_fleet *f, const hgf_sim_fleet_opts *o)
 {
     f->regions = calloc(o->n_regions, sizeof *f->regions);
@@ -466,6 +523,7 @@ int hgf_sim_fleet_create(const hgf_sim_fleet_opts *o, hgf_sim_fleet **out, hgf_e
     if (!f)
         return hgf_err_set(err, HGF_ENOMEM, "fleet: out of memory");
     pthread_mutex_init(&f->lock, NULL);
+    f->clock = real_clock;
     f->seed = o->seed;
     rc = copy_regions(f, o);
     if (!rc) {
@@ -495,6 +553,12 @@ void hgf_sim_fleet_lock(hgf_sim_fleet *f)
 void hgf_sim_fleet_unlock(hgf_sim_fleet *f)
 {
     pthread_mutex_unlock(&f->lock);
+}
+
+void hgf_sim_fleet_set_clock(hgf_sim_fleet *f, int64_t (*now_ms)(void *ctx), void *ctx)
+{
+    f->clock = now_ms;
+    f->clock_ctx = ctx;
 }
 
 unsigned long long hgf_sim_fleet_seed(const hgf_sim_fleet *f)
@@ -576,13 +640,69 @@ hgf_sim_image *hgf_sim_fleet_image_by_digest(hgf_sim_repo *repo, const char *dig
     return NULL;
 }
 
+static int has_tag(const hgf_sim_image *img, const char *tag)
+{
+    for (const char *t = img->tags; t && *t; t += strlen(t) + 1)
+        if (strcmp(t, tag) == 0)
+            return 1;
+    return 0;
+}
+
+static uint32_t generated_count(const hgf_sim_repo *repo)
+{
+    return repo->ext ? repo->ext->n_generated : repo->n_images;
+}
+
+/* Digits without a leading zero (as printf writes them), at most 10. */
+static int parse_plain_uint(const char *s, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > 10 || (n > 1 && s[0] == '0') || strspn(s, "0123456789") < n)
+        return -1;
+    *out = 0;
+    for (size_t i = 0; i < n; i++)
+        *out = *out * 10 + (uint64_t)(s[i] - '0');
+    return 0;
+}
+
+/* The gen whose generated tags would include `tag` (see make_tags). */
+static int generated_home(const hgf_sim_repo *repo, const char *tag, uint32_t *gen)
+{
+    uint64_t a, b, c;
+    uint32_t n = generated_count(repo);
+    if (strcmp(tag, "latest") == 0) {
+        for (uint32_t g = n; g-- > 0;)
+            if (tag_class(repo, g) != TAGS_NONE) {
+                *gen = g;
+                return 0;
+            }
+        return -1;
+    }
+    if (strncmp(tag, "build-", 6) == 0) {
+        if (parse_plain_uint(tag + 6, strlen(tag + 6), &a) != 0 || a >= n)
+            return -1;
+        *gen = (uint32_t)a;
+        return 0;
+    }
+    const char *d1 = tag[0] == 'v' ? strchr(tag, '.') : NULL;
+    if (!d1 || parse_plain_uint(tag + 1, (size_t)(d1 - tag - 1), &a) != 0 || a < 1 ||
+        strlen(d1) != 4 || d1[2] != '.' || parse_plain_uint(d1 + 1, 1, &b) != 0 ||
+        parse_plain_uint(d1 + 3, 1, &c) != 0 || (a - 1) * 100 + b * 10 + c >= n)
+        return -1;
+    *gen = (uint32_t)((a - 1) * 100 + b * 10 + c);
+    return 0;
+}
+
 hgf_sim_image *hgf_sim_fleet_image_by_tag(hgf_sim_repo *repo, const char *tag)
 {
-    for (uint32_t i = 0; i < repo->n_images; i++)
-        for (const char *t = repo->images[i].tags; t && *t; t += strlen(t) + 1)
-            if (strcmp(t, tag) == 0)
-                return &repo->images[i];
-    return NULL;
+    const hgf_sim_repo_ext *x = repo->ext;
+    void *moved = x && x->moved ? hgf_sim_map_get(x->moved, tag) : NULL;
+    uint32_t gen;
+    if (moved)
+        return hgf_sim_fleet_image_by_gen(repo, (uint32_t)((uintptr_t)moved - 1));
+    if (generated_home(repo, tag, &gen) != 0)
+        return NULL;
+    hgf_sim_image *img = hgf_sim_fleet_image_by_gen(repo, gen);
+    return img && has_tag(img, tag) ? img : NULL;
 }
 
 size_t hgf_sim_fleet_image_after(const hgf_sim_repo *repo, uint32_t gen)
@@ -632,6 +752,474 @@ hgf_sim_image *hgf_sim_fleet_image_by_config(const hgf_sim_fleet *f, const hgf_s
             return img;
     }
     return NULL;
+}
+
+/* ---- mutation state ---------------------------------------------------- */
+
+static int64_t now_ms(const hgf_sim_fleet *f)
+{
+    return f->clock(f->clock_ctx);
+}
+
+static hgf_sim_repo_ext *ext_get(hgf_sim_repo *repo)
+{
+    if (repo->ext)
+        return repo->ext;
+    hgf_sim_repo_ext *x = calloc(1, sizeof *x);
+    if (!x)
+        return NULL;
+    /* Until the first mutation the images are exactly the generated ones. */
+    x->n_generated = repo->n_images;
+    x->next_gen = repo->n_images;
+    x->cap_images = repo->n_images;
+    x->lc_next_ms = INT64_MAX;
+    repo->ext = x;
+    return x;
+}
+
+static int grow(void **p, size_t elem, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 8;
+    while (n < need)
+        n *= 2;
+    void *q = realloc(*p, n * elem);
+    if (!q)
+        return HGF_ENOMEM;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+static int grow32(void **p, size_t elem, uint32_t *cap, size_t need)
+{
+    size_t c = *cap;
+    if (need > UINT32_MAX)
+        return HGF_ENOMEM;
+    int rc = grow(p, elem, &c, need);
+    *cap = (uint32_t)(c > UINT32_MAX ? UINT32_MAX : c);
+    return rc;
+}
+
+static size_t mark_at(const hgf_sim_repo_ext *x, uint32_t gen)
+{
+    size_t lo = 0, hi = x->n_marks;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (x->marks[mid].gen < gen)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static void mark_clear(hgf_sim_repo_ext *x, uint32_t gen)
+{
+    size_t i = mark_at(x, gen);
+    if (i == x->n_marks || x->marks[i].gen != gen)
+        return;
+    memmove(&x->marks[i], &x->marks[i + 1], (x->n_marks - i - 1) * sizeof *x->marks);
+    x->n_marks--;
+}
+
+static int mark_set(hgf_sim_repo_ext *x, uint32_t gen, int64_t since)
+{
+    size_t i = mark_at(x, gen);
+    if (i < x->n_marks && x->marks[i].gen == gen) {
+        x->marks[i].since_ms = since;
+        return 0;
+    }
+    int rc = grow((void **)&x->marks, sizeof *x->marks, &x->cap_marks, x->n_marks + 1);
+    if (rc)
+        return rc;
+    memmove(&x->marks[i + 1], &x->marks[i], (x->n_marks - i) * sizeof *x->marks);
+    x->marks[i] = (untagged_mark){.gen = gen, .since_ms = since};
+    x->n_marks++;
+    return 0;
+}
+
+/* When an untagged image's lifecycle time is up. */
+static int64_t expiry_of(const hgf_sim_repo *repo, const hgf_sim_image *img)
+{
+    const hgf_sim_repo_ext *x = repo->ext;
+    size_t i = mark_at(x, img->gen);
+    int64_t since = i < x->n_marks && x->marks[i].gen == img->gen ? x->marks[i].since_ms
+                                                                  : img_pushed_ms(repo, img->gen);
+    return (since > x->lc.since_ms ? since : x->lc.since_ms) + x->lc.after_ms;
+}
+
+/* An image just became untagged at `now`: its expiry may be the next. */
+static void note_untagged(hgf_sim_repo_ext *x, int64_t now)
+{
+    if (!x->lc.expires)
+        return;
+    int64_t at = (now > x->lc.since_ms ? now : x->lc.since_ms) + x->lc.after_ms;
+    if (at < x->lc_next_ms)
+        x->lc_next_ms = at;
+}
+
+/* ---- tags -------------------------------------------------------------- */
+
+/* img's tag list with `tag` added (add) or removed, kept sorted. */
+static int rewrite_tags(hgf_sim_image *img, const char *tag, int add)
+{
+    hgf_buf packed = HGF_BUF_INIT;
+    int rc = 0, placed = !add;
+    size_t n = 0;
+    for (const char *t = img->tags; !rc && t && *t; t += strlen(t) + 1) {
+        if (!placed && strcmp(tag, t) < 0) {
+            rc = hgf_buf_append(&packed, tag, strlen(tag) + 1);
+            placed = 1;
+            n++;
+        }
+        if (!rc && (add || strcmp(t, tag) != 0)) {
+            rc = hgf_buf_append(&packed, t, strlen(t) + 1);
+            n++;
+        }
+    }
+    if (!rc && !placed) {
+        rc = hgf_buf_append(&packed, tag, strlen(tag) + 1);
+        n++;
+    }
+    if (!rc && n)
+        rc = hgf_buf_putc(&packed, '\0');
+    if (rc) {
+        hgf_buf_free(&packed);
+        return rc;
+    }
+    free(img->tags);
+    img->tags = n ? hgf_buf_detach(&packed) : NULL;
+    hgf_buf_free(&packed);
+    return 0;
+}
+
+static int place_tag(hgf_sim_repo_ext *x, hgf_sim_image *img, const char *tag)
+{
+    void *old;
+    if (!x->moved && !(x->moved = hgf_sim_map_create()))
+        return HGF_ENOMEM;
+    int rc = hgf_sim_map_set(x->moved, tag, (void *)(uintptr_t)((uintptr_t)img->gen + 1), &old);
+    if (!rc)
+        rc = rewrite_tags(img, tag, 1);
+    if (!rc)
+        mark_clear(x, img->gen);
+    return rc;
+}
+
+static int strip_tag(hgf_sim_repo_ext *x, hgf_sim_image *img, const char *tag, int64_t now)
+{
+    if (x->moved)
+        hgf_sim_map_remove(x->moved, tag);
+    int rc = rewrite_tags(img, tag, 0);
+    if (rc || img->tags)
+        return rc;
+    note_untagged(x, now);
+    return mark_set(x, img->gen, now);
+}
+
+/* Removes images[i] with all its tags. */
+static void remove_image(hgf_sim_repo *repo, size_t i)
+{
+    hgf_sim_repo_ext *x = repo->ext;
+    hgf_sim_image *img = &repo->images[i];
+    for (const char *t = img->tags; x->moved && t && *t; t += strlen(t) + 1)
+        if ((uintptr_t)hgf_sim_map_get(x->moved, t) == (uintptr_t)img->gen + 1)
+            hgf_sim_map_remove(x->moved, t);
+    free(img->tags);
+    mark_clear(x, img->gen);
+    memmove(img, img + 1, (repo->n_images - i - 1) * sizeof *img);
+    repo->n_images--;
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+static void expire(hgf_sim_repo *repo, int64_t now)
+{
+    hgf_sim_repo_ext *x = repo->ext;
+    int64_t next = INT64_MAX;
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < repo->n_images; i++) {
+        hgf_sim_image img = repo->images[i];
+        if (!img.tags) {
+            int64_t at = expiry_of(repo, &img);
+            if (at <= now) {
+                mark_clear(x, img.gen);
+                continue;
+            }
+            next = at < next ? at : next;
+        }
+        repo->images[w++] = img;
+    }
+    repo->n_images = w;
+    x->lc_next_ms = next;
+}
+
+void hgf_sim_fleet_repo_settle(hgf_sim_fleet *f, hgf_sim_repo *repo)
+{
+    hgf_sim_repo_ext *x = repo->ext;
+    if (!x || !x->lc.expires)
+        return;
+    int64_t now = now_ms(f);
+    if (now >= x->lc_next_ms)
+        expire(repo, now);
+}
+
+hgf_sim_repo *hgf_sim_fleet_repo_open(hgf_sim_fleet *f, hgf_sim_registry *reg, const char *name)
+{
+    hgf_sim_repo *repo = hgf_sim_fleet_repo_find(reg, name);
+    if (repo)
+        hgf_sim_fleet_repo_settle(f, repo);
+    return repo;
+}
+
+int hgf_sim_fleet_manifest_trap(hgf_sim_fleet *f, hgf_sim_repo *repo, hgf_sim_image *img)
+{
+    hgf_sim_repo_ext *x = repo->ext;
+    if (!x || !x->lc.trap || img->tags)
+        return 0;
+    x->lc.trap = 0;
+    remove_image(repo, (size_t)(img - repo->images));
+    return 1;
+}
+
+static void apply_lifecycle(hgf_sim_lifecycle *lc, const hgf_sim_lifecycle_change *c,
+                            int64_t now)
+{
+    if (c->set_expiry) {
+        lc->expires = c->after_ms >= 0;
+        lc->after_ms = c->after_ms >= 0 ? c->after_ms : 0;
+        lc->since_ms = now;
+    }
+    if (c->set_trap)
+        lc->trap = (uint8_t)(c->trap != 0);
+}
+
+static int lifecycle_repo(hgf_sim_repo *repo, const hgf_sim_lifecycle_change *c, int64_t now)
+{
+    hgf_sim_repo_ext *x = ext_get(repo);
+    if (!x)
+        return HGF_ENOMEM;
+    apply_lifecycle(&x->lc, c, now);
+    if (x->lc.expires)
+        expire(repo, now);
+    return 0;
+}
+
+/* ---- mutations --------------------------------------------------------- */
+
+static uint64_t registry_key(const hgf_sim_fleet *f, const hgf_sim_registry *reg)
+{
+    size_t i = (size_t)(reg - f->registries);
+    return h3(f->seed, i / f->n_regions, fnv1a(reg->region));
+}
+
+static hgf_sim_repo *create_repo(hgf_sim_fleet *f, hgf_sim_registry *reg, const hgf_sim_change *c,
+                                 int64_t now)
+{
+    size_t at = hgf_sim_fleet_repo_after(reg, c->repository);
+    hgf_sim_repo *repos = realloc(reg->repos, (reg->n_repos + 1) * sizeof *repos);
+    if (!repos)
+        return NULL;
+    reg->repos = repos;
+    hgf_sim_repo repo = {.name = strdup(c->repository), .created_ms = now, .push_step_ms = 1,
+                         .immutable = c->immutable == 1, .scan_on_push = c->scan_on_push == 1};
+    repo.key = h2(registry_key(f, reg), fnv1a(c->repository));
+    if (!repo.name || !ext_get(&repo)) {
+        free(repo.name);
+        free_ext(repo.ext);
+        return NULL;
+    }
+    repo.ext->lc = reg->lifecycle;
+    memmove(&repos[at + 1], &repos[at], (reg->n_repos - at) * sizeof *repos);
+    repos[at] = repo;
+    reg->n_repos++;
+    return &repos[at];
+}
+
+/* A new image at the repository's next gen, pushed at `now`, not yet
+ * stored. The gen is spent even when the push is refused, so a later push
+ * never repeats a refused digest. */
+static int new_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_sim_repo *repo,
+                     int64_t now, hgf_sim_image *img)
+{
+    hgf_sim_repo_ext *x = repo->ext;
+    if (x->next_gen == UINT32_MAX)
+        return HGF_ENOMEM;
+    uint32_t gen = x->next_gen;
+    int rc = grow32((void **)&x->pushed_ms, sizeof *x->pushed_ms, &x->cap_pushed,
+                    (size_t)(gen - x->n_generated) + 1);
+    if (rc)
+        return rc;
+    x->pushed_ms[gen - x->n_generated] = now;
+    x->next_gen++;
+    hgf_buf scratch = HGF_BUF_INIT;
+    rc = init_image(f, reg, repo, gen, img, &scratch);
+    hgf_buf_free(&scratch);
+    return rc;
+}
+
+/* The registry and repository a change names, or the status saying why
+ * not; the repository settled and given its mutation state. */
+static hgf_sim_repo *target_repo(hgf_sim_fleet *f, const hgf_sim_change *c,
+                                 hgf_sim_registry **reg, hgf_sim_change_result *out)
+{
+    *reg = hgf_sim_fleet_registry_find(f, c->account, c->region);
+    hgf_sim_repo *repo = *reg ? hgf_sim_fleet_repo_open(f, *reg, c->repository) : NULL;
+    out->status = !*reg ? HGF_SIM_MUT_NO_REGISTRY : !repo ? HGF_SIM_MUT_NO_REPO : HGF_SIM_MUT_OK;
+    if (repo)
+        out->immutable = repo->immutable;
+    return repo;
+}
+
+/* The tag's current holder must give it up: refused in an IMMUTABLE
+ * repository unless forced. */
+static int tag_taken(const hgf_sim_repo *repo, const hgf_sim_image *holder, int force,
+                     hgf_sim_change_result *out)
+{
+    if (!holder)
+        return 0;
+    digest_text(holder->digest, out->previous);
+    if (!repo->immutable || force)
+        return 0;
+    out->status = HGF_SIM_MUT_TAG_EXISTS;
+    return 1;
+}
+
+static int push_locked(hgf_sim_fleet *f, const hgf_sim_change *c, hgf_sim_change_result *out)
+{
+    hgf_sim_registry *reg;
+    hgf_sim_repo *repo = target_repo(f, c, &reg, out);
+    if (out->status == HGF_SIM_MUT_NO_REPO) {
+        if (!(repo = create_repo(f, reg, c, out->at_ms)))
+            return HGF_ENOMEM;
+        out->status = HGF_SIM_MUT_OK;
+        out->created_repo = 1;
+        out->immutable = repo->immutable;
+    }
+    if (out->status)
+        return 0;
+    if (c->immutable >= 0 && c->immutable != repo->immutable) {
+        out->status = HGF_SIM_MUT_MUTABILITY;
+        return 0;
+    }
+    hgf_sim_repo_ext *x = ext_get(repo);
+    hgf_sim_image img;
+    int rc = x ? new_image(f, reg, repo, out->at_ms, &img) : HGF_ENOMEM;
+    if (rc)
+        return rc;
+    digest_text(img.digest, out->digest);
+    hgf_sim_image *holder = c->tag ? hgf_sim_fleet_image_by_tag(repo, c->tag) : NULL;
+    if (tag_taken(repo, holder, c->force, out))
+        return 0;
+    /* Room first: growing the array would invalidate holder. */
+    rc = grow32((void **)&repo->images, sizeof *repo->images, &x->cap_images,
+                (size_t)repo->n_images + 1);
+    if (!rc && holder)
+        rc = strip_tag(x, holder, c->tag, out->at_ms);
+    if (rc)
+        return rc;
+    hgf_sim_image *stored = &repo->images[repo->n_images++];
+    *stored = img;
+    if (c->tag)
+        return place_tag(x, stored, c->tag);
+    note_untagged(x, out->at_ms);
+    return 0;
+}
+
+static int retag_locked(hgf_sim_fleet *f, const hgf_sim_change *c, hgf_sim_change_result *out)
+{
+    hgf_sim_registry *reg;
+    hgf_sim_repo *repo = target_repo(f, c, &reg, out);
+    hgf_sim_image *img = repo ? hgf_sim_fleet_image_by_digest(repo, c->digest) : NULL;
+    if (repo && !img)
+        out->status = HGF_SIM_MUT_NO_IMAGE;
+    if (out->status)
+        return 0;
+    digest_text(img->digest, out->digest);
+    hgf_sim_repo_ext *x = ext_get(repo);
+    if (!x)
+        return HGF_ENOMEM;
+    if (has_tag(img, c->tag)) {
+        out->status = HGF_SIM_MUT_IMAGE_EXISTS;
+        return 0;
+    }
+    hgf_sim_image *holder = hgf_sim_fleet_image_by_tag(repo, c->tag);
+    if (tag_taken(repo, holder, c->force, out))
+        return 0;
+    int rc = holder ? strip_tag(x, holder, c->tag, out->at_ms) : 0;
+    return rc ? rc : place_tag(x, img, c->tag);
+}
+
+static int delete_locked(hgf_sim_fleet *f, const hgf_sim_change *c, hgf_sim_change_result *out)
+{
+    hgf_sim_registry *reg;
+    hgf_sim_repo *repo = target_repo(f, c, &reg, out);
+    hgf_sim_image *img = !repo     ? NULL
+                         : c->tag ? hgf_sim_fleet_image_by_tag(repo, c->tag)
+                                  : hgf_sim_fleet_image_by_digest(repo, c->digest);
+    if (repo && !img)
+        out->status = HGF_SIM_MUT_NO_IMAGE;
+    if (out->status)
+        return 0;
+    if (!ext_get(repo))
+        return HGF_ENOMEM;
+    digest_text(img->digest, out->digest);
+    snprintf(out->tag, sizeof out->tag, "%s", c->tag ? c->tag : img->tags ? img->tags : "");
+    remove_image(repo, (size_t)(img - repo->images));
+    return 0;
+}
+
+typedef int (*change_fn)(hgf_sim_fleet *f, const hgf_sim_change *c, hgf_sim_change_result *out);
+
+static int change(hgf_sim_fleet *f, change_fn fn, const hgf_sim_change *c,
+                  hgf_sim_change_result *out)
+{
+    memset(out, 0, sizeof *out);
+    hgf_sim_fleet_lock(f);
+    out->at_ms = now_ms(f);
+    int rc = fn(f, c, out);
+    hgf_sim_fleet_unlock(f);
+    return rc;
+}
+
+int hgf_sim_fleet_push(hgf_sim_fleet *f, const hgf_sim_change *c, hgf_sim_change_result *out)
+{
+    return change(f, push_locked, c, out);
+}
+
+int hgf_sim_fleet_retag(hgf_sim_fleet *f, const hgf_sim_change *c, hgf_sim_change_result *out)
+{
+    return change(f, retag_locked, c, out);
+}
+
+int hgf_sim_fleet_delete(hgf_sim_fleet *f, const hgf_sim_change *c, hgf_sim_change_result *out)
+{
+    return change(f, delete_locked, c, out);
+}
+
+int hgf_sim_fleet_set_lifecycle(hgf_sim_fleet *f, const char *account, const char *region,
+                                const char *repository, const hgf_sim_lifecycle_change *lc,
+                                enum hgf_sim_mut *status)
+{
+    int rc = 0;
+    hgf_sim_fleet_lock(f);
+    int64_t now = now_ms(f);
+    hgf_sim_registry *reg = hgf_sim_fleet_registry_find(f, account, region);
+    hgf_sim_repo *repo = reg && repository ? hgf_sim_fleet_repo_find(reg, repository) : NULL;
+    *status = !reg                    ? HGF_SIM_MUT_NO_REGISTRY
+              : repository && !repo ? HGF_SIM_MUT_NO_REPO
+                                    : HGF_SIM_MUT_OK;
+    if (repo)
+        rc = lifecycle_repo(repo, lc, now);
+    if (reg && !repository) {
+        apply_lifecycle(&reg->lifecycle, lc, now);
+        for (size_t k = 0; !rc && k < reg->n_repos; k++)
+            rc = lifecycle_repo(&reg->repos[k], lc, now);
+    }
+    hgf_sim_fleet_unlock(f);
+    return rc;
 }
 
 /* ---- names ------------------------------------------------------------- */

@@ -1,20 +1,36 @@
 /* The simulated fleet: accounts x regions -> registries -> repositories ->
- * images, generated deterministically from a seed.
+ * images, generated deterministically from a seed, then mutable through
+ * pushes, re-tags, deletes and lifecycle expirations.
  *
  * Everything an image looks like (manifest bytes, config blob, size, push
  * time, media types) is a pure function of (seed, account, region,
  * repository name, generation index, kind), so per image the fleet only
  * stores what it cannot regenerate cheaply: the generation index, the kind,
  * the tags and the cached 32-byte digest. That keeps ~1,000,000 images in
- * about 60 MB.
+ * about 60 MB. A pushed image takes the repository's next generation index,
+ * so its manifest is new bytes (a new digest) regenerated the same way; only
+ * its push time is stored, in the repository's side structure, which exists
+ * only once the repository has been mutated.
  *
- * Concurrency: the fleet will become mutable (push, re-tag, delete), so every
- * read of registries, repositories and images must happen between
- * hgf_sim_fleet_lock() and hgf_sim_fleet_unlock(), and pointers into the fleet
- * must not be kept after unlocking.
+ * Tags: a generated tag embeds its image's generation index, so it is found
+ * without a scan; a tag that a mutation placed is indexed in the side
+ * structure. Lookups by tag are therefore O(log n), by digest O(n).
+ *
+ * Lifecycle: a repository's rule expires untagged images some time after
+ * they became untagged (or after the rule was set, whichever is later). It
+ * is applied lazily: hgf_sim_fleet_repo_open and hgf_sim_fleet_repo_settle
+ * delete what is due, without any event.
+ *
+ * Concurrency: every read of registries, repositories and images must
+ * happen between hgf_sim_fleet_lock() and hgf_sim_fleet_unlock(), and
+ * pointers into the fleet must not be kept after unlocking (a push may
+ * move the image and repository arrays). The mutation functions
+ * (hgf_sim_fleet_push, _retag, _delete, _set_lifecycle) take the lock
+ * themselves and must be called without it.
  *
  * Ownership: the fleet owns every registry, repository, image and string it
- * hands out; callers own the hgf_buf values they pass in. */
+ * hands out; callers own the hgf_buf values they pass in and the result
+ * structs they fill. */
 #ifndef ECRSIM_FLEET_H
 #define ECRSIM_FLEET_H
 
@@ -31,6 +47,9 @@
 #define HGF_SIM_MT_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
 #define HGF_SIM_MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
 #define HGF_SIM_MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
+
+/* ECR's limit on an image tag's length. */
+#define HGF_SIM_TAG_MAX 300
 
 enum hgf_sim_kind { HGF_SIM_KIND_OCI = 0, HGF_SIM_KIND_DOCKER = 1 };
 
@@ -56,6 +75,18 @@ typedef struct hgf_sim_image {
     char *tags;
 } hgf_sim_image;
 
+/* A repository's mutation state (push times, moved tags, lifecycle),
+ * private to fleet.c; NULL until the repository is first mutated. */
+typedef struct hgf_sim_repo_ext hgf_sim_repo_ext;
+
+/* A lifecycle rule; all zero = none. */
+typedef struct hgf_sim_lifecycle {
+    uint8_t expires;    /* untagged images expire: */
+    int64_t after_ms;   /*   this long after they became untagged */
+    int64_t since_ms;   /*   but never before this (when the rule was set) */
+    uint8_t trap;       /* the next manifest HEAD/GET of an untagged image finds it deleted */
+} hgf_sim_lifecycle;
+
 typedef struct hgf_sim_repo {
     char *name;
     uint64_t key;           /* hash of (seed, account, region, name): seeds the images */
@@ -65,6 +96,7 @@ typedef struct hgf_sim_repo {
     uint8_t scan_on_push;
     uint32_t n_images;
     hgf_sim_image *images;  /* ascending gen, which is push order */
+    hgf_sim_repo_ext *ext;
 } hgf_sim_repo;
 
 typedef struct hgf_sim_registry {
@@ -72,6 +104,7 @@ typedef struct hgf_sim_registry {
     const char *region;     /* owned by the fleet */
     size_t n_repos;
     hgf_sim_repo *repos;    /* sorted by name (strcmp) */
+    hgf_sim_lifecycle lifecycle;  /* the rule repositories created later start with */
 } hgf_sim_registry;
 
 /* What DescribeImages reports for an image, regenerated on demand. */
@@ -92,6 +125,10 @@ void hgf_sim_fleet_free(hgf_sim_fleet *f);
 void hgf_sim_fleet_lock(hgf_sim_fleet *f);
 void hgf_sim_fleet_unlock(hgf_sim_fleet *f);
 
+/* The clock of push times and lifecycle expirations (epoch ms); the
+ * default is the real time. Set it before serving. */
+void hgf_sim_fleet_set_clock(hgf_sim_fleet *f, int64_t (*now_ms)(void *ctx), void *ctx);
+
 unsigned long long hgf_sim_fleet_seed(const hgf_sim_fleet *f);
 /* The id of account 0, which serves callers whose key has no account. */
 const char *hgf_sim_fleet_first_account(const hgf_sim_fleet *f);
@@ -105,6 +142,15 @@ hgf_sim_registry *hgf_sim_fleet_registry_find(hgf_sim_fleet *f, const char *acco
                                               const char *region);
 
 hgf_sim_repo *hgf_sim_fleet_repo_find(hgf_sim_registry *reg, const char *name);
+/* hgf_sim_fleet_repo_find, then the repository's due lifecycle expirations
+ * (see hgf_sim_fleet_repo_settle): what every reader of images uses. */
+hgf_sim_repo *hgf_sim_fleet_repo_open(hgf_sim_fleet *f, hgf_sim_registry *reg, const char *name);
+/* Deletes the repository's untagged images whose lifecycle time is up. */
+void hgf_sim_fleet_repo_settle(hgf_sim_fleet *f, hgf_sim_repo *repo);
+/* With the fleet locked, before serving img's manifest: when the
+ * repository's trap is armed and img is untagged, deletes img, disarms the
+ * trap and returns 1 (img is then invalid); else 0. */
+int hgf_sim_fleet_manifest_trap(hgf_sim_fleet *f, hgf_sim_repo *repo, hgf_sim_image *img);
 /* Index of the first repository whose name sorts after `name`. */
 size_t hgf_sim_fleet_repo_after(const hgf_sim_registry *reg, const char *name);
 
@@ -127,6 +173,67 @@ int hgf_sim_fleet_manifest(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
                            const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out);
 int hgf_sim_fleet_config_blob(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
                               const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out);
+
+/* ---- mutations (each takes the fleet lock) ------------------------------ */
+
+enum hgf_sim_mut {
+    HGF_SIM_MUT_OK = 0,
+    HGF_SIM_MUT_NO_REGISTRY,   /* (account, region) lies outside the fleet */
+    HGF_SIM_MUT_NO_REPO,
+    HGF_SIM_MUT_NO_IMAGE,
+    HGF_SIM_MUT_TAG_EXISTS,    /* the tag is taken in an IMMUTABLE repository */
+    HGF_SIM_MUT_IMAGE_EXISTS,  /* re-tag: the image already has the tag */
+    HGF_SIM_MUT_MUTABILITY,    /* push: "immutable" contradicts the existing repository */
+};
+
+typedef struct hgf_sim_change {
+    const char *account;
+    const char *region;
+    const char *repository;
+    const char *tag;      /* NULL: push untagged / delete by digest */
+    const char *digest;   /* re-tag and delete: "sha256:<hex>" */
+    int immutable;        /* push: -1 unspecified, else the new repository's mutability */
+    int scan_on_push;     /* push: for a new repository */
+    int force;            /* move a tag of an IMMUTABLE repository anyway */
+} hgf_sim_change;
+
+typedef struct hgf_sim_change_result {
+    enum hgf_sim_mut status;
+    /* The pushed, re-tagged or deleted digest; on TAG_EXISTS for a push,
+     * the refused one (its manifest is not stored). */
+    char digest[72];
+    char previous[72];               /* the digest the tag was on; "" when none */
+    char tag[HGF_SIM_TAG_MAX + 1];   /* delete: a tag the image had ("" none) */
+    int created_repo;
+    int immutable;                   /* the repository's mutability */
+    int64_t at_ms;                   /* the fleet clock at the change */
+} hgf_sim_change_result;
+
+/* A new image (new manifest, new digest) in c->repository, created as
+ * c->immutable says when it does not exist. With a tag, the tag moves to the
+ * new image (the old one keeps its other tags or becomes untagged) unless
+ * the repository is IMMUTABLE and !c->force (status TAG_EXISTS, nothing
+ * stored). Returns 0 with out->status, or HGF_ENOMEM. */
+int hgf_sim_fleet_push(hgf_sim_fleet *f, const hgf_sim_change *c, hgf_sim_change_result *out);
+/* Puts c->tag on the existing image c->digest, moving it from the image
+ * that had it (same IMMUTABLE rule as a push). */
+int hgf_sim_fleet_retag(hgf_sim_fleet *f, const hgf_sim_change *c, hgf_sim_change_result *out);
+/* Deletes the image named by c->digest or c->tag, with all its tags. */
+int hgf_sim_fleet_delete(hgf_sim_fleet *f, const hgf_sim_change *c, hgf_sim_change_result *out);
+
+typedef struct hgf_sim_lifecycle_change {
+    int set_expiry;      /* change the expiry: */
+    int64_t after_ms;    /*   -1 removes it */
+    int set_trap;        /* change the trap: */
+    int trap;
+} hgf_sim_lifecycle_change;
+
+/* Applies lc to one repository, or (repository NULL) to every repository
+ * of the registry and those created in it later; what is already due
+ * expires at once. 0 with *status, or HGF_ENOMEM. */
+int hgf_sim_fleet_set_lifecycle(hgf_sim_fleet *f, const char *account, const char *region,
+                                const char *repository, const hgf_sim_lifecycle_change *lc,
+                                enum hgf_sim_mut *status);
 
 /* "<acct>.dkr.ecr.<region>.amazonaws.com[.cn]", the repository ARN and URI,
  * appended to out. */

@@ -19,10 +19,12 @@
 #include "fleet.h"
 #include "hostcreds.h"
 #include "iam.h"
+#include "mutate.h"
 #include "regv2.h"
 #include "server.h"
 #include "stats.h"
 #include "sts.h"
+#include "webhook.h"
 
 #define MAX_REGIONS 64
 #define REGION_RE "^[a-z]{2,}(-[a-z]+)+-[0-9]+$"
@@ -36,6 +38,10 @@ typedef struct options {
     size_t n_keys;
     const char *scenario;            /* --scenario FILE */
     json_t *faults;                  /* faults.h's configuration, from the fault flags */
+    const char *webhook;             /* --webhook URL */
+    const char *webhook_key;         /* --webhook-api-key VALUE */
+    const char *webhook_key_header;  /* --webhook-api-key-header NAME */
+    unsigned suspended;              /* --suspended N: the last N accounts */
 } options;
 
 static const char USAGE[] =
@@ -50,12 +56,15 @@ static const char USAGE[] =
     "  /latest/...   IMDSv2 for the scenario's instance_role\n"
     "  GET /_sim/container-credentials   container credentials (Authorization: TOKEN)\n"
     "  control: GET /_sim/truth, GET|DELETE /_sim/stats, GET|POST /_sim/config,\n"
-    "           GET|POST /_sim/scenario\n"
+    "           GET|POST /_sim/scenario, GET|POST|DELETE /_sim/webhook, POST /_sim/push,\n"
+    "           POST /_sim/retag, POST /_sim/delete, POST /_sim/lifecycle,\n"
+    "           GET|DELETE /_sim/events (below)\n"
     "\n"
     "  --listen ADDR:PORT   IPv4 address and port (default 127.0.0.1:0, an ephemeral port)\n"
     "  --seed N             fleet and fault seed (default 1); the same seed gives the same\n"
     "                       fleet and the same sequence of injected faults\n"
     "  --accounts N         number of accounts (default 5, at most 1000000)\n"
+    "  --suspended N        Organizations ListAccounts shows the last N accounts SUSPENDED\n"
     "  --regions R1,R2,...  regions (default us-east-1,eu-west-1)\n"
     "  --repos N            repositories per registry (default 8)\n"
     "  --images N           average images per repository (default 12)\n"
@@ -80,12 +89,47 @@ static const char USAGE[] =
     "                       alternating\n"
     "  --drop-rate P        close this fraction of connections without an answer\n"
     "  --latency-ms N       delay every AWS call (ECR, STS, registry) by N ms\n"
+    "  --webhook URL        POST the EventBridge event of every push, re-tag and delete\n"
+    "                       to URL (as POST /_sim/webhook {\"url\": URL} does)\n"
+    "  --webhook-api-key V  with --webhook: send V in the API-key header (API_KEY auth)\n"
+    "  --webhook-api-key-header NAME\n"
+    "                       that header's name (default X-Api-Key)\n"
     "  --help               this text\n"
     "\n"
     "Fault flags apply to ECR, STS and registry calls, never to /_sim/. POST /_sim/config\n"
     "changes them at runtime: {\"throttle_rate\":0.3,\"error_rate\":0.05,\"drop_rate\":0.02,\n"
     "\"latency_ms\":20,\"quotas\":{\"DescribeImages\":50},\"clock_offset\":600} (members left\n"
     "out keep their value; quotas replaces all quotas).\n"
+    "\n"
+    "Mutations (JSON bodies; a bad member gets 400 {\"error\": \"<member>: ...\"}):\n"
+    "  POST /_sim/webhook {\"url\": \"http://127.0.0.1:8080/api/webhooks/ecr\",\n"
+    "      \"auth\": {\"type\": \"API_KEY\", \"header\": \"X-Api-Key\", \"value\": \"...\"}\n"
+    "            | {\"type\": \"BASIC\", \"username\": \"...\", \"password\": \"...\"}\n"
+    "            | {\"type\": \"BEARER\", \"token\": \"...\"},  \"timeout_ms\": 5000}\n"
+    "      Events are POSTed as an EventBridge API destination does (Content-Type\n"
+    "      application/json, the exact \"ECR Image Action\" event), with up to 3 attempts\n"
+    "      200 ms apart on no answer, 401, 407, 409, 429 and 5xx.\n"
+    "  POST /_sim/push {\"account\", \"region\", \"repository\", \"tag\"?, \"count\"?: 1,\n"
+    "      \"rate\"?: R, \"deliver\"?: bool, \"immutable\"?: bool, \"force\"?: bool,\n"
+    "      \"scan_on_push\"?: bool}\n"
+    "      A new image (new digest); creates the repository (MUTABLE unless\n"
+    "      \"immutable\"). An existing tag moves to it; in an IMMUTABLE repository that is\n"
+    "      409 ImageTagAlreadyExistsException plus a FAILURE event unless \"force\".\n"
+    "      \"deliver\" defaults to whether a webhook is configured. Answers {\"digest\",\n"
+    "      \"repository\", \"tag\", \"previous_digest\", \"event_id\", \"delivered_status\",\n"
+    "      \"attempts\", \"created_repository\", \"immutable\"}. \"count\": N pushes N images\n"
+    "      tagged <tag>-1..<tag>-N ({\"count\", \"pushes\": [...]}); with \"rate\": R they\n"
+    "      run in the background at R/s and 202 {\"batch\": ID} answers at once.\n"
+    "  POST /_sim/retag {\"account\", \"region\", \"repository\", \"digest\", \"tag\",\n"
+    "      \"force\"?, \"deliver\"?}   the tag onto an existing image (a PUSH event)\n"
+    "  POST /_sim/delete {\"account\", \"region\", \"repository\", \"digest\" | \"tag\",\n"
+    "      \"deliver\"?}   the image and all its tags (a DELETE event)\n"
+    "  POST /_sim/lifecycle {\"account\", \"region\", \"repository\"? (else all),\n"
+    "      \"untagged_expire_after_seconds\"?: N | null, \"delete_on_next_manifest_get\"?:\n"
+    "      bool}   untagged images expire N s after they became untagged (or after the\n"
+    "      rule was set, if later), without events; the trap makes the next registry\n"
+    "      manifest HEAD/GET of an untagged image find it deleted (once)\n"
+    "  GET /_sim/events[?batch=ID]   delivered events with status, attempts, latency\n"
     "\n"
     "Scenario (every member optional, unknown members rejected):\n"
     "  {\"principals\": [{\"arn\": \"arn:aws:iam::100007000000:user/ci\",\n"
@@ -119,7 +163,7 @@ static const char USAGE[] =
 
 enum { OPT_LISTEN = 256, OPT_SEED, OPT_ACCOUNTS, OPT_REGIONS, OPT_REPOS, OPT_IMAGES, OPT_BIG,
        OPT_KEY, OPT_SCENARIO, OPT_CLOCK, OPT_QUOTA, OPT_THROTTLE, OPT_ERROR, OPT_DROP,
-       OPT_LATENCY, OPT_HELP };
+       OPT_LATENCY, OPT_WEBHOOK, OPT_WEBHOOK_KEY, OPT_WEBHOOK_KEY_HEADER, OPT_SUSPENDED, OPT_HELP };
 
 static const struct option LONG_OPTS[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -137,6 +181,10 @@ static const struct option LONG_OPTS[] = {
     {"error-rate", required_argument, NULL, OPT_ERROR},
     {"drop-rate", required_argument, NULL, OPT_DROP},
     {"latency-ms", required_argument, NULL, OPT_LATENCY},
+    {"webhook", required_argument, NULL, OPT_WEBHOOK},
+    {"webhook-api-key", required_argument, NULL, OPT_WEBHOOK_KEY},
+    {"webhook-api-key-header", required_argument, NULL, OPT_WEBHOOK_KEY_HEADER},
+    {"suspended", required_argument, NULL, OPT_SUSPENDED},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -336,6 +384,17 @@ static int apply_flag(int c, const char *arg, options *o)
     case OPT_SCENARIO:
         o->scenario = arg;
         return 0;
+    case OPT_WEBHOOK:
+        o->webhook = arg;
+        return 0;
+    case OPT_WEBHOOK_KEY:
+        o->webhook_key = arg;
+        return 0;
+    case OPT_WEBHOOK_KEY_HEADER:
+        o->webhook_key_header = arg;
+        return 0;
+    case OPT_SUSPENDED:
+        return parse_uint("--suspended", arg, 0, 1000000, &o->suspended) ? 2 : 0;
     default:
         return apply_fault_flag(c, arg, o);
     }
@@ -368,6 +427,9 @@ static int parse_args(int argc, char **argv, options *o)
     }
     if (!rc && optind < argc)
         rc = usage_error("unexpected argument '%.64s'", argv[optind]);
+    if (!rc && !o->webhook && (o->webhook_key || o->webhook_key_header))
+        rc = usage_error("--webhook-api-key%s needs --webhook",
+                         o->webhook_key ? "" : "-header");
     return rc;
 }
 
@@ -497,6 +559,50 @@ static int build_apis(const options *o, sim *s)
                                                                                : 0;
 }
 
+static int64_t sim_clock(void *faults)
+{
+    return hgf_sim_faults_now_ms(faults);
+}
+
+/* The --webhook flags as POST /_sim/webhook's document. */
+static int configure_webhook(const options *o, hgf_sim_webhook *w)
+{
+    hgf_err err;
+    hgf_err_clear(&err);
+    if (!o->webhook)
+        return 0;
+    json_t *doc = json_pack("{s:s}", "url", o->webhook);
+    if (doc && o->webhook_key)
+        json_object_set_new(doc, "auth",
+                            json_pack("{s:s, s:s, s:s}", "type", "API_KEY", "header",
+                                      o->webhook_key_header ? o->webhook_key_header
+                                                            : "X-Api-Key",
+                                      "value", o->webhook_key));
+    int rc = doc ? hgf_sim_webhook_configure(w, doc, &err)
+                 : hgf_err_set(&err, HGF_ENOMEM, "out of memory");
+    json_decref(doc);
+    if (rc)
+        fprintf(stderr, "ecrsim: --webhook: %s\n(see ecrsim --help)\n", err.msg);
+    return rc ? (rc == HGF_EINPUT ? 2 : 1) : 0;
+}
+
+/* Mutations and their events: they need the fleet's clock to be the
+ * simulator's. */
+static int build_mutations(const options *o, sim *s)
+{
+    hgf_err err;
+    hgf_err_clear(&err);
+    hgf_sim_fleet_set_clock(s->svc.fleet, sim_clock, s->svc.faults);
+    s->svc.org_suspended = o->suspended;
+    if (hgf_sim_webhook_create(&s->svc.webhook) != 0) {
+        fputs("ecrsim: cannot initialize libcurl\n", stderr);
+        return 1;
+    }
+    if (hgf_sim_mutate_create(s->svc.fleet, s->svc.webhook, &s->svc.mutate, &err) != 0)
+        return report(&err);
+    return configure_webhook(o, s->svc.webhook);
+}
+
 static int build_services(const options *o, sim *s)
 {
     hgf_err err;
@@ -506,11 +612,15 @@ static int build_services(const options *o, sim *s)
     int rc = build_fleet(o, s);
     if (!rc)
         rc = build_identity(o, s);
+    if (!rc)
+        rc = build_mutations(o, s);
     return rc ? rc : build_apis(o, s);
 }
 
 static void free_services(sim *s)
 {
+    hgf_sim_mutate_free(s->svc.mutate);
+    hgf_sim_webhook_free(s->svc.webhook);
     hgf_sim_hostcreds_free(s->svc.host);
     hgf_sim_sts_free(s->svc.sts);
     hgf_sim_ecr_free(s->svc.ecr);

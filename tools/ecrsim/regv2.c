@@ -337,6 +337,9 @@ static void serve_manifest(const hgf_sim_regv2 *r, hgf_sim_registry *reg, hgf_si
     hgf_sim_image *img = strncmp(p->ref, "sha256:", 7) == 0
                              ? hgf_sim_fleet_image_by_digest(repo, p->ref)
                              : hgf_sim_fleet_image_by_tag(repo, p->ref);
+    /* The lifecycle race: the image was listed, and is gone when pulled. */
+    if (img && hgf_sim_fleet_manifest_trap(r->fleet, repo, img))
+        img = NULL;
     if (!img) {
         hgf_sim_regv2_error(resp, 404, "MANIFEST_UNKNOWN", "Requested image not found");
         return;
@@ -408,7 +411,7 @@ static void serve_target(const hgf_sim_regv2 *r, const hgf_sim_req *req, const r
 {
     hgf_sim_fleet_lock(r->fleet);
     hgf_sim_registry *reg = hgf_sim_fleet_registry_find(r->fleet, p->account, p->region);
-    hgf_sim_repo *repo = hgf_sim_fleet_repo_find(reg, p->name);
+    hgf_sim_repo *repo = hgf_sim_fleet_repo_open(r->fleet, reg, p->name);
     if (!repo) {
         char msg[512];
         snprintf(msg, sizeof msg,
@@ -527,7 +530,7 @@ static int fetch_blob(hgf_sim_regv2 *r, const hgf_sim_req *req, time_t now, hgf_
     }
     hgf_sim_fleet_lock(r->fleet);
     hgf_sim_registry *reg = hgf_sim_fleet_registry_find(r->fleet, p.account, p.region);
-    hgf_sim_repo *repo = hgf_sim_fleet_repo_find(reg, p.name);
+    hgf_sim_repo *repo = hgf_sim_fleet_repo_open(r->fleet, reg, p.name);
     hgf_sim_image *img = repo ? hgf_sim_fleet_image_by_gen(repo, gen) : NULL;
     hgf_buf_reset(&resp->body);
     int rc = img ? hgf_sim_fleet_config_blob(r->fleet, reg, repo, img, &resp->body) : 0;

@@ -110,6 +110,32 @@ int hgf_sim_map_put(hgf_sim_map *m, const char *key, void *value)
     return 0;
 }
 
+int hgf_sim_map_set(hgf_sim_map *m, const char *key, void *value, void **old)
+{
+    entry *e = find(m, key, hash_key(key));
+    *old = e ? e->value : NULL;
+    if (!e)
+        return hgf_sim_map_put(m, key, value);
+    e->value = value;
+    return 0;
+}
+
+void *hgf_sim_map_remove(hgf_sim_map *m, const char *key)
+{
+    uint64_t h = hash_key(key);
+    for (entry **p = &m->slots[h & (m->n_slots - 1)]; *p; p = &(*p)->next) {
+        entry *e = *p;
+        if (e->hash != h || strcmp(e->key, key) != 0)
+            continue;
+        void *value = e->value;
+        *p = e->next;
+        free(e);
+        m->count--;
+        return value;
+    }
+    return NULL;
+}
+
 size_t hgf_sim_map_count(const hgf_sim_map *m)
 {
     return m->count;

@@ -1,5 +1,6 @@
 /* A string-keyed hash map for the simulator's tables that grow with use
- * (issued sessions, quota buckets), so lookups stay O(1) however many
+ * (issued sessions, quota buckets, moved
+ * tags), so lookups stay O(1) however many
  * accounts or sessions a benchmark creates. Not thread-safe: the owning
  * module locks around it.
  *
@@ -22,6 +23,12 @@ void *hgf_sim_map_get(const hgf_sim_map *m, const char *key);
 /* Adds key -> value: 0, HGF_EEXIST when the key is present (nothing
  * changes), HGF_ENOMEM. */
 int hgf_sim_map_put(hgf_sim_map *m, const char *key, void *value);
+/* Adds or replaces key -> value; *old receives the replaced value (NULL
+ * when the key was new). 0 or HGF_ENOMEM. */
+int hgf_sim_map_set(hgf_sim_map *m, const char *key, void *value, void **old);
+/* Removes key and returns its value (NULL when absent); the caller frees
+ * the value. */
+void *hgf_sim_map_remove(hgf_sim_map *m, const char *key);
 size_t hgf_sim_map_count(const hgf_sim_map *m);
 
 /* Calls drop(ctx, value) for every entry and removes (and frees with
