@@ -3,23 +3,17 @@
  * reaches the database, and applied in one round trip (hgf_apply_push). */
 #include "hgfleet/api.h"
 #include "hgfleet/buf.h"
-#include "hgfleet/endpoint.h"
+#include "hgfleet/event.h"
 #include "hgfleet/log.h"
-#include "hgfleet/registry.h"
 #include "hgfleet/secret.h"
 #include "hgfleet/timeutil.h"
 
-#include <ctype.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-typedef struct event {
-    const char *account, *region, *repo, *digest, *tag, *action, *result, *time;
-} event;
 
 typedef struct pending {
     hgf_server_req *req;
@@ -89,80 +83,6 @@ static int authenticated(hgf_server_req *req, const hgf_config *cfg)
     return 0;
 }
 
-static const char *field(json_t *o, const char *k)
-{
-    json_t *v = json_object_get(o, k);
-    return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-static int valid_tag(const char *t)
-{
-    size_t n = strlen(t);
-    if (n == 0 || n > 300)
-        return 0;
-    for (const char *p = t; *p; p++)
-        if (!isalnum((unsigned char)*p) && !strchr("._-", *p))
-            return 0;
-    return 1;
-}
-
-static int valid_repo(const char *r)
-{
-    size_t n = strlen(r);
-    if (n < 2 || n > 256)
-        return 0;
-    for (const char *p = r; *p; p++)
-        if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && !strchr("._-/", *p))
-            return 0;
-    return 1;
-}
-
-/* NULL when valid; else the name of the bad field. */
-static const char *parse_event(json_t *root, event *ev, int *image_action)
-{
-    memset(ev, 0, sizeof *ev);
-    if (!json_is_object(root))
-        return "body (expected a JSON object)";
-    const char *dt = field(root, "detail-type");
-    if (!dt)
-        return "detail-type";
-    const char *src = field(root, "source");
-    if (!src)
-        return "source";
-    *image_action = !strcmp(dt, "ECR Image Action") && !strcmp(src, "aws.ecr");
-    if (!*image_action)
-        return NULL;
-    json_t *d = json_object_get(root, "detail");
-    if (!json_is_object(d))
-        return "detail";
-    ev->account = field(root, "account");
-    ev->region = field(root, "region");
-    ev->time = field(root, "time");
-    ev->action = field(d, "action-type");
-    ev->result = field(d, "result");
-    ev->repo = field(d, "repository-name");
-    ev->digest = field(d, "image-digest");
-    ev->tag = field(d, "image-tag");
-    if (!ev->account || strlen(ev->account) != 12 || strspn(ev->account, "0123456789") != 12)
-        return "account";
-    if (!ev->region || !hgf_endpoint_region_valid(ev->region))
-        return "region";
-    if (!ev->action)
-        return "detail.action-type";
-    if (!ev->result)
-        return "detail.result";
-    if (!ev->repo || !valid_repo(ev->repo))
-        return "detail.repository-name";
-    if (!ev->digest || !hgf_registry_is_digest(ev->digest))
-        return "detail.image-digest";
-    if (json_object_get(d, "image-tag") && !json_is_null(json_object_get(d, "image-tag")) &&
-        (!ev->tag || !valid_tag(ev->tag)))
-        return "detail.image-tag";
-    if (ev->time && hgf_time_parse_iso(ev->time) < 0)
-        return "time";
-    return NULL;
-}
-
 static void on_applied(PGresult *res, const hgf_err *err, void *arg)
 {
     pending *p = arg;
@@ -194,7 +114,7 @@ static void on_applied(PGresult *res, const hgf_err *err, void *arg)
     free(p);
 }
 
-static void apply(hgf_server_req *req, hgf_runtime *rt, int64_t start, const event *ev)
+static void apply(hgf_server_req *req, hgf_runtime *rt, int64_t start, const hgf_ecr_event *ev)
 {
     pending *p = calloc(1, sizeof *p);
     if (!p) {
@@ -253,14 +173,11 @@ void hgf_api_webhook_ecr(hgf_server_req *req, void *arg)
         reply(req, rt, start, 400, json_pack("{s:s, s:s}", "error", msg, "field", "body"));
         return;
     }
-    event ev;
-    int image_action = 0;
-    const char *bad = parse_event(root, &ev, &image_action);
-    if (bad) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "missing or invalid field: %s", bad);
-        reply(req, rt, start, 400, json_pack("{s:s, s:s}", "error", msg, "field", bad));
-    } else if (!image_action) {
+    hgf_ecr_event ev;
+    hgf_err e;
+    if (hgf_event_parse(root, &ev, &e)) {
+        reply(req, rt, start, 400, json_pack("{s:s, s:s}", "error", e.msg, "field", ev.bad_field));
+    } else if (!ev.image_action) {
         ignored(req, rt, start, "not an aws.ecr \"ECR Image Action\" event");
     } else if (strcmp(ev.result, "SUCCESS")) {
         ignored(req, rt, start, "the push did not succeed (result is not SUCCESS)");

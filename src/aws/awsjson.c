@@ -55,9 +55,10 @@ int hgf_awsjson_parse_error(const char *op, long status, const char *body, size_
         const char *start = hash ? hash + 1 : type;
         size_t n = strcspn(start, ":");
         snprintf(code, sizeof code, "%.*s", (int)(n < 63 ? n : 63), start);
-    } else {
-        snprintf(code, sizeof code, "HTTP%ld", status);
     }
+    /* Callers classify errors by code: an empty one ("#", ":x") must not pass as none. */
+    if (!code[0])
+        snprintf(code, sizeof code, "HTTP%ld", status);
     hgf_err_set(err, HGF_EAWS, "%s: %s: %s", op, code, msg ? msg : "(no message)");
     snprintf(err->aws_code, sizeof err->aws_code, "%s", code);
     json_decref(j);

@@ -54,6 +54,16 @@ int hgf_ecr_parse_repo(json_t *item, hgf_ecr_repo *out, hgf_err *err)
     return 0;
 }
 
+/* Integers exactly; a real number only when it fits, since casting one
+ * outside long long is undefined. Anything else is not a size: 0. */
+static long long size_value(json_t *v)
+{
+    if (json_is_integer(v))
+        return json_integer_value(v) > 0 ? (long long)json_integer_value(v) : 0;
+    double d = json_real_value(v);
+    return d > 0 && d < 9.2e18 ? (long long)d : 0;
+}
+
 int hgf_ecr_parse_image(json_t *item, hgf_ecr_image *out, hgf_err *err)
 {
     memset(out, 0, sizeof *out);
@@ -64,7 +74,7 @@ int hgf_ecr_parse_image(json_t *item, hgf_ecr_image *out, hgf_err *err)
     out->artifact_media_type = str(item, "artifactMediaType");
     json_t *tags = json_object_get(item, "imageTags");
     out->tags = json_is_array(tags) && json_array_size(tags) ? tags : NULL;
-    out->size_bytes = (long long)json_number_value(json_object_get(item, "imageSizeInBytes"));
+    out->size_bytes = size_value(json_object_get(item, "imageSizeInBytes"));
     out->pushed_at = json_number_value(json_object_get(item, "imagePushedAt"));
     return 0;
 }

@@ -748,6 +748,8 @@ int64_t hgf_schedule_jitter(const hgf_schedule *s, uint64_t seed, int64_t now)
 
 int64_t hgf_schedule_next_jittered(const hgf_schedule *s, uint64_t seed, int64_t after)
 {
+    if (after < 0 || after > TIME_MAX)
+        return -1; /* as hgf_schedule_next, and after - j cannot overflow */
     int64_t j = hgf_schedule_jitter(s, seed, after);
     int64_t base = hgf_schedule_next(s, after - j);
     return base < 0 ? -1 : base + j;
