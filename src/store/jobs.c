@@ -138,7 +138,8 @@ static int kinds_array(const char *const *kinds, int n, hgf_buf *out)
 
 static const char CLAIM_SQL[] =
     "UPDATE jobs SET state = 'running', lease_owner = $1, attempts = attempts + 1,"
-    " lease_expires_at = now() + make_interval(secs => $2::int), updated_at = now()"
+    " lease_expires_at = now() + make_interval(secs => $2::int), updated_at = now(),"
+    " claimed_at = coalesce(claimed_at, clock_timestamp())"
     " WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now()"
     " AND kind = ANY($3::text[]) AND ($4::bigint[] IS NULL OR id = ANY($4))"
     " ORDER BY priority DESC, run_at, id LIMIT $5::int FOR UPDATE SKIP LOCKED)"
