@@ -668,6 +668,10 @@ int main(int argc, char **argv)
         rc = build_services(&o, &s);
     if (rc == 0)
         rc = serve_until_signal(&o, &s);
+    /* A request thread may be inside a webhook delivery: end those first,
+     * since stopping the server waits for its threads. */
+    if (s.svc.webhook)
+        hgf_sim_webhook_stop(s.svc.webhook);
     hgf_sim_server_stop(s.server);
     free_services(&s);
     free(o.regions_copy);

@@ -341,7 +341,7 @@ static void emit(hgf_sim_mutate *m, const hgf_sim_change *c, const hgf_sim_chang
                  outcome *o)
 {
     hgf_sim_event ev;
-    hgf_sim_event_init(&ev);
+    hgf_sim_webhook_event_init(&ev);
     ev.action = action;
     ev.result = r->status == HGF_SIM_MUT_OK ? "SUCCESS" : "FAILURE";
     snprintf(ev.account, sizeof ev.account, "%s", c->account);

@@ -339,7 +339,7 @@ static int snapshot(hgf_sim_webhook *w, target *t)
 
 /* ---- events ------------------------------------------------------------ */
 
-void hgf_sim_event_init(hgf_sim_event *ev)
+void hgf_sim_webhook_event_init(hgf_sim_event *ev)
 {
     unsigned char b[16];
     memset(ev, 0, sizeof *ev);
@@ -353,7 +353,7 @@ void hgf_sim_event_init(hgf_sim_event *ev)
              b[15]);
 }
 
-json_t *hgf_sim_event_json(const hgf_sim_event *ev)
+json_t *hgf_sim_webhook_event_json(const hgf_sim_event *ev)
 {
     char when[32];
     hgf_time_format_iso((time_t)(ev->time_ms / 1000), when, sizeof when);
@@ -466,7 +466,7 @@ static int post_event(hgf_sim_webhook *w, CURL *c, const target *t, const hgf_si
     attempt attempts[HGF_SIM_WEBHOOK_ATTEMPTS];
     struct curl_slist *headers = NULL;
     hgf_buf body = HGF_BUF_INIT;
-    json_t *doc = hgf_sim_event_json(ev);
+    json_t *doc = hgf_sim_webhook_event_json(ev);
     char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(doc);
     int rc = text ? hgf_buf_puts(&body, text) : HGF_ENOMEM;
@@ -585,7 +585,7 @@ static json_t *record_json(const record *r)
                                         a->error[0] ? a->error : NULL));
     }
     json_t *batch = r->ev.batch ? json_integer((json_int_t)r->ev.batch) : json_null();
-    return json_pack("{s:o, s:o, s:i, s:o, s:f, s:s}", "event", hgf_sim_event_json(&r->ev),
+    return json_pack("{s:o, s:o, s:i, s:o, s:f, s:s}", "event", hgf_sim_webhook_event_json(&r->ev),
                      "batch", batch, "status", r->d.status, "attempts", attempts, "latency_ms",
                      round(r->d.latency_ms * 1000) / 1000, "delivered_at", when);
 }

@@ -40,7 +40,7 @@
 
 /* One ECR Image Action event. */
 typedef struct hgf_sim_event {
-    char id[37];             /* a random UUID (hgf_sim_event_init) */
+    char id[37];             /* a random UUID (hgf_sim_webhook_event_init) */
     const char *action;      /* "PUSH" or "DELETE" */
     const char *result;      /* "SUCCESS" or "FAILURE" */
     char account[13];
@@ -75,9 +75,9 @@ int hgf_sim_webhook_enabled(hgf_sim_webhook *w);
 json_t *hgf_sim_webhook_config_json(hgf_sim_webhook *w);
 
 /* Zeroes ev and gives it a fresh UUID. */
-void hgf_sim_event_init(hgf_sim_event *ev);
+void hgf_sim_webhook_event_init(hgf_sim_event *ev);
 /* The EventBridge event, members in EventBridge's order. */
-json_t *hgf_sim_event_json(const hgf_sim_event *ev);
+json_t *hgf_sim_webhook_event_json(const hgf_sim_event *ev);
 
 /* POSTs ev with retries (blocking) and logs the delivery. handle: NULL for
  * a one-off connection, or the address of a caller-kept CURL handle
