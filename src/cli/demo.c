@@ -5,10 +5,14 @@
 #include "hgfleet/cli.h"
 #include "hgfleet/conn.h"
 #include "hgfleet/jobs.h"
+#include "hgfleet/report.h"
+#include "hgfleet/secret.h"
+#include "hgfleet/sweep.h"
 #include "hgfleet/log.h"
 #include "hgfleet/worker.h"
 
 #include <errno.h>
+#include <openssl/rand.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pwd.h>
@@ -25,9 +29,11 @@ extern char **environ;
 static const char USAGE[] =
     "Usage: hgfleet demo [--accounts N] [--regions R1,R2,...] [--keep]\n"
     "\n"
-    "Syncs a simulated organization end to end: a throwaway PostgreSQL cluster,\n"
+    "Sweeps a simulated organization end to end: a throwaway PostgreSQL cluster,\n"
     "the ecrsim fleet simulator (SIMULATED data, not AWS), one connection per\n"
-    "registry, then 'sync --all --wait' and a summary per registry.\n"
+    "registry plus two misconfigured ones, then a sweep (sync, scan with\n"
+    "HGFLEET_SCANNER, default none, posture checks) with a summary, the diagnoses,\n"
+    "and JSON, CSV and HTML reports that are kept after the cluster is removed.\n"
     "\n"
     "  --accounts N     simulated accounts (default 20, at most 1000)\n"
     "  --regions LIST   comma-separated regions (default us-east-1,eu-west-1,ap-southeast-2)\n"
@@ -192,50 +198,47 @@ static void cleanup(demo *d)
     }
 }
 
-static int add_connections(hgf_runtime *rt, const demo *d, int64_t **ids, int *n, hgf_err *err)
+static int insert_conn(hgf_runtime *rt, const char *acct, const char *region, const char *akid,
+                       const char *sealed, hgf_err *err)
 {
-    PGresult *r = NULL;
-    /* ecrsim's account ids follow its documented formula for the seed. */
-    char regions[512];
-    snprintf(regions, sizeof regions, "%s", d->regions);
-    int cap = d->accounts * 16;
-    *ids = calloc((size_t)cap, sizeof **ids);
-    *n = 0;
-    for (int a = 0; a < d->accounts; a++) {
-        char acct[13];
-        snprintf(acct, sizeof acct, "%012lld", 100000000000LL + (2026 % 1000) * 1000000LL + a);
-        char tmp[512], *save = NULL;
-        snprintf(tmp, sizeof tmp, "%s", regions);
-        for (char *reg = strtok_r(tmp, ",", &save); reg && *n < cap; reg = strtok_r(NULL, ",", &save)) {
-            hgf_connection c = {0};
-            int rc = hgf_endpoint_registry_from_parts(acct, reg, 0, &c.reg, err);
-            char name[64];
-            snprintf(name, sizeof name, "demo-%s-%s", acct + 8, reg);
-            c.name = name;
-            c.schedule = "manual";
-            snprintf(c.auth_mode, sizeof c.auth_mode, "host");
-            if (!rc)
-                rc = hgf_conn_insert(rt->store, &c, err);
-            char payload[64], key[64];
-            snprintf(payload, sizeof payload, "{\"connection_id\":%lld}", (long long)c.id);
-            snprintf(key, sizeof key, "sync:%lld", (long long)c.id);
-            if (!rc)
-                rc = hgf_jobs_enqueue(rt->store, "sync", payload, 5, key, &(*ids)[*n], NULL, err);
-            if (rc)
-                return rc;
-            (*n)++;
-        }
-    }
-    PQclear(r);
-    return 0;
+    hgf_connection c = {0};
+    int rc = hgf_endpoint_registry_from_parts(acct, region, 0, &c.reg, err);
+    char name[64];
+    snprintf(name, sizeof name, "demo-%s-%s", acct + 8, region);
+    c.name = name;
+    c.schedule = "manual";
+    c.access_key_id = (char *)akid;
+    c.secret_sealed = (char *)sealed;
+    snprintf(c.auth_mode, sizeof c.auth_mode, "%s", akid ? "static" : "host");
+    return rc ? rc : hgf_conn_insert(rt->store, &c, err);
 }
 
-static void on_done(int64_t job_id, const char *kind, const hgf_err *err, json_t *result, void *arg)
+/* One connection per simulated registry, plus two misconfigured ones so the
+ * report shows what diagnoses look like: a region where the account has no
+ * repositories, and static keys that AWS does not recognise. */
+static int add_connections(hgf_runtime *rt, const demo *d, hgf_err *err)
 {
-    int *done = arg;
-    (*done)++;
-    if (err)
-        fprintf(stderr, "demo: sync failed: %s\n", err->msg);
+    char acct[13];
+    int rc = 0;
+    for (int a = 0; !rc && a < d->accounts; a++) {
+        /* ecrsim's account ids follow its documented formula for the seed. */
+        snprintf(acct, sizeof acct, "%012lld", 100000000000LL + (2026 % 1000) * 1000000LL + a);
+        char tmp[512], *save = NULL;
+        snprintf(tmp, sizeof tmp, "%s", d->regions);
+        for (char *reg = strtok_r(tmp, ",", &save); !rc && reg; reg = strtok_r(NULL, ",", &save))
+            rc = insert_conn(rt, acct, reg, NULL, NULL, err);
+    }
+    snprintf(acct, sizeof acct, "%012lld", 100000000000LL + (2026 % 1000) * 1000000LL);
+    if (!rc)
+        rc = insert_conn(rt, acct, "sa-east-1", NULL, NULL, err);
+    hgf_buf sealed = HGF_BUF_INIT;
+    const char *wrong = "not-the-secret-ecrsim-issued";
+    if (!rc)
+        rc = hgf_secret_seal(&rt->cfg->master_key, wrong, strlen(wrong), &sealed, err);
+    if (!rc)
+        rc = insert_conn(rt, acct, "ca-central-1", "AKIADEMOWRONGKEY0001", sealed.data, err);
+    hgf_buf_free(&sealed);
+    return rc;
 }
 
 static int print_summary(hgf_runtime *rt, hgf_err *err)
@@ -256,11 +259,11 @@ static int print_summary(hgf_runtime *rt, hgf_err *err)
         0, NULL, &r, err);
     if (rc)
         return rc;
-    printf("%-46s %-7s %6s %7s %9s %13s\n", "REGISTRY (simulated)", "SYNC", "REPOS", "IMAGES",
+    printf("%-50s %-7s %6s %7s %9s %13s\n", "REGISTRY (simulated)", "SYNC", "REPOS", "IMAGES",
            "UNTAGGED", "SCANS QUEUED");
     long repos = 0, images = 0;
     for (int i = 0; i < PQntuples(r); i++) {
-        printf("%-46s %-7s %6s %7s %9s %13s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+        printf("%-50s %-7s %6s %7s %9s %13s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
                PQgetvalue(r, i, 2), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5));
         repos += atol(PQgetvalue(r, i, 2));
         images += atol(PQgetvalue(r, i, 3));
@@ -299,6 +302,79 @@ static int parse(int argc, char **argv, demo *d)
     return 0;
 }
 
+/* The reports outlive the throwaway cluster: people read them afterwards. */
+static int write_reports(const json_t *report, char *dir, size_t n, hgf_err *err)
+{
+    snprintf(dir, n, "/tmp/hgfleet-demo-report-XXXXXX");
+    if (!mkdtemp(dir))
+        return hgf_err_set(err, HGF_EFAIL, "cannot create a report directory: %s", strerror(errno));
+    static const struct {
+        const char *name;
+        hgf_report_format f;
+    } OUT[] = {{"sweep.json", HGF_REPORT_JSON}, {"sweep.csv", HGF_REPORT_CSV},
+               {"sweep.html", HGF_REPORT_HTML}};
+    for (size_t i = 0; i < 3; i++) {
+        hgf_buf b = HGF_BUF_INIT;
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/%s", dir, OUT[i].name);
+        int rc = hgf_report_render(report, OUT[i].f, &b, err);
+        FILE *f = rc ? NULL : fopen(path, "w");
+        if (!rc && (!f || fwrite(b.data, 1, b.len, f) != b.len))
+            rc = hgf_err_set(err, HGF_EFAIL, "cannot write %s", path);
+        if (f)
+            fclose(f);
+        hgf_buf_free(&b);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static void print_diagnoses(const json_t *report)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(report, "connections"), i, c)
+    {
+        json_t *d = json_object_get(c, "diagnosis");
+        if (!json_is_object(d))
+            continue;
+        printf("\n%s (%s): %s\n  likely cause: %s\n  fix: %s\n",
+               json_string_value(json_object_get(c, "registry")),
+               json_string_value(json_object_get(c, "status")),
+               json_string_value(json_object_get(d, "symptom")),
+               json_string_value(json_object_get(d, "cause")),
+               json_string_value(json_object_get(d, "fix")));
+    }
+}
+
+static int sweep(hgf_runtime *rt, hgf_err *err)
+{
+    hgf_sweep_opts so = {.requested_by = "demo", .rescan_after_s = HGF_SWEEP_DEFAULT_RESCAN_S,
+                         .active_within_s = 3650L * 86400, .stale_days = HGF_REPORT_STALE_DAYS,
+                         .progress = 1};
+    int64_t id = 0;
+    json_t *report = NULL;
+    int rc = hgf_sweep_run(rt, &so, &id, &report, err);
+    if (rc && !report)
+        return rc;
+    rc = print_summary(rt, err);
+    const json_t *t = json_object_get(report, "totals");
+    printf("\nsweep %lld: %s; %lld of %lld images scanned (scanner: %s, SIMULATED)\n", (long long)id,
+           json_string_value(json_object_get(report, "status")),
+           (long long)json_integer_value(json_object_get(t, "images_scanned")),
+           (long long)json_integer_value(json_object_get(t, "images")),
+           hgf_scanner_name(rt->scanner));
+    print_diagnoses(report);
+    char dir[PATH_MAX];
+    if (!rc)
+        rc = write_reports(report, dir, sizeof dir, err);
+    if (!rc)
+        printf("\nreports: %s/sweep.json, %s/sweep.csv, %s/sweep.html\n", dir, dir, dir);
+    json_decref(report);
+    return rc;
+}
+
 static int run(demo *d, hgf_err *err)
 {
     int rc = start_pg(d, err);
@@ -306,6 +382,14 @@ static int run(demo *d, hgf_err *err)
         rc = start_ecrsim(d, err);
     if (rc)
         return rc;
+    /* A throwaway key for the demo's one static-key connection. */
+    unsigned char key[32];
+    hgf_buf b64 = HGF_BUF_INIT;
+    RAND_bytes(key, sizeof key);
+    hgf_base64_encode(key, sizeof key, &b64);
+    setenv("HGFLEET_MASTER_KEY", hgf_buf_str(&b64), 1);
+    unsetenv("HGFLEET_MASTER_KEY_FILE");
+    hgf_secret_wipe_buf(&b64);
     hgf_config cfg;
     hgf_runtime rt;
     if ((rc = hgf_config_load(&cfg, err)))
@@ -314,18 +398,14 @@ static int run(demo *d, hgf_err *err)
         hgf_config_free(&cfg);
         return rc;
     }
-    int applied = 0, n = 0, done = 0;
-    int64_t *ids = NULL;
+    int applied = 0;
     rc = hgf_store_migrate(rt.store, &applied, err);
     if (!rc)
-        rc = add_connections(&rt, d, &ids, &n, err);
+        rc = add_connections(&rt, d, err);
     if (!rc) {
-        fprintf(stderr, "demo: syncing %d simulated registries...\n", n);
-        rc = hgf_worker_drain(&rt, ids, n, cfg.workers, on_done, &done, err);
+        fprintf(stderr, "demo: sweeping %d simulated accounts x %s...\n", d->accounts, d->regions);
+        rc = sweep(&rt, err);
     }
-    if (!rc)
-        rc = print_summary(&rt, err);
-    free(ids);
     hgf_runtime_close(&rt);
     hgf_config_free(&cfg);
     return rc;
