@@ -480,73 +480,82 @@ static int find_target(hgf_runtime *rt, const char *target, hgf_connection *c, h
     return rc;
 }
 
+/* `<cmd> ID|REGISTRY_URL [--json] [--purge]`: the target is validated before
+ * the database is opened, then the runtime is opened and the connection
+ * loaded. 0 with cfg, rt and c to release with close_target, or the exit code
+ * (already reported). */
+static int open_target(int argc, char **argv, const char *cmd, int *json, int *purge,
+                       hgf_config *cfg, hgf_runtime *rt, hgf_connection *c)
+{
+    const char *target = NULL;
+    int rc = simple_opts(argc, argv, cmd, json, purge, &target, 1);
+    if (rc)
+        return rc;
+    hgf_err err;
+    hgf_err_clear(&err);
+    hgf_registry probe;
+    if (strlen(target) >= 12 && hgf_endpoint_parse_registry(target, &probe, &err))
+        return hgf_cli_fail(&err);
+    int code = hgf_cli_open(cfg, rt);
+    if (code)
+        return code;
+    if (find_target(rt, target, c, &err)) {
+        hgf_cli_close(cfg, rt);
+        return hgf_cli_fail(&err);
+    }
+    return 0;
+}
+
+static void close_target(hgf_config *cfg, hgf_runtime *rt, hgf_connection *c)
+{
+    hgf_conn_free(c);
+    hgf_cli_close(cfg, rt);
+}
+
 static int cmd_show(int argc, char **argv)
 {
     int json = 0;
-    const char *target = NULL;
-    int rc = simple_opts(argc, argv, "connection show", &json, NULL, &target, 1);
-    hgf_err err;
-    hgf_registry probe;
-    if (!rc && strlen(target) >= 12 && hgf_endpoint_parse_registry(target, &probe, &err))
-        return hgf_cli_fail(&err);
-    if (rc)
-        return rc;
     hgf_config cfg;
     hgf_runtime rt;
-    int code = hgf_cli_open(&cfg, &rt);
+    hgf_connection c;
+    int code = open_target(argc, argv, "connection show", &json, NULL, &cfg, &rt, &c);
     if (code)
         return code;
-    hgf_connection c;
-    hgf_err_clear(&err);
-    if (find_target(&rt, target, &c, &err)) {
-        code = hgf_cli_fail(&err);
+    json_t *j = hgf_conn_to_json(&c);
+    if (json) {
+        hgf_cli_print_json(j);
     } else {
-        json_t *j = hgf_conn_to_json(&c);
-        if (json) {
-            hgf_cli_print_json(j);
-        } else {
-            const char *k;
-            json_t *v;
-            json_object_foreach(j, k, v)
-            {
-                char *t = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-                printf("%-18s %s\n", k, t ? t : json_string_value(v));
-                free(t);
-            }
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v)
+        {
+            char *t = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+            printf("%-18s %s\n", k, t ? t : json_string_value(v));
+            free(t);
         }
-        json_decref(j);
-        hgf_conn_free(&c);
     }
-    hgf_cli_close(&cfg, &rt);
-    return code;
+    json_decref(j);
+    close_target(&cfg, &rt, &c);
+    return 0;
 }
 
 static int cmd_remove(int argc, char **argv)
 {
     int purge = 0;
-    const char *target = NULL;
-    int rc = simple_opts(argc, argv, "connection remove", NULL, &purge, &target, 1);
-    hgf_err err;
-    hgf_registry probe;
-    if (!rc && strlen(target) >= 12 && hgf_endpoint_parse_registry(target, &probe, &err))
-        return hgf_cli_fail(&err);
-    if (rc)
-        return rc;
     hgf_config cfg;
     hgf_runtime rt;
-    int code = hgf_cli_open(&cfg, &rt);
+    hgf_connection c;
+    int code = open_target(argc, argv, "connection remove", NULL, &purge, &cfg, &rt, &c);
     if (code)
         return code;
-    hgf_connection c;
+    hgf_err err;
     hgf_err_clear(&err);
-    if (find_target(&rt, target, &c, &err) || hgf_conn_remove(rt.store, c.id, purge, &err)) {
+    if (hgf_conn_remove(rt.store, c.id, purge, &err))
         code = hgf_cli_fail(&err);
-    } else {
+    else
         printf("connection %lld (%s) removed%s\n", (long long)c.id, c.reg.host,
                purge ? " with its catalog" : "; its history is kept (use --purge to delete it)");
-        hgf_conn_free(&c);
-    }
-    hgf_cli_close(&cfg, &rt);
+    close_target(&cfg, &rt, &c);
     return code;
 }
 
@@ -602,34 +611,22 @@ static void on_tested(const hgf_conntest_report *r, void *arg)
 static int cmd_test(int argc, char **argv)
 {
     int json = 0;
-    const char *target = NULL;
-    int rc = simple_opts(argc, argv, "connection test", &json, NULL, &target, 1);
-    hgf_err err;
-    hgf_registry probe;
-    if (!rc && strlen(target) >= 12 && hgf_endpoint_parse_registry(target, &probe, &err))
-        return hgf_cli_fail(&err);
-    if (rc)
-        return rc;
     hgf_config cfg;
     hgf_runtime rt;
-    int code = hgf_cli_open(&cfg, &rt);
+    hgf_connection c;
+    int code = open_target(argc, argv, "connection test", &json, NULL, &cfg, &rt, &c);
     if (code)
         return code;
-    hgf_connection c;
+    hgf_err err;
     hgf_err_clear(&err);
     test_state ts = {0, 0, json, &rt};
-    if (find_target(&rt, target, &c, &err)) {
+    if (hgf_conntest_run(&rt, &c, on_tested, &ts, &err))
         code = hgf_cli_fail(&err);
-    } else {
-        if (hgf_conntest_run(&rt, &c, on_tested, &ts, &err))
-            code = hgf_cli_fail(&err);
-        while (!code && !ts.done)
-            ev_run(rt.loop, EVRUN_ONCE);
-        if (!code)
-            code = ts.healthy ? 0 : 1;
-        hgf_conn_free(&c);
-    }
-    hgf_cli_close(&cfg, &rt);
+    while (!code && !ts.done)
+        ev_run(rt.loop, EVRUN_ONCE);
+    if (!code)
+        code = ts.healthy ? 0 : 1;
+    close_target(&cfg, &rt, &c);
     return code;
 }
 
