@@ -49,6 +49,9 @@ void hgf_diag_classify(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosi
 void hgf_diag_zero_repositories(const hgf_diag_ctx *ctx, hgf_diagnosis *d);
 
 json_t *hgf_diag_to_json(const hgf_diagnosis *d);
+/* The JSON text stored in connections.last_diagnosis, naming what produced
+ * it ("sync", "scan", ...). malloc'd; the caller frees. */
+char *hgf_diag_to_text(const hgf_diagnosis *d, const char *source);
 
 /* Parses AWS's skew message ("Signature expired: 20261130T031500Z is now
  * earlier than 20261130T033000Z (20261130T033500Z - 5 min.)") into the

@@ -232,3 +232,12 @@ json_t *hgf_diag_to_json(const hgf_diagnosis *d)
         json_object_set_new(o, "clock_offset_seconds", json_integer(d->clock_offset));
     return o;
 }
+
+char *hgf_diag_to_text(const hgf_diagnosis *d, const char *source)
+{
+    json_t *o = hgf_diag_to_json(d);
+    json_object_set_new(o, "source", json_string(source));
+    char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
+}

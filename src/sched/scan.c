@@ -104,16 +104,13 @@ static void store_diagnosis(scan_job *j, const hgf_err *err, long status)
                        .http_status = status};
     hgf_diagnosis d;
     hgf_diag_classify(err, &dc, &d);
-    json_t *o = hgf_diag_to_json(&d);
-    json_object_set_new(o, "source", json_string("scan"));
-    char *text = json_dumps(o, JSON_COMPACT);
+    char *text = hgf_diag_to_text(&d, "scan");
     char id[24];
     snprintf(id, sizeof id, "%lld", (long long)j->conn.id);
     const char *p[] = {id, text};
     hgf_store_query(j->rt->store, "UPDATE connections SET last_diagnosis = $2::jsonb WHERE id = $1",
                     2, p, ignore, NULL);
     free(text);
-    json_decref(o);
 }
 
 static void on_scanned(const hgf_scan_result *r, void *arg)

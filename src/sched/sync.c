@@ -123,11 +123,7 @@ static char *diagnose(sync_job *j)
                        .clock_offset = HGF_DIAG_NO_OFFSET, .http_status = j->fail_status};
     hgf_diagnosis d;
     hgf_diag_classify(&j->err, &dc, &d);
-    json_t *o = hgf_diag_to_json(&d);
-    json_object_set_new(o, "source", json_string("sync"));
-    char *text = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    return text;
+    return hgf_diag_to_text(&d, "sync");
 }
 
 static void fail(sync_job *j)
@@ -169,10 +165,7 @@ static void on_applied(PGresult *res, const hgf_err *err, void *arg)
                            .region = j->conn.reg.region, .clock_offset = HGF_DIAG_NO_OFFSET};
         hgf_diagnosis d;
         hgf_diag_zero_repositories(&dc, &d);
-        json_t *o = hgf_diag_to_json(&d);
-        json_object_set_new(o, "source", json_string("sync"));
-        diag = json_dumps(o, JSON_COMPACT);
-        json_decref(o);
+        diag = hgf_diag_to_text(&d, "sync");
     }
     record_status(j, 1, diag);
     free(diag);
