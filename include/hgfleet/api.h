@@ -46,6 +46,33 @@ void hgf_api_metrics(hgf_server_req *req, void *arg);
 /* POST /api/webhooks/ecr (webhook.c). */
 void hgf_api_webhook_ecr(hgf_server_req *req, void *arg);
 
+/* The read-only JSON API (resources.c), for `Authorization: Bearer
+ * <HGFLEET_ADMIN_TOKEN>` only: 403 for everyone while no admin token is
+ * configured, 401 for a missing or wrong one. Every object is the one the
+ * CLI's --json prints (the views of catalog.h), never a secret.
+ *
+ *   GET /api/connections                 `connection list --json`
+ *   GET /api/connections/ID              `connection show ID --json`
+ *   GET /api/images?registry=&repository=&state=&limit=
+ *                                        `images list --json` (its first
+ *                                        `limit` rows: default 100, max 1000)
+ *   GET /api/jobs?state=&kind=&limit=    `jobs list --json`
+ *   GET /api/sweeps?limit=               `sweep list --json`
+ *   GET /api/sweeps/ID                   one element of that list
+ *   GET /api/sweeps/ID/report?format=json|csv|html
+ *                                        `sweep show ID --format F`, byte for byte
+ *
+ * 400 names the bad field ({"error":..., "field":...}) for a malformed id,
+ * an unknown or repeated query parameter or a bad value; 404 for an unknown
+ * id; 409 for the report of a sweep still running; 503 while the database is
+ * unreachable (or does not answer within 30 s). */
+void hgf_api_connections(hgf_server_req *req, void *arg);
+void hgf_api_connection(hgf_server_req *req, void *arg);
+void hgf_api_images(hgf_server_req *req, void *arg);
+void hgf_api_jobs(hgf_server_req *req, void *arg);
+void hgf_api_sweeps(hgf_server_req *req, void *arg);
+void hgf_api_sweep(hgf_server_req *req, void *arg);
+
 /* ---- shared by the api files (src/api/) ---- */
 
 /* Refreshes the database gauges now (metrics.c). The api calls it every 5 s,
@@ -53,5 +80,9 @@ void hgf_api_webhook_ecr(hgf_server_req *req, void *arg);
  * success. */
 void hgf_api_refresh_gauges(hgf_api *a);
 void hgf_api_gauges_refreshed(hgf_api *a);
+
+/* 1 if the n bytes of given equal the configured token want (auth.c). The
+ * time taken depends on neither the contents nor the lengths. */
+int hgf_api_token_equal(const char *given, size_t n, const char *want);
 
 #endif

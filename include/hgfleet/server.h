@@ -62,6 +62,18 @@ int hgf_server_parse_listen(const char *listen, char *host, size_t host_n, char 
 
 const char *hgf_server_req_method(const hgf_server_req *req);
 const char *hgf_server_req_path(const hgf_server_req *req);
+/* For a route whose path ends in '/', what follows it ("3/report" for
+ * /api/sweeps/3/report under "/api/sweeps/"; "" for the prefix itself).
+ * NULL for an exact route. */
+const char *hgf_server_req_subpath(const hgf_server_req *req);
+/* A query parameter (URL-decoded; the name matched case-sensitively), or
+ * NULL when absent; "" for "?name" or "?name=". With a repeated name, the
+ * first value. */
+const char *hgf_server_req_query(const hgf_server_req *req, const char *name);
+/* The first query parameter that is not in `known` (NULL-terminated) or is
+ * given twice, or NULL when every one is known and given once. */
+const char *hgf_server_req_query_unexpected(const hgf_server_req *req,
+                                            const char *const *known);
 /* A request header (case-insensitive), or NULL. */
 const char *hgf_server_req_header(const hgf_server_req *req, const char *name);
 /* The request body (NUL-terminated; "" when none). */

@@ -8,8 +8,6 @@
 #include "hgfleet/secret.h"
 #include "hgfleet/timeutil.h"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,16 +40,6 @@ static void ignored(hgf_server_req *req, hgf_runtime *rt, int64_t start, const c
     reply(req, rt, start, 200, json_pack("{s:s, s:s}", "status", "ignored", "reason", reason));
 }
 
-/* Hashing first makes the comparison constant-time in the length too. */
-static int token_equal(const char *given, size_t n, const char *want)
-{
-    unsigned char a[32], b[32];
-    unsigned int la = 0, lb = 0;
-    EVP_Digest(given, n, a, &la, EVP_sha256(), NULL);
-    EVP_Digest(want, strlen(want), b, &lb, EVP_sha256(), NULL);
-    return CRYPTO_memcmp(a, b, 32) == 0;
-}
-
 static int basic_matches(const char *b64, const char *token)
 {
     hgf_buf raw = HGF_BUF_INIT;
@@ -60,7 +48,7 @@ static int basic_matches(const char *b64, const char *token)
     if (hgf_base64_decode(b64, &raw, &e) == 0) {
         const char *colon = memchr(raw.data, ':', raw.len);
         if (colon)
-            ok = token_equal(colon + 1, raw.len - (size_t)(colon + 1 - raw.data), token);
+            ok = hgf_api_token_equal(colon + 1, raw.len - (size_t)(colon + 1 - raw.data), token);
     }
     hgf_secret_wipe_buf(&raw);
     return ok;
@@ -71,13 +59,13 @@ static int authenticated(hgf_server_req *req, const hgf_config *cfg)
     if (!cfg->webhook_token)
         return 0; /* no token configured: refuse everyone rather than no one */
     const char *key = hgf_server_req_header(req, cfg->webhook_api_key_header);
-    if (key && token_equal(key, strlen(key), cfg->webhook_token))
+    if (key && hgf_api_token_equal(key, strlen(key), cfg->webhook_token))
         return 1;
     const char *auth = hgf_server_req_header(req, "authorization");
     if (!auth)
         return 0;
     if (!strncasecmp(auth, "Bearer ", 7))
-        return token_equal(auth + 7, strlen(auth + 7), cfg->webhook_token);
+        return hgf_api_token_equal(auth + 7, strlen(auth + 7), cfg->webhook_token);
     if (!strncasecmp(auth, "Basic ", 6))
         return basic_matches(auth + 6, cfg->webhook_token);
     return 0;

@@ -1,3 +1,4 @@
+#include "hgfleet/catalog.h"
 #include "hgfleet/cli.h"
 #include "hgfleet/conn.h"
 #include "hgfleet/conntest.h"
@@ -427,16 +428,24 @@ static int simple_opts(int argc, char **argv, const char *cmd, int *json, int *p
     return 0;
 }
 
-static void print_row(const hgf_connection *c)
+static const char *str_or(const json_t *o, const char *key, const char *dflt)
 {
-    json_t *d = c->last_diagnosis ? json_loads(c->last_diagnosis, 0, NULL) : NULL;
-    const char *code = json_string_value(json_object_get(d, "code"));
-    printf("%-5lld %-24.24s %-48s %-11s %-14.14s %-20s %-7s %s\n", (long long)c->id, c->name,
-           c->reg.host, c->auth_mode, c->schedule, c->last_sync_at ? c->last_sync_at : "-",
-           c->last_sync_status ? c->last_sync_status : "never", code ? code : "-");
-    json_decref(d);
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : dflt;
 }
 
+static void print_row(const json_t *c)
+{
+    const json_t *diagnosis = json_object_get(c, "last_diagnosis");
+    const char *code = json_string_value(json_object_get(diagnosis, "code"));
+    printf("%-5lld %-24.24s %-48s %-11s %-14.14s %-20s %-7s %s\n",
+           (long long)json_integer_value(json_object_get(c, "id")), str_or(c, "name", ""),
+           str_or(c, "registry", ""), str_or(c, "auth_mode", ""), str_or(c, "schedule", ""),
+           str_or(c, "last_sync_at", "-"), str_or(c, "last_sync_status", "never"),
+           code ? code : "-");
+}
+
+/* The same view as GET /api/connections (catalog.h). */
 static int cmd_list(int argc, char **argv)
 {
     int json = 0;
@@ -448,25 +457,23 @@ static int cmd_list(int argc, char **argv)
     int code = hgf_cli_open(&cfg, &rt);
     if (code)
         return code;
-    hgf_connection *list;
-    int n;
+    hgf_catalog_query q;
+    json_t *list = NULL;
     hgf_err err;
     hgf_err_clear(&err);
-    if (hgf_conn_list(rt.store, &list, &n, &err)) {
+    if (hgf_catalog_exec(rt.store, hgf_catalog_connections(&q), &list, &err)) {
         code = hgf_cli_fail(&err);
     } else if (json) {
-        json_t *a = json_array();
-        for (int i = 0; i < n; i++)
-            json_array_append_new(a, hgf_conn_to_json(&list[i]));
-        hgf_cli_print_json(a);
-        json_decref(a);
+        hgf_cli_print_json(list);
     } else {
         printf("%-5s %-24s %-48s %-11s %-14s %-20s %-7s %s\n", "ID", "NAME", "REGISTRY", "AUTH",
                "SCHEDULE", "LAST SYNC", "STATUS", "DIAGNOSIS");
-        for (int i = 0; i < n; i++)
-            print_row(&list[i]);
+        size_t i;
+        json_t *c;
+        json_array_foreach(list, i, c)
+            print_row(c);
     }
-    hgf_conn_free_list(list, n);
+    json_decref(list);
     hgf_cli_close(&cfg, &rt);
     return code;
 }

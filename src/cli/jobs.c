@@ -1,7 +1,6 @@
+#include "hgfleet/catalog.h"
 #include "hgfleet/cli.h"
-#include "hgfleet/jobs.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,48 +23,34 @@ static const char USAGE[] =
     "Exit codes: 0 listed, 1 the database is unreachable, 2 bad arguments.\n";
 
 typedef struct list_opts {
-    const char *state, *kind;
-    int limit, json;
+    int json;
+    hgf_catalog_query q;
 } list_opts;
-
-static int parse_limit(const char *v, int *out)
-{
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (!*v || *end || errno || n < 1 || n > MAX_LIMIT)
-        return hgf_cli_usage_error("jobs list", "--limit: expected a whole number from 1 to %d, "
-                                   "got \"%s\"", MAX_LIMIT, v);
-    *out = (int)n;
-    return 0;
-}
 
 static int parse(int argc, char **argv, list_opts *o)
 {
-    o->limit = DEFAULT_LIMIT;
+    const char *state = NULL, *kind = NULL, *limit_text = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         int has_next = i + 1 < argc;
         if (!strcmp(a, "--json"))
             o->json = 1;
         else if (!strcmp(a, "--state") && has_next)
-            o->state = argv[++i];
+            state = argv[++i];
         else if (!strcmp(a, "--kind") && has_next)
-            o->kind = argv[++i];
-        else if (!strcmp(a, "--limit") && has_next) {
-            if (parse_limit(argv[++i], &o->limit))
-                return 2;
-        } else if (!strcmp(a, "--state") || !strcmp(a, "--kind") || !strcmp(a, "--limit"))
+            kind = argv[++i];
+        else if (!strcmp(a, "--limit") && has_next)
+            limit_text = argv[++i];
+        else if (!strcmp(a, "--state") || !strcmp(a, "--kind") || !strcmp(a, "--limit"))
             return hgf_cli_usage_error("jobs list", "%s: needs a value", a);
         else
             return hgf_cli_usage_error("jobs list", "unexpected argument \"%s\"", a);
     }
-    if (o->state && !hgf_jobs_valid_state(o->state))
-        return hgf_cli_usage_error("jobs list", "--state: expected queued, running, done or "
-                                   "failed, got \"%s\"", o->state);
-    if (o->kind && !hgf_jobs_valid_kind(o->kind))
-        return hgf_cli_usage_error("jobs list", "--kind: expected sync, scan or sweep, got \"%s\"",
-                                   o->kind);
+    hgf_err err;
+    int limit;
+    if (hgf_catalog_parse_limit(limit_text, "--limit", DEFAULT_LIMIT, MAX_LIMIT, &limit, &err) ||
+        hgf_catalog_jobs(&o->q, state, kind, limit, "--", &err))
+        return hgf_cli_usage_error("jobs list", "%s", err.msg);
     return 0;
 }
 
@@ -98,7 +83,8 @@ static void print_text(json_t *jobs)
 
 static int cmd_list(int argc, char **argv)
 {
-    list_opts o = {0};
+    list_opts o;
+    memset(&o, 0, sizeof o);
     int rc = parse(argc, argv, &o);
     if (rc)
         return rc;
@@ -110,7 +96,7 @@ static int cmd_list(int argc, char **argv)
     hgf_err err;
     hgf_err_clear(&err);
     json_t *jobs = NULL;
-    if (hgf_jobs_list(rt.store, o.state, o.kind, o.limit, &jobs, &err))
+    if (hgf_catalog_exec(rt.store, &o.q, &jobs, &err))
         code = hgf_cli_fail(&err);
     else if (o.json)
         hgf_cli_print_json(jobs);

@@ -24,8 +24,9 @@
 static const char USAGE[] =
     "Usage: hgfleet serve\n"
     "\n"
-    "Runs the daemon: the HTTP server (GET /healthz, /readyz, /metrics), the\n"
-    "scheduler that turns connection schedules into sync jobs, and a pool of\n"
+    "Runs the daemon: the HTTP server (GET /healthz, /readyz, /metrics, the\n"
+    "ECR webhook, and the read-only JSON API under /api/), the scheduler that\n"
+    "turns connection schedules into sync jobs, and a pool of\n"
     "HGFLEET_WORKERS concurrent jobs. Any number of replicas may share one\n"
     "database; none is special. serve applies no migrations (run `hgfleet\n"
     "migrate`); /readyz answers 503 until they are applied.\n"
@@ -39,6 +40,9 @@ static const char USAGE[] =
     "  HGFLEET_LEASE_SECONDS   job lease (default 15; renewed every third of it)\n"
     "  HGFLEET_SHUTDOWN_GRACE  seconds running jobs get to finish on SIGTERM or\n"
     "                          SIGINT before they are re-queued (default 25)\n"
+    "  HGFLEET_WEBHOOK_TOKEN   token of POST /api/webhooks/ecr\n"
+    "  HGFLEET_ADMIN_TOKEN     bearer token of the read-only GET /api/connections,\n"
+    "                          /api/images, /api/jobs and /api/sweeps (unset: 403)\n"
     "  HGFLEET_DATABASE_URL, HGFLEET_MASTER_KEY, AWS_*: as for every command\n"
     "\n"
     "SIGHUP reopens the logs. Exit codes: 0 after a clean shutdown, 1 when the\n"
@@ -49,6 +53,12 @@ static const hgf_route ROUTES[] = {
     {"GET", "/readyz", hgf_api_readyz},
     {"GET", "/metrics", hgf_api_metrics},
     {"POST", "/api/webhooks/ecr", hgf_api_webhook_ecr},
+    {"GET", "/api/connections", hgf_api_connections},
+    {"GET", "/api/connections/", hgf_api_connection},
+    {"GET", "/api/images", hgf_api_images},
+    {"GET", "/api/jobs", hgf_api_jobs},
+    {"GET", "/api/sweeps", hgf_api_sweeps},
+    {"GET", "/api/sweeps/", hgf_api_sweep},
 };
 
 typedef struct serve {

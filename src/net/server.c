@@ -35,6 +35,7 @@ struct hgf_server_req {
     hgf_server *s;
     struct MHD_Connection *conn;
     char *method, *path;
+    const hgf_route *route;   /* the route that matched, once dispatched */
     hgf_buf body;
     int too_large;
     int in_handler;       /* the handler is running: its reply is queued on return */
@@ -148,6 +149,7 @@ static void dispatch(hgf_server_req *req)
         hgf_server_reply_error(req, known ? 405 : 404, msg);
         return;
     }
+    req->route = r;
     req->in_handler = 1;
     r->fn(req, s->o.arg);
     req->in_handler = 0;
@@ -263,6 +265,66 @@ const char *hgf_server_req_method(const hgf_server_req *req)
 const char *hgf_server_req_path(const hgf_server_req *req)
 {
     return req->path;
+}
+
+const char *hgf_server_req_subpath(const hgf_server_req *req)
+{
+    size_t n = req->route ? strlen(req->route->path) : 0;
+    if (!n || req->route->path[n - 1] != '/')
+        return NULL;
+    return req->path + n;
+}
+
+typedef struct query_find {
+    const char *name, *value;
+    int found;
+} query_find;
+
+/* MHD's own lookup ignores case; query parameter names do not. */
+static enum MHD_Result find_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    query_find *q = cls;
+    if (strcmp(key, q->name))
+        return MHD_YES;
+    q->found = 1;
+    q->value = value ? value : "";
+    return MHD_NO;
+}
+
+const char *hgf_server_req_query(const hgf_server_req *req, const char *name)
+{
+    query_find q = {.name = name};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, find_arg, &q);
+    return q.found ? q.value : NULL;
+}
+
+typedef struct query_scan {
+    const char *const *known;
+    int seen[32];         /* how often each known name came */
+    const char *unexpected;
+} query_scan;
+
+static enum MHD_Result scan_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    query_scan *q = cls;
+    int i = 0;
+    while (q->known[i] && strcmp(q->known[i], key))
+        i++;
+    if (!q->known[i] || i >= 32 || q->seen[i]++) {
+        q->unexpected = key;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+const char *hgf_server_req_query_unexpected(const hgf_server_req *req,
+                                            const char *const *known)
+{
+    query_scan q = {.known = known};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, scan_arg, &q);
+    return q.unexpected;
 }
 
 const char *hgf_server_req_header(const hgf_server_req *req, const char *name)

@@ -1,4 +1,5 @@
 #include "hgfleet/jobs.h"
+#include "hgfleet/catalog.h"
 #include "hgfleet/buf.h"
 
 #include <ctype.h>
@@ -224,6 +225,22 @@ int hgf_jobs_finish(hgf_store *s, int64_t id, const char *owner, const char *err
         5, p, cb ? cb : ignore_result, arg);
 }
 
+int hgf_jobs_continue(hgf_store *s, int64_t id, const char *owner, int delay_s,
+                      const char *result_json, hgf_store_cb cb, void *arg)
+{
+    char v[24], delay[16];
+    snprintf(v, sizeof v, "%lld", (long long)id);
+    snprintf(delay, sizeof delay, "%d", delay_s < 0 ? 0 : delay_s);
+    const char *p[] = {v, owner, delay, result_json};
+    return hgf_store_query(
+        s,
+        "UPDATE jobs SET state = 'queued', run_at = now() + make_interval(secs => $3::int),"
+        " attempts = greatest(attempts - 1, 0), result = coalesce($4::jsonb, result),"
+        " last_error = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+        " WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING state",
+        4, p, cb ? cb : ignore_result, arg);
+}
+
 int hgf_jobs_heartbeat(hgf_store *s, const char *owner, int lease_seconds, const int64_t *ids,
                        int n_ids)
 {
@@ -279,35 +296,10 @@ int hgf_jobs_count_live(hgf_store *s, const int64_t *ids, int n_ids, int *live, 
 
 /* ---- listing --------------------------------------------------------- */
 
-#define ISO(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-
-static const char LIST_SQL[] =
-    "SELECT coalesce(json_agg(json_build_object("
-    " 'id', id, 'kind', kind, 'state', state, 'priority', priority,"
-    " 'attempts', attempts, 'max_attempts', max_attempts,"
-    " 'run_at', " ISO("run_at") ", 'lease_owner', lease_owner,"
-    " 'lease_expires_at', " ISO("lease_expires_at") ", 'dedup_key', dedup_key,"
-    " 'last_error', last_error, 'created_at', " ISO("created_at") ","
-    " 'finished_at', " ISO("finished_at") ", 'payload', payload) ORDER BY id DESC), '[]')::text"
-    " FROM (SELECT * FROM jobs WHERE ($1::text IS NULL OR state = $1)"
-    " AND ($2::text IS NULL OR kind = $2) ORDER BY id DESC LIMIT $3::int) j";
-
 int hgf_jobs_list(hgf_store *s, const char *state, const char *kind, int limit, json_t **out,
                   hgf_err *err)
 {
-    char lim[16];
-    snprintf(lim, sizeof lim, "%d", limit);
-    const char *p[] = {state, kind, lim};
-    PGresult *r;
-    *out = NULL;
-    int rc = hgf_store_exec(s, LIST_SQL, 3, p, &r, err);
-    if (rc)
-        return rc;
-    json_error_t je;
-    *out = json_loads(PQgetvalue(r, 0, 0), 0, &je);
-    PQclear(r);
-    if (!*out)
-        return hgf_err_set(err, HGF_EDB, "jobs list: unreadable JSON from the database: %s",
-                           je.text);
-    return 0;
+    hgf_catalog_query q;
+    int rc = hgf_catalog_jobs(&q, state, kind, limit, "", err);
+    return rc ? rc : hgf_catalog_exec(s, &q, out, err);
 }

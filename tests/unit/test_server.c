@@ -116,11 +116,28 @@ static void h_echo(hgf_server_req *req, void *arg)
     hgf_buf_free(&out);
 }
 
+/* Replies with what a handler reads from the URL: the path under a prefix
+ * route, the query parameter "a", and the first unknown or repeated one. */
+static void h_url(hgf_server_req *req, void *arg)
+{
+    static const char *const known[] = {"a", "b", NULL};
+    const char *sub = hgf_server_req_subpath(req);
+    const char *a = hgf_server_req_query(req, "a");
+    const char *bad = hgf_server_req_query_unexpected(req, known);
+    hgf_buf out = HGF_BUF_INIT;
+    hgf_buf_printf(&out, "sub=%s a=%s bad=%s", sub ? sub : "(none)", a ? a : "(none)",
+                   bad ? bad : "(none)");
+    hgf_server_reply(req, 200, "text/plain", out.data, out.len);
+    hgf_buf_free(&out);
+}
+
 static const hgf_route ROUTES[] = {
     {"GET", "/now", h_now},
     {"GET", "/later", h_later},
     {"POST", "/echo", h_echo},
     {"GET", "/tree/", h_now},
+    {"GET", "/url", h_url},
+    {"GET", "/url/", h_url},
 };
 
 static int setup(void **state)
@@ -129,7 +146,8 @@ static int setup(void **state)
     f->loop = ev_loop_new(EVFLAG_AUTO);
     hgf_err err;
     hgf_err_clear(&err);
-    hgf_server_opts o = {.listen = "127.0.0.1:0", .routes = ROUTES, .n_routes = 4, .arg = f,
+    hgf_server_opts o = {.listen = "127.0.0.1:0", .routes = ROUTES,
+                         .n_routes = (int)(sizeof ROUTES / sizeof ROUTES[0]), .arg = f,
                          .max_body = 64};
     f->server = hgf_server_start(f->loop, &o, &err);
     if (!f->server)
@@ -253,6 +271,36 @@ static void test_suspend_resume(void **state)
     assert_int_equal(now.status, 200);
 }
 
+/* Path parameters and query strings, as the read-only API reads them. */
+static void test_url_parts(void **state)
+{
+    static const struct {
+        const char *path, *want;
+    } cases[] = {
+        {"/url", "sub=(none) a=(none) bad=(none)"},
+        {"/url?a=1&b=2", "sub=(none) a=1 bad=(none)"},
+        {"/url/", "sub= a=(none) bad=(none)"},
+        {"/url/7/report?a=x%20y%2Fz", "sub=7/report a=x y/z bad=(none)"},
+        {"/url/7?a", "sub=7 a= bad=(none)"},
+        {"/url?a=", "sub=(none) a= bad=(none)"},
+        {"/url?a=1&a=2", "sub=(none) a=1 bad=a"},
+        {"/url?b=1&c=2", "sub=(none) a=(none) bad=c"},
+        {"/url?A=1", "sub=(none) a=(none) bad=A"},
+    };
+    fixture *f = *state;
+    enum { N = sizeof cases / sizeof cases[0] };
+    got g[N];
+    for (int i = 0; i < N; i++)
+        send_req(f, &g[i], "GET", cases[i].path, NULL);
+    run_until_answered(f);
+    for (int i = 0; i < N; i++) {
+        if (strcmp(g[i].body, cases[i].want))
+            print_error("GET %s: got \"%s\"\n", cases[i].path, g[i].body);
+        assert_int_equal(g[i].status, 200);
+        assert_string_equal(g[i].body, cases[i].want);
+    }
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -262,6 +310,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_immediate_and_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_suspend_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_url_parts, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
