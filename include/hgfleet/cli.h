@@ -24,6 +24,15 @@ int hgf_cli_registry(int argc, char **argv);
 int hgf_cli_sweep(int argc, char **argv);
 int hgf_cli_discover(int argc, char **argv);
 int hgf_cli_connection_import(int argc, char **argv);
+int hgf_cli_rotate_master_key(int argc, char **argv);
+
+/* What `discover` does once its flags are valid, for `demo`: ListAccounts
+ * with the host's credentials, then one connection per ACTIVE account x
+ * region assuming role `role` (schedule NULL: daily for new ones). Adds to
+ * report (caller-owned) "accounts", "skipped", "created", "updated" and
+ * "unchanged"; HGF_EINPUT names a bad role, region list or schedule. */
+int hgf_cli_discover_apply(hgf_runtime *rt, const char *role, const char *regions,
+                           const char *schedule, json_t *report, hgf_err *err);
 
 /* ---- shared by the commands (src/cli/common.c) ---- */
 

@@ -6,8 +6,13 @@
 #ifndef HGF_CONFIG_H
 #define HGF_CONFIG_H
 
+#include <stdint.h>
+
 #include "hgfleet/err.h"
 #include "hgfleet/secret.h"
+
+/* HGFLEET_RESCAN_AFTER's default: 7 days. */
+#define HGF_CONFIG_DEFAULT_RESCAN_S ((int64_t)7 * 86400)
 
 typedef struct hgf_config {
     char *database_url;      /* HGFLEET_DATABASE_URL, else DATABASE_URL, else "" (libpq PG* defaults) */
@@ -24,6 +29,9 @@ typedef struct hgf_config {
     char *admin_token;       /* HGFLEET_ADMIN_TOKEN[_FILE] or NULL (API refuses all) */
     char *webhook_api_key_header; /* HGFLEET_WEBHOOK_API_KEY_HEADER, default X-Api-Key */
     char *scanner;           /* HGFLEET_SCANNER, default none */
+    char *sweep_schedule;    /* HGFLEET_SWEEP_SCHEDULE (a timed schedule spec), NULL: no
+                                scheduled sweeps (unset, empty or "manual") */
+    int64_t rescan_after_s;  /* HGFLEET_RESCAN_AFTER, default 7d */
 } hgf_config;
 
 /* Loads everything; HGF_EINPUT names the bad variable. */

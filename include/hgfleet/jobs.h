@@ -71,6 +71,15 @@ int hgf_jobs_requeue_expired(hgf_store *s, hgf_store_cb cb, void *arg);
 int hgf_jobs_finish(hgf_store *s, int64_t id, const char *owner, const char *error,
                     int retry_after_s, const char *result_json, hgf_store_cb cb, void *arg);
 
+/* Puts a running job that made progress back in the queue to run again
+ * delay_s seconds from now, without counting the run as an attempt: a job
+ * made of short steps (a sweep) re-queues itself this way instead of
+ * holding a worker while it waits. result_json (may be NULL) replaces the
+ * job's result. The result row holds 'queued', or no row when the lease was
+ * lost. cb may be NULL. */
+int hgf_jobs_continue(hgf_store *s, int64_t id, const char *owner, int delay_s,
+                      const char *result_json, hgf_store_cb cb, void *arg);
+
 /* Renews the leases of these jobs (those still running here). Asynchronous. */
 int hgf_jobs_heartbeat(hgf_store *s, const char *owner, int lease_seconds, const int64_t *ids,
                        int n_ids);

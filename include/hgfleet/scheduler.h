@@ -16,6 +16,13 @@
  * 31 February) or a schedule that does not parse parks the connection at
  * 'infinity'.
  *
+ * Sweeps: with HGFLEET_SWEEP_SCHEDULE set, every replica also computes the
+ * schedule's due times (no jitter: one sweep covers the organization) and,
+ * when one passes, calls hgf_sweep_enqueue_due. The database keeps the last
+ * due time handled, so however many replicas fire it, one sweep is queued
+ * per due time; a due time that finds a sweep still running is folded into
+ * it. A due time missed while no replica ran is not made up.
+ *
  * Ownership: hgf_scheduler_new returns an object freed with
  * hgf_scheduler_free, after hgf_runtime_close (its store callbacks may fire
  * while the store closes). It borrows the runtime. */

@@ -14,7 +14,12 @@
  *
  * hgf_worker_drain is what `--wait` commands use: it works the queue beside
  * any running servers until every job in `ids` is finished, by this process
- * or by another replica. */
+ * or by another replica. hgf_worker_drain_while is the same for work whose
+ * set of jobs grows while it runs (a sweep queues syncs, then scans).
+ *
+ * A job made of short steps ends each step with hgf_worker_job_continue:
+ * it goes back in the queue (same id, same dedup key, no attempt counted)
+ * instead of holding a worker while it waits for other jobs. */
 #ifndef HGF_WORKER_H
 #define HGF_WORKER_H
 
@@ -53,6 +58,11 @@ const hgf_worker_executor *hgf_worker_executor_find(const char *kind);
  * borrowed (may be NULL). wj is freed: do not use it afterwards. */
 void hgf_worker_job_done(hgf_worker_job *wj, const hgf_err *err, int permanent, json_t *result);
 
+/* Ends this run of a job without ending the job: it is queued again to run
+ * delay_s seconds from now, on any replica (a step of a sweep). result is
+ * borrowed (may be NULL). wj is freed: do not use it afterwards. */
+void hgf_worker_job_continue(hgf_worker_job *wj, int delay_s, json_t *result);
+
 /* Whether a failure is worth retrying later: database, transport and AWS
  * throttling or server errors are; input errors, missing objects and other
  * AWS errors (access denied, bad signature...) are permanent. */
@@ -78,6 +88,9 @@ hgf_worker_pool *hgf_worker_pool_new(hgf_runtime *rt, const hgf_worker_opts *o, 
 void hgf_worker_pool_pump(hgf_worker_pool *p);
 /* Stops claiming; jobs claimed but not started yet are released at once. */
 void hgf_worker_pool_stop(hgf_worker_pool *p);
+/* Claims only among these jobs from now on (copied); HGF_ENOMEM leaves the
+ * old set. */
+int hgf_worker_pool_set_ids(hgf_worker_pool *p, const int64_t *ids, int n_ids);
 /* Jobs running here, or ended but not yet recorded. */
 int hgf_worker_pool_busy(const hgf_worker_pool *p);
 /* Re-queues every job still running here (shutdown after the grace period).
@@ -90,5 +103,16 @@ void hgf_worker_pool_free(hgf_worker_pool *p);
  * running; failures are final (no retry), so the caller sees them now. */
 int hgf_worker_drain(hgf_runtime *rt, const int64_t *ids, int n_ids, int concurrency,
                      hgf_worker_done_cb done, void *arg, hgf_err *err);
+
+/* Decides whether a drain goes on: 1 yes, 0 the work is over, or a negative
+ * HGF_E* with err set. Called after every outcome recorded here and every
+ * 0.25 s, outside loop callbacks (so it may use hgf_store_exec and
+ * hgf_worker_pool_set_ids). */
+typedef int (*hgf_worker_watch_fn)(hgf_worker_pool *p, void *arg, hgf_err *err);
+
+/* Runs a pool with options o here until watch says stop; returns 0 or
+ * watch's error. */
+int hgf_worker_drain_while(hgf_runtime *rt, const hgf_worker_opts *o, hgf_worker_watch_fn watch,
+                           void *arg, hgf_err *err);
 
 #endif

@@ -1,15 +1,13 @@
 /* hgfleet demo: the whole path on a laptop. It starts a throwaway PostgreSQL
  * cluster (unix socket only, so it never clashes with a real server) and
- * ecrsim, adds one connection per simulated registry, syncs them all and
- * prints a summary per registry, then cleans everything up. */
+ * ecrsim with a simulated organization, discovers the organization through
+ * AWS Organizations as `hgfleet discover` does, sweeps it and prints a
+ * summary per registry, then cleans everything up. */
 #include "hgfleet/cli.h"
-#include "hgfleet/conn.h"
-#include "hgfleet/jobs.h"
+#include "hgfleet/provision.h"
 #include "hgfleet/report.h"
-#include "hgfleet/secret.h"
 #include "hgfleet/sweep.h"
 #include "hgfleet/log.h"
-#include "hgfleet/worker.h"
 
 #include <errno.h>
 #include <openssl/rand.h>
@@ -26,14 +24,27 @@
 
 extern char **environ;
 
+#define PG_BIN "/usr/lib/postgresql/15/bin"
+#define DEMO_SEED 2026
+#define DEMO_ROLE "hgfleet-demo-reader"
+#define DEMO_HOST_KEY "AKIAHGFLEETDEMOHOST1"
+/* Two accounts in every ten are misconfigured, the third and the sixth, so
+ * that a demo of 3 or more accounts shows a diagnosis (6 or more: both). */
+#define MISCONFIG_PERIOD 10
+#define UNTRUSTED_AT 2
+#define NO_DESCRIBE_AT 5
+
 static const char USAGE[] =
     "Usage: hgfleet demo [--accounts N] [--regions R1,R2,...] [--keep]\n"
     "\n"
     "Sweeps a simulated organization end to end: a throwaway PostgreSQL cluster,\n"
-    "the ecrsim fleet simulator (SIMULATED data, not AWS), one connection per\n"
-    "registry plus two misconfigured ones, then a sweep (sync, scan with\n"
-    "HGFLEET_SCANNER, default none, posture checks) with a summary, the diagnoses,\n"
-    "and JSON, CSV and HTML reports that are kept after the cluster is removed.\n"
+    "the ecrsim fleet simulator (SIMULATED data, not AWS) with an organization of\n"
+    "N active accounts (a few misconfigured: a role that does not trust hgfleet,\n"
+    "a role without ecr:DescribeImages) and one suspended account, discovery\n"
+    "through AWS Organizations (one connection per active account and region,\n"
+    "assuming role " DEMO_ROLE "), then a sweep (sync, scan with HGFLEET_SCANNER,\n"
+    "default none, posture checks) with a summary, the diagnoses, and JSON, CSV\n"
+    "and HTML reports that are kept after the cluster is removed.\n"
     "\n"
     "  --accounts N     simulated accounts (default 20, at most 1000)\n"
     "  --regions LIST   comma-separated regions (default us-east-1,eu-west-1,ap-southeast-2)\n"
@@ -42,8 +53,6 @@ static const char USAGE[] =
     "Needs PostgreSQL 15's server binaries (/usr/lib/postgresql/15/bin) and the\n"
     "ecrsim binary next to hgfleet (or ECRSIM_BIN).\n";
 
-#define PG_BIN "/usr/lib/postgresql/15/bin"
-
 typedef struct demo {
     int accounts, keep;
     const char *regions;
@@ -51,6 +60,7 @@ typedef struct demo {
     char ecrsim[PATH_MAX];
     pid_t sim_pid;
     int pg_started;
+    char host_secret[41];   /* the simulated host user's secret key */
 } demo;
 
 static int run_wait(char *const argv[], int quiet)
@@ -138,23 +148,105 @@ static void find_ecrsim(demo *d)
     snprintf(d->ecrsim, sizeof d->ecrsim, "ecrsim");
 }
 
-/* ecrsim prints "ecrsim listening on http://..." on its first stdout line. */
+/* ecrsim's account ids follow its documented formula for the seed. */
+static void account_id(int index, char out[13])
+{
+    snprintf(out, 13, "%012lld", 100000000000LL + (DEMO_SEED % 1000) * 1000000LL + index);
+}
+
+static json_t *actions(int describe_images)
+{
+    static const char *const READ[] = {
+        "ecr:GetAuthorizationToken", "ecr:DescribeRepositories", "ecr:ListImages",
+        "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability",
+        "ecr:GetLifecyclePolicy", "ecr:GetRepositoryPolicy"};
+    json_t *a = json_array();
+    for (size_t i = 0; i < sizeof READ / sizeof *READ; i++)
+        json_array_append_new(a, json_string(READ[i]));
+    if (describe_images)
+        json_array_append_new(a, json_string("ecr:DescribeImages"));
+    return a;
+}
+
+/* The member account's role, as the organization's admins set it up (or
+ * got it wrong). */
+static json_t *member_role(int index, const char *mgmt)
+{
+    char acct[13], arn[96], host[96];
+    account_id(index, acct);
+    snprintf(arn, sizeof arn, "arn:aws:iam::%s:role/%s", acct, DEMO_ROLE);
+    snprintf(host, sizeof host, "arn:aws:iam::%s:user/%s", mgmt,
+             index % MISCONFIG_PERIOD == UNTRUSTED_AT ? "ci-legacy" : "hgfleet-demo");
+    return json_pack("{s:s, s:[{s:s}], s:[{s:o, s:[s]}]}", "arn", arn, "trust", "principal", host,
+                     "policy", "actions", actions(index % MISCONFIG_PERIOD != NO_DESCRIBE_AT),
+                     "resources", "*");
+}
+
+/* The IAM side of the simulated organization: the host's user in the
+ * management account may list the organization and assume each member's
+ * role. The file holds a throwaway simulated secret: owner-only. */
+static int write_scenario(demo *d, const char *path, hgf_err *err)
+{
+    unsigned char raw[20];
+    RAND_bytes(raw, sizeof raw);
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(d->host_secret + 2 * i, 3, "%02x", raw[i]);
+    char mgmt[13], user[96];
+    account_id(0, mgmt);
+    snprintf(user, sizeof user, "arn:aws:iam::%s:user/hgfleet-demo", mgmt);
+    json_t *roles = json_array();
+    for (int i = 0; i < d->accounts; i++)
+        json_array_append_new(roles, member_role(i, mgmt));
+    json_t *sc = json_pack("{s:[{s:s, s:s, s:s, s:[{s:[s, s], s:[s]}]}], s:o}", "principals",
+                           "arn", user, "access_key_id", DEMO_HOST_KEY, "secret_access_key",
+                           d->host_secret, "policy", "actions", "organizations:ListAccounts",
+                           "sts:AssumeRole", "resources", "*", "roles", roles);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int rc = sc && fd >= 0 && json_dumpfd(sc, fd, JSON_COMPACT) == 0 ? 0 : -1;
+    if (fd >= 0 && close(fd))
+        rc = -1;
+    json_decref(sc);
+    return rc ? hgf_err_set(err, HGF_EFAIL, "cannot write the simulated IAM scenario %s", path)
+              : 0;
+}
+
+/* The host's credentials and every AWS endpoint point at the simulator. */
+static void use_simulator(const demo *d, const char *url)
+{
+    setenv("AWS_ENDPOINT_URL_ECR", url, 1);
+    setenv("AWS_ENDPOINT_URL_STS", url, 1);
+    setenv("AWS_ENDPOINT_URL_ORGANIZATIONS", url, 1);
+    setenv("AWS_ACCESS_KEY_ID", DEMO_HOST_KEY, 1);
+    setenv("AWS_SECRET_ACCESS_KEY", d->host_secret, 1);
+    unsetenv("AWS_SESSION_TOKEN");
+    unsetenv("AWS_ENDPOINT_URL");
+}
+
+/* ecrsim prints "ecrsim listening on http://..." on its first stdout line.
+ * The organization has one more account than asked for, suspended, so the
+ * discovery shows what it skips. */
 static int start_ecrsim(demo *d, hgf_err *err)
 {
     find_ecrsim(d);
+    char scenario[PATH_MAX + 16];
+    snprintf(scenario, sizeof scenario, "%s/iam.json", d->dir);
+    int rc = write_scenario(d, scenario, err);
+    if (rc)
+        return rc;
     int fds[2];
     if (pipe(fds))
         return hgf_err_set(err, HGF_EFAIL, "pipe: %s", strerror(errno));
-    char accounts[16];
-    snprintf(accounts, sizeof accounts, "%d", d->accounts);
-    char *argv[] = {d->ecrsim, "--accounts", accounts, "--regions", (char *)d->regions,
-                    "--seed", "2026", NULL};
+    char accounts[16], seed[16];
+    snprintf(accounts, sizeof accounts, "%d", d->accounts + 1);
+    snprintf(seed, sizeof seed, "%d", DEMO_SEED);
+    char *argv[] = {d->ecrsim, "--accounts", accounts, "--suspended", "1", "--regions",
+                    (char *)d->regions, "--seed", seed, "--scenario", scenario, NULL};
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
     posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addclose(&fa, fds[0]);
-    int rc = posix_spawnp(&d->sim_pid, d->ecrsim, &fa, NULL, argv, environ);
+    rc = posix_spawnp(&d->sim_pid, d->ecrsim, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     close(fds[1]);
     if (rc) {
@@ -171,11 +263,7 @@ static int start_ecrsim(demo *d, hgf_err *err)
         return hgf_err_set(err, HGF_EFAIL, "ecrsim did not start");
     char *url = strstr(line, "http://");
     url[strcspn(url, "\r\n")] = '\0';
-    setenv("AWS_ENDPOINT_URL_ECR", url, 1);
-    /* ecrsim's default key; the connections use them as the host's credentials. */
-    setenv("AWS_ACCESS_KEY_ID", "AKIDECRSIMDEFAULT", 1);
-    setenv("AWS_SECRET_ACCESS_KEY", "ecrsim-default-secret", 1);
-    unsetenv("AWS_SESSION_TOKEN");
+    use_simulator(d, url);
     fprintf(stderr, "demo: ecrsim (simulated AWS) at %s\n", url);
     return 0;
 }
@@ -198,46 +286,30 @@ static void cleanup(demo *d)
     }
 }
 
-static int insert_conn(hgf_runtime *rt, const char *acct, const char *region, const char *akid,
-                       const char *sealed, hgf_err *err)
+/* The organization comes in the way a real one does: `discover`'s path,
+ * Organizations ListAccounts and one connection per active account and
+ * region. */
+static int discover(hgf_runtime *rt, const demo *d, hgf_err *err)
 {
-    hgf_connection c = {0};
-    int rc = hgf_endpoint_registry_from_parts(acct, region, 0, &c.reg, err);
-    char name[64];
-    snprintf(name, sizeof name, "demo-%s-%s", acct + 8, region);
-    c.name = name;
-    c.schedule = "manual";
-    c.access_key_id = (char *)akid;
-    c.secret_sealed = (char *)sealed;
-    snprintf(c.auth_mode, sizeof c.auth_mode, "%s", akid ? "static" : "host");
-    return rc ? rc : hgf_conn_insert(rt->store, &c, err);
-}
-
-/* One connection per simulated registry, plus two misconfigured ones so the
- * report shows what diagnoses look like: a region where the account has no
- * repositories, and static keys that AWS does not recognise. */
-static int add_connections(hgf_runtime *rt, const demo *d, hgf_err *err)
-{
-    char acct[13];
-    int rc = 0;
-    for (int a = 0; !rc && a < d->accounts; a++) {
-        /* ecrsim's account ids follow its documented formula for the seed. */
-        snprintf(acct, sizeof acct, "%012lld", 100000000000LL + (2026 % 1000) * 1000000LL + a);
-        char tmp[512], *save = NULL;
-        snprintf(tmp, sizeof tmp, "%s", d->regions);
-        for (char *reg = strtok_r(tmp, ",", &save); !rc && reg; reg = strtok_r(NULL, ",", &save))
-            rc = insert_conn(rt, acct, reg, NULL, NULL, err);
+    json_t *rep = json_object();
+    int rc = rep ? hgf_cli_discover_apply(rt, DEMO_ROLE, d->regions, "manual", rep, err)
+                 : hgf_err_set(err, HGF_ENOMEM, "out of memory");
+    if (!rc) {
+        printf("discovered through AWS Organizations (SIMULATED): %lld accounts, %zu "
+               "connections created, %zu skipped\n",
+               (long long)json_integer_value(json_object_get(rep, "accounts")),
+               json_array_size(json_object_get(rep, "created")),
+               json_array_size(json_object_get(rep, "skipped")));
+        size_t i;
+        json_t *sk;
+        json_array_foreach(json_object_get(rep, "skipped"), i, sk)
+            printf("  skipped: account %s: %s\n",
+                   json_string_value(json_object_get(sk, "account_id")),
+                   json_string_value(json_object_get(sk, "reason")));
+        printf("\n");
+        fflush(stdout); /* before the sweep's progress on stderr */
     }
-    snprintf(acct, sizeof acct, "%012lld", 100000000000LL + (2026 % 1000) * 1000000LL);
-    if (!rc)
-        rc = insert_conn(rt, acct, "sa-east-1", NULL, NULL, err);
-    hgf_buf sealed = HGF_BUF_INIT;
-    const char *wrong = "not-the-secret-ecrsim-issued";
-    if (!rc)
-        rc = hgf_secret_seal(&rt->cfg->master_key, wrong, strlen(wrong), &sealed, err);
-    if (!rc)
-        rc = insert_conn(rt, acct, "ca-central-1", "AKIADEMOWRONGKEY0001", sealed.data, err);
-    hgf_buf_free(&sealed);
+    json_decref(rep);
     return rc;
 }
 
@@ -290,11 +362,14 @@ static int parse(int argc, char **argv, demo *d)
             d->accounts = (int)n;
         } else if (!strcmp(argv[i], "--regions") && i + 1 < argc) {
             d->regions = argv[++i];
-            char tmp[512], *save = NULL;
-            snprintf(tmp, sizeof tmp, "%s", d->regions);
-            for (char *r = strtok_r(tmp, ",", &save); r; r = strtok_r(NULL, ",", &save))
-                if (!hgf_endpoint_region_valid(r))
-                    return hgf_cli_usage_error("demo", "--regions: \"%s\" is not a region", r);
+            /* The same check discover makes, before anything starts. */
+            char **list = NULL;
+            int n = 0;
+            hgf_err err;
+            int rc = hgf_provision_parse_regions(d->regions, "--regions", &list, &n, &err);
+            free(list);
+            if (rc)
+                return hgf_cli_fail(&err);
         } else {
             return hgf_cli_usage_error("demo", "unexpected argument \"%s\"", argv[i]);
         }
@@ -382,14 +457,6 @@ static int run(demo *d, hgf_err *err)
         rc = start_ecrsim(d, err);
     if (rc)
         return rc;
-    /* A throwaway key for the demo's one static-key connection. */
-    unsigned char key[32];
-    hgf_buf b64 = HGF_BUF_INIT;
-    RAND_bytes(key, sizeof key);
-    hgf_base64_encode(key, sizeof key, &b64);
-    setenv("HGFLEET_MASTER_KEY", hgf_buf_str(&b64), 1);
-    unsetenv("HGFLEET_MASTER_KEY_FILE");
-    hgf_secret_wipe_buf(&b64);
     hgf_config cfg;
     hgf_runtime rt;
     if ((rc = hgf_config_load(&cfg, err)))
@@ -401,7 +468,7 @@ static int run(demo *d, hgf_err *err)
     int applied = 0;
     rc = hgf_store_migrate(rt.store, &applied, err);
     if (!rc)
-        rc = add_connections(&rt, d, err);
+        rc = discover(&rt, d, err);
     if (!rc) {
         fprintf(stderr, "demo: sweeping %d simulated accounts x %s...\n", d->accounts, d->regions);
         rc = sweep(&rt, err);
@@ -419,9 +486,10 @@ int hgf_cli_demo(int argc, char **argv)
     }
     demo d;
     memset(&d, 0, sizeof d);
-    /* The summary is the output; per-sync log lines only bury it. */
+    /* The summary is the output, the diagnoses included; per-sync log lines
+     * (the misconfigured accounts' failures too) only bury it. */
     if (!getenv("HGFLEET_LOG_LEVEL"))
-        hgf_log_set_level(HGF_LOG_WARN);
+        hgf_log_set_level(HGF_LOG_ERROR);
     int rc = parse(argc, argv, &d);
     if (rc)
         return rc;

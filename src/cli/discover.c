@@ -150,6 +150,17 @@ static int run(hgf_runtime *rt, const disc_opts *o, json_t *report, hgf_err *err
     return rc;
 }
 
+int hgf_cli_discover_apply(hgf_runtime *rt, const char *role, const char *regions,
+                           const char *schedule, json_t *report, hgf_err *err)
+{
+    disc_opts o = {.role = role, .regions_text = regions, .schedule = schedule};
+    int rc = validate(&o, err);
+    if (!rc)
+        rc = run(rt, &o, report, err);
+    free(o.regions);
+    return rc;
+}
+
 int hgf_cli_discover(int argc, char **argv)
 {
     if (hgf_cli_wants_help(argc, argv)) {

@@ -10,24 +10,30 @@
 #include <unistd.h>
 
 static const char USAGE[] =
-    "Usage: hgfleet sweep --wait [--report FILE] [--format json|csv|html]\n"
+    "Usage: hgfleet sweep [--wait [--report FILE] [--format json|csv|html]]\n"
     "                     [--rescan-after DUR] [--active-within DUR] [--json]\n"
     "       hgfleet sweep list [--json]\n"
     "       hgfleet sweep show ID [--format json|csv|html]\n"
     "\n"
-    "Syncs every connection, scans every present digest never scanned ok (or last\n"
-    "scanned before the rescan window and pushed within the active window),\n"
-    "evaluates posture and writes the report. The sweep works the queue in this\n"
-    "process; --wait is required (asynchronous sweeps are not implemented yet).\n"
+    "Syncs every connection (collecting posture), scans every present digest never\n"
+    "scanned ok (or last scanned before the rescan window and pushed within the\n"
+    "active window), evaluates posture and stores the report. One sweep runs at a\n"
+    "time: asking while one is queued or running joins it.\n"
     "\n"
-    "  --report FILE        write the report there (checked before anything starts)\n"
-    "  --format F           json (default), csv or html\n"
+    "Without --wait the sweep is queued as a job for the `serve` replicas and its\n"
+    "id printed. With --wait this process works the sweep's jobs itself (beside any\n"
+    "servers), shows progress on stderr and prints a summary.\n"
+    "\n"
+    "  --wait               run the sweep to its end here\n"
+    "  --report FILE        with --wait: write the report there (checked first)\n"
+    "  --format F           with --wait: json (default), csv or html\n"
     "  --rescan-after DUR   default HGFLEET_RESCAN_AFTER, else 7d\n"
     "  --active-within DUR  only rescan images pushed within DUR (default 90d)\n"
-    "  --json               print the report JSON on stdout instead of a summary\n"
+    "  --json               print JSON on stdout: the report (--wait) or\n"
+    "                       {sweep_id, job_id, created}\n"
     "\n"
-    "Exit codes: 0 complete, 1 partial (a connection failed; the report is still\n"
-    "written) or the sweep failed, 2 bad arguments.\n";
+    "Exit codes: 0 queued, or complete; 1 partial (a connection failed; the report\n"
+    "is still written) or the sweep failed; 2 bad arguments.\n";
 
 typedef struct sweep_args {
     int wait, json;
@@ -97,11 +103,12 @@ static int parse(int argc, char **argv, sweep_args *a)
     hgf_err err;
     if (a->format_name && hgf_report_format_parse(a->format_name, "--format", &a->format, &err))
         return hgf_cli_fail(&err);
+    if (!a->wait && (a->report || a->format_name))
+        return hgf_cli_usage_error("sweep", "%s needs --wait (a queued sweep's report is "
+                                   "read later with `hgfleet sweep show ID --format F`)",
+                                   a->report ? "--report" : "--format");
     if (a->report && check_report_path(a->report, &err))
         return hgf_cli_fail(&err);
-    if (!a->wait)
-        return hgf_cli_usage_error("sweep", "--wait is required: asynchronous sweeps (a queued "
-                                            "sweep job) are not implemented yet");
     return 0;
 }
 
@@ -180,9 +187,29 @@ static int with_runtime(int (*fn)(hgf_runtime *, void *), void *arg)
     return code;
 }
 
+static int queue_sweep(hgf_runtime *rt, const sweep_args *a)
+{
+    hgf_err err;
+    int64_t id = 0, job = 0;
+    int created = 0;
+    if (hgf_sweep_enqueue(rt->store, &a->o, &id, &job, &created, &err))
+        return hgf_cli_fail(&err);
+    if (a->json) {
+        json_t *o = json_pack("{s:I, s:I, s:b}", "sweep_id", (json_int_t)id, "job_id",
+                              (json_int_t)job, "created", created);
+        hgf_cli_print_json(o);
+        json_decref(o);
+    } else {
+        printf("sweep %lld %s (job %lld)\n", (long long)id,
+               created ? "queued" : "is already queued or running", (long long)job);
+    }
+    return 0;
+}
+
 static int sweep_main(hgf_runtime *rt, void *arg)
 {
-    return run_sweep(rt, arg);
+    sweep_args *a = arg;
+    return a->wait ? run_sweep(rt, a) : queue_sweep(rt, a);
 }
 
 /* ---- list and show ---------------------------------------------------- */
@@ -272,7 +299,7 @@ int hgf_cli_sweep(int argc, char **argv)
         return cmd_list(argc - 1, argv + 1);
     if (argc > 1 && !strcmp(argv[1], "show"))
         return cmd_show(argc - 1, argv + 1);
-    sweep_args a = {.o = {.requested_by = "cli", .rescan_after_s = HGF_SWEEP_DEFAULT_RESCAN_S,
+    sweep_args a = {.o = {.requested_by = "cli", .rescan_after_s = HGF_CONFIG_DEFAULT_RESCAN_S,
                           .active_within_s = HGF_SWEEP_DEFAULT_ACTIVE_S,
                           .stale_days = HGF_REPORT_STALE_DAYS, .progress = 1}};
     int rc = parse(argc, argv, &a);

@@ -1,5 +1,6 @@
 #include "hgfleet/config.h"
 #include "hgfleet/buf.h"
+#include "hgfleet/schedule.h"
 
 #include <errno.h>
 #include <libpq-fe.h>
@@ -119,6 +120,36 @@ static int load_secret(char **out, const char *name, hgf_err *err)
     return 0;
 }
 
+/* Sweeps are org-wide: a schedule that only reacts to pushes means nothing
+ * for them, so only timed specs (or "manual", meaning none) are accepted. */
+static int load_sweep_schedule(hgf_config *cfg, hgf_err *err)
+{
+    const char *v = getenv("HGFLEET_SWEEP_SCHEDULE");
+    hgf_schedule s;
+    hgf_err e;
+    if (!v || !*v)
+        return 0;
+    if (hgf_schedule_parse(v, &s, &e))
+        return hgf_err_set(err, HGF_EINPUT, "HGFLEET_SWEEP_SCHEDULE: %s", e.msg);
+    if (s.on_push)
+        return hgf_err_set(err, HGF_EINPUT,
+                           "HGFLEET_SWEEP_SCHEDULE \"%.64s\": on_push does not apply to sweeps; "
+                           "use every:<duration>, daily, weekly or cron:<expression>", v);
+    if (s.kind == HGF_SCHED_NONE)
+        return 0;
+    cfg->sweep_schedule = strdup(v);
+    return cfg->sweep_schedule ? 0 : hgf_err_set(err, HGF_ENOMEM, "out of memory");
+}
+
+static int load_rescan_after(hgf_config *cfg, hgf_err *err)
+{
+    const char *v = getenv("HGFLEET_RESCAN_AFTER");
+    cfg->rescan_after_s = HGF_CONFIG_DEFAULT_RESCAN_S;
+    if (!v || !*v)
+        return 0;
+    return hgf_duration_parse(v, "HGFLEET_RESCAN_AFTER", &cfg->rescan_after_s, err);
+}
+
 int hgf_config_load(hgf_config *cfg, hgf_err *err)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -150,6 +181,10 @@ int hgf_config_load(hgf_config *cfg, hgf_err *err)
     if (!rc)
         rc = load_secret(&cfg->admin_token, "HGFLEET_ADMIN_TOKEN", err);
     if (!rc)
+        rc = load_sweep_schedule(cfg, err);
+    if (!rc)
+        rc = load_rescan_after(cfg, err);
+    if (!rc)
         rc = check_readable("AWS_WEB_IDENTITY_TOKEN_FILE", err);
     if (!rc)
         rc = check_readable("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", err);
@@ -163,6 +198,7 @@ void hgf_config_free(hgf_config *cfg)
     free(cfg->ca_bundle);
     free(cfg->webhook_api_key_header);
     free(cfg->scanner);
+    free(cfg->sweep_schedule);
     if (cfg->webhook_token)
         hgf_secret_wipe(cfg->webhook_token, strlen(cfg->webhook_token));
     if (cfg->admin_token)

@@ -2,12 +2,15 @@
 #include "hgfleet/log.h"
 #include "hgfleet/metrics.h"
 #include "hgfleet/schedule.h"
+#include "hgfleet/report.h"
+#include "hgfleet/sweep.h"
 
 #include <ev.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define TICK_S 1.0
 #define BATCH "100"
@@ -20,6 +23,10 @@ struct hgf_scheduler {
     int again;     /* the last batch was full: claim again at once */
     int stopped;
     char last_error[sizeof(((hgf_err *)0)->msg)];  /* logged once until it changes */
+    int has_sweeps;          /* HGFLEET_SWEEP_SCHEDULE is set */
+    hgf_schedule sweeps;
+    int64_t sweep_due;       /* the next due time (epoch seconds) */
+    int sweep_busy;          /* its enqueue is in flight */
 };
 
 static void log_failure(hgf_scheduler *s, const char *event, const char *msg)
@@ -142,10 +149,50 @@ static void claimed(PGresult *res, const hgf_err *err, void *arg)
     free(text);
 }
 
+/* ---- org-wide sweeps ---------------------------------------------------- */
+
+static void sweep_queued(PGresult *res, const hgf_err *err, void *arg)
+{
+    hgf_scheduler *s = arg;
+    s->sweep_busy = 0;
+    hgf_err e;
+    if (err || hgf_store_check(res, &e)) {
+        /* sweep_due stays: the next tick fires the same due time again. */
+        log_failure(s, "scheduler.sweep_failed", err ? err->msg : e.msg);
+        PQclear(res);
+        return;
+    }
+    if (PQntuples(res) == 1 && PQgetvalue(res, 0, 2)[0] == 't') {
+        hgf_metrics_inc(s->rt->metrics, "hgfleet_scheduler_sweeps_queued_total", NULL, 1);
+        hgf_log_info("scheduler.sweep_queued", "sweep=%s job=%s due=%lld", PQgetvalue(res, 0, 0),
+                     PQgetvalue(res, 0, 1), (long long)s->sweep_due);
+    } else if (PQntuples(res) == 1) {
+        hgf_log_info("scheduler.sweep_running", "sweep=%s is still running at due=%lld; not "
+                     "queuing another", PQgetvalue(res, 0, 0), (long long)s->sweep_due);
+    }
+    PQclear(res);
+    s->sweep_due = hgf_schedule_next(&s->sweeps, time(NULL));
+}
+
+/* Every replica fires every due time; the database lets the first one queue. */
+static void tick_sweeps(hgf_scheduler *s)
+{
+    if (!s->has_sweeps || s->sweep_busy || s->sweep_due < 0 || time(NULL) < s->sweep_due)
+        return;
+    hgf_sweep_opts o = {.requested_by = "schedule", .rescan_after_s = s->rt->cfg->rescan_after_s,
+                        .active_within_s = HGF_SWEEP_DEFAULT_ACTIVE_S,
+                        .stale_days = HGF_REPORT_STALE_DAYS};
+    if (hgf_sweep_enqueue_due(s->rt->store, &o, s->sweep_due, sweep_queued, s) == 0)
+        s->sweep_busy = 1;
+}
+
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     hgf_scheduler *s = w->data;
-    if (s->stopped || s->busy || !hgf_store_is_up(s->rt->store))
+    if (s->stopped || !hgf_store_is_up(s->rt->store))
+        return;
+    tick_sweeps(s);
+    if (s->busy)
         return;
     s->again = 0;
     if (hgf_store_query(s->rt->store, CLAIM_SQL, 0, NULL, claimed, s) == 0)
@@ -163,6 +210,16 @@ hgf_scheduler *hgf_scheduler_new(hgf_runtime *rt, hgf_err *err)
     s->loop = rt->loop;
     hgf_metrics_describe(rt->metrics, "hgfleet_scheduler_syncs_queued_total", HGF_METRIC_COUNTER,
                          "Sync jobs this replica's scheduler queued for due connections.");
+    hgf_metrics_describe(rt->metrics, "hgfleet_scheduler_sweeps_queued_total", HGF_METRIC_COUNTER,
+                         "Sweeps this replica's scheduler queued for HGFLEET_SWEEP_SCHEDULE.");
+    if (rt->cfg->sweep_schedule) {
+        if (hgf_schedule_parse(rt->cfg->sweep_schedule, &s->sweeps, err)) {
+            free(s);
+            return NULL;
+        }
+        s->has_sweeps = 1;
+        s->sweep_due = hgf_schedule_next(&s->sweeps, time(NULL));
+    }
     ev_init(&s->tick, on_tick);
     s->tick.data = s;
     arm(s, 0.);
@@ -177,7 +234,7 @@ void hgf_scheduler_stop(hgf_scheduler *s)
 
 int hgf_scheduler_busy(const hgf_scheduler *s)
 {
-    return s->busy;
+    return s->busy || s->sweep_busy;
 }
 
 void hgf_scheduler_free(hgf_scheduler *s)

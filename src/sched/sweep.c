@@ -1,9 +1,10 @@
 #include "hgfleet/sweep.h"
+#include "hgfleet/catalog.h"
+#include "hgfleet/buf.h"
 #include "hgfleet/jobs.h"
 #include "hgfleet/log.h"
 #include "hgfleet/report.h"
 #include "hgfleet/timeutil.h"
-#include "hgfleet/worker.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,45 +12,38 @@
 #include <time.h>
 
 #define ISO_SQL(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+/* A step advances at most this many phases before it yields its worker. */
+#define MAX_PHASES_PER_STEP 4
 
-/* ---- progress -------------------------------------------------------- */
+/* ---- small helpers ---------------------------------------------------- */
 
-typedef struct progress {
-    int on;
-    int conns_total, conns_done, conns_failed;
-    long images, scans_total, scans_done, scans_failed, throttles;
-    int64_t last_ms;
-} progress;
-
-static void progress_print(progress *p, int force)
+static void id_text(int64_t id, char *out, size_t n)
 {
-    int64_t now = hgf_time_now_ms();
-    if (!p->on || (!force && now - p->last_ms < 1000))
-        return;
-    p->last_ms = now;
-    fprintf(stderr, "sweep: connections %d/%d (%d failed), images %ld, scans %ld/%ld (%ld failed), "
-                    "throttles %ld\n",
-            p->conns_done, p->conns_total, p->conns_failed, p->images, p->scans_done,
-            p->scans_total, p->scans_failed, p->throttles);
+    snprintf(out, n, "%lld", (long long)id);
 }
 
-static void on_job_done(int64_t job_id, const char *kind, const hgf_err *err, json_t *result,
-                        void *arg)
+/* Parses a PostgreSQL bigint[] text ("{1,2,3}"); caller frees *ids. */
+static int parse_ids(const char *text, int64_t **ids, int *n, hgf_err *err)
 {
-    progress *p = arg;
-    if (!strcmp(kind, "sync")) {
-        p->conns_done++;
-        p->conns_failed += err != NULL;
-        p->images += (long)json_integer_value(json_object_get(result, "images"));
-        p->throttles += (long)json_integer_value(json_object_get(result, "throttles"));
-    } else {
-        p->scans_done++;
-        p->scans_failed += err != NULL;
+    int slots = 1;
+    for (const char *c = text; *c; c++)
+        slots += *c == ',';
+    *ids = calloc((size_t)slots + 1, sizeof **ids);
+    *n = 0;
+    if (!*ids)
+        return hgf_err_set(err, HGF_ENOMEM, "out of memory");
+    for (const char *c = text; *c;) {
+        char *end;
+        long long v = strtoll(c, &end, 10);
+        if (end != c) {
+            (*ids)[(*n)++] = v;
+            c = end;
+        } else {
+            c++;
+        }
     }
-    progress_print(p, 0);
+    return 0;
 }
-
-/* ---- queries --------------------------------------------------------- */
 
 /* The first column of every row as ids; caller frees *ids. */
 static int select_ids(hgf_store *s, const char *sql, int np, const char *const *p, int64_t **ids,
@@ -67,45 +61,278 @@ static int select_ids(hgf_store *s, const char *sql, int np, const char *const *
     return *ids ? 0 : hgf_err_set(err, HGF_ENOMEM, "out of memory");
 }
 
-static int ids_query(hgf_store *s, const char *sql, const int64_t *in, int n_in, int64_t **ids,
-                     int *n, hgf_err *err)
+/* Runs a statement with an id array as $1 and the extra text parameters. */
+static int exec_with_ids(hgf_store *s, const char *sql, const int64_t *ids, int n,
+                         const char *const *more, int n_more, PGresult **out, hgf_err *err)
 {
     hgf_buf arr = HGF_BUF_INIT;
-    hgf_jobs_id_array(in, n_in, &arr);
-    const char *p[] = {hgf_buf_str(&arr)};
-    int rc = select_ids(s, sql, 1, p, ids, n, err);
+    hgf_jobs_id_array(ids, n, &arr);
+    const char *p[6] = {hgf_buf_str(&arr)};
+    for (int i = 0; i < n_more && i < 5; i++)
+        p[i + 1] = more[i];
+    int rc = hgf_store_exec(s, sql, 1 + n_more, p, out, err);
     hgf_buf_free(&arr);
     return rc;
 }
 
-static int insert_sweep(hgf_store *s, const char *by, int64_t *id, char *started, size_t n,
-                        hgf_err *err)
+static int ids_query(hgf_store *s, const char *sql, const int64_t *in, int n_in, int64_t **ids,
+                     int *n, hgf_err *err)
 {
     PGresult *r = NULL;
-    const char *p[] = {by};
-    int rc = hgf_store_exec(s, "INSERT INTO sweeps (requested_by) VALUES ($1) RETURNING id, "
-                            ISO_SQL("started_at"), 1, p, &r, err);
+    int rc = exec_with_ids(s, sql, in, n_in, NULL, 0, &r, err);
     if (rc)
         return rc;
-    *id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    snprintf(started, n, "%s", PQgetvalue(r, 0, 1));
+    *n = PQntuples(r);
+    *ids = calloc((size_t)*n + 1, sizeof **ids);
+    for (int i = 0; *ids && i < *n; i++)
+        (*ids)[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    PQclear(r);
+    return *ids ? 0 : hgf_err_set(err, HGF_ENOMEM, "out of memory");
+}
+
+/* A statement whose result is not needed. The phase changes below are
+ * guarded by the phase they leave, so when another runner of the same step
+ * (a replica whose lease had expired) got there first, they change nothing. */
+static int exec_update(hgf_store *s, const char *sql, int np, const char *const *p, hgf_err *err)
+{
+    PGresult *r = NULL;
+    int rc = hgf_store_exec(s, sql, np, p, &r, err);
+    PQclear(r);
+    return rc;
+}
+
+/* ---- enqueueing a sweep ------------------------------------------------ */
+
+static const char ENQUEUE_SQL[] =
+    "SELECT sweep_id, job_id, created FROM hgf_sweep_enqueue($1, $2::jsonb, $3::int, "
+    "CASE WHEN $4::bigint IS NULL THEN NULL ELSE to_timestamp($4::bigint) END)";
+
+static char *options_text(const hgf_sweep_opts *o)
+{
+    json_t *j = json_pack("{s:I, s:I, s:i}", "rescan_after_s", (json_int_t)o->rescan_after_s,
+                          "active_within_s", (json_int_t)o->active_within_s, "stale_days",
+                          o->stale_days);
+    char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return t;
+}
+
+int hgf_sweep_enqueue(hgf_store *s, const hgf_sweep_opts *o, int64_t *sweep_id, int64_t *job_id,
+                      int *created, hgf_err *err)
+{
+    char *opts = options_text(o);
+    char prio[16];
+    snprintf(prio, sizeof prio, "%d", HGF_SWEEP_JOB_PRIORITY);
+    const char *p[] = {o->requested_by, opts, prio, NULL};
+    PGresult *r = NULL;
+    int rc = opts ? hgf_store_exec(s, ENQUEUE_SQL, 4, p, &r, err)
+                  : hgf_err_set(err, HGF_ENOMEM, "out of memory");
+    free(opts);
+    if (rc)
+        return rc;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return hgf_err_set(err, HGF_EDB, "queuing a sweep returned no sweep");
+    }
+    *sweep_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    *job_id = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    *created = PQgetvalue(r, 0, 2)[0] == 't';
     PQclear(r);
     return 0;
 }
 
-/* A sync already queued or running for a connection is waited for, not doubled. */
-static int enqueue_syncs(hgf_store *s, const int64_t *conns, int n, int64_t *ids, hgf_err *err)
+int hgf_sweep_enqueue_due(hgf_store *s, const hgf_sweep_opts *o, int64_t due, hgf_store_cb cb,
+                          void *arg)
 {
-    for (int i = 0; i < n; i++) {
-        char payload[64], key[64];
-        snprintf(payload, sizeof payload, "{\"connection_id\":%lld}", (long long)conns[i]);
-        snprintf(key, sizeof key, "sync:%lld", (long long)conns[i]);
-        int rc = hgf_jobs_enqueue(s, "sync", payload, 5, key, &ids[i], NULL, err);
-        if (rc)
-            return rc;
+    char *opts = options_text(o);
+    char prio[16], when[24];
+    snprintf(prio, sizeof prio, "%d", HGF_SWEEP_JOB_PRIORITY);
+    id_text(due, when, sizeof when);
+    const char *p[] = {o->requested_by, opts, prio, when};
+    int rc = opts ? hgf_store_query(s, ENQUEUE_SQL, 4, p, cb, arg) : HGF_ENOMEM;
+    free(opts);
+    return rc;
+}
+
+void hgf_sweep_mark_failed(hgf_store *s, int64_t id)
+{
+    char ids[24];
+    id_text(id, ids, sizeof ids);
+    const char *p[] = {ids};
+    hgf_err e;
+    if (exec_update(s, "UPDATE sweeps SET status = 'failed', phase = 'done', finished_at = now() "
+                       "WHERE id = $1 AND status = 'running'", 1, p, &e))
+        hgf_log_warn("sweep.mark_failed", "sweep=%lld %s", (long long)id, e.msg);
+}
+
+/* ---- the sweep row ----------------------------------------------------- */
+
+typedef struct sweep_row {
+    int64_t id;
+    char ids[24];           /* id as text, for parameters */
+    char status[16], phase[16], started[40];
+    hgf_sweep_opts o;
+    int64_t *conns, *syncs, *failed;
+    int n_conns, n_syncs, n_failed;
+    long scans_queued;
+} sweep_row;
+
+static void row_free(sweep_row *w)
+{
+    free(w->conns);
+    free(w->syncs);
+    free(w->failed);
+    w->conns = w->syncs = w->failed = NULL;
+}
+
+static void read_options(sweep_row *w, const char *text)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    json_t *v;
+    w->o.rescan_after_s = HGF_SWEEP_DEFAULT_RESCAN_S;
+    w->o.active_within_s = HGF_SWEEP_DEFAULT_ACTIVE_S;
+    w->o.stale_days = HGF_REPORT_STALE_DAYS;
+    if (json_is_integer(v = json_object_get(j, "rescan_after_s")))
+        w->o.rescan_after_s = json_integer_value(v);
+    if (json_is_integer(v = json_object_get(j, "active_within_s")))
+        w->o.active_within_s = json_integer_value(v);
+    if (json_is_integer(v = json_object_get(j, "stale_days")))
+        w->o.stale_days = (int)json_integer_value(v);
+    json_decref(j);
+}
+
+/* Status and phase only; the arrays when `full` (they can be long). */
+static int row_load(hgf_store *s, sweep_row *w, int full, hgf_err *err)
+{
+    const char *p[] = {w->ids};
+    PGresult *r = NULL;
+    int rc = hgf_store_exec(s,
+                            full ? "SELECT status, phase, " ISO_SQL("started_at") ", options::text, "
+                                   "scans_queued, connection_ids::text, sync_jobs::text, "
+                                   "failed_ids::text FROM sweeps WHERE id = $1"
+                                 : "SELECT status, phase FROM sweeps WHERE id = $1",
+                            1, p, &r, err);
+    if (rc)
+        return rc;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return hgf_err_set(err, HGF_ENOTFOUND, "sweep %s does not exist", w->ids);
     }
+    snprintf(w->status, sizeof w->status, "%s", PQgetvalue(r, 0, 0));
+    snprintf(w->phase, sizeof w->phase, "%s", PQgetvalue(r, 0, 1));
+    if (full) {
+        snprintf(w->started, sizeof w->started, "%s", PQgetvalue(r, 0, 2));
+        read_options(w, PQgetvalue(r, 0, 3));
+        w->scans_queued = strtol(PQgetvalue(r, 0, 4), NULL, 10);
+        row_free(w);
+        rc = parse_ids(PQgetvalue(r, 0, 5), &w->conns, &w->n_conns, err);
+        if (!rc)
+            rc = parse_ids(PQgetvalue(r, 0, 6), &w->syncs, &w->n_syncs, err);
+        if (!rc)
+            rc = parse_ids(PQgetvalue(r, 0, 7), &w->failed, &w->n_failed, err);
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* ---- phase start: every live connection's sync, with posture -------- */
+
+/* A sync already queued for a connection is waited for, not doubled; it
+ * only learns to collect posture too. */
+static const char POSTURE_SQL[] =
+    "UPDATE jobs SET payload = payload || '{\"posture\": true}', updated_at = now() "
+    " WHERE dedup_key IN (SELECT 'sync:' || c FROM unnest($1::bigint[]) c) "
+    "   AND state = 'queued' AND payload->'posture' IS DISTINCT FROM 'true'::jsonb";
+
+static const char ENQUEUE_SYNCS_SQL[] =
+    "WITH c AS (SELECT unnest($1::bigint[]) AS id), "
+    "ins AS (INSERT INTO jobs (kind, payload, priority, dedup_key) "
+    " SELECT 'sync', jsonb_build_object('connection_id', id, 'posture', true), $2::int, "
+    "        'sync:' || id FROM c "
+    " ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING RETURNING id) "
+    "SELECT id FROM ins UNION "
+    "SELECT j.id FROM jobs j JOIN c ON j.dedup_key = 'sync:' || c.id "
+    " WHERE j.state IN ('queued', 'running') ORDER BY 1";
+
+/* Queues (or finds) the sync of every connection; *jobs are their job ids. */
+static int enqueue_syncs(hgf_store *s, const int64_t *conns, int n_conns, int64_t **jobs,
+                         int *n_jobs, hgf_err *err)
+{
+    char prio[16];
+    snprintf(prio, sizeof prio, "%d", HGF_SWEEP_SYNC_PRIORITY);
+    const char *more[] = {prio};
+    PGresult *r = NULL;
+    int rc = exec_with_ids(s, POSTURE_SQL, conns, n_conns, NULL, 0, &r, err);
+    PQclear(r);
+    if (rc)
+        return rc;
+    rc = exec_with_ids(s, ENQUEUE_SYNCS_SQL, conns, n_conns, more, 1, &r, err);
+    if (rc)
+        return rc;
+    *n_jobs = PQntuples(r);
+    *jobs = calloc((size_t)*n_jobs + 1, sizeof **jobs);
+    for (int i = 0; *jobs && i < *n_jobs; i++)
+        (*jobs)[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    PQclear(r);
+    return *jobs ? 0 : hgf_err_set(err, HGF_ENOMEM, "out of memory");
+}
+
+static int save_syncing(hgf_store *s, const sweep_row *w, const int64_t *conns, int n_conns,
+                        const int64_t *jobs, int n_jobs, hgf_err *err)
+{
+    hgf_buf a = HGF_BUF_INIT, b = HGF_BUF_INIT;
+    hgf_jobs_id_array(conns, n_conns, &a);
+    hgf_jobs_id_array(jobs, n_jobs, &b);
+    const char *p[] = {w->ids, hgf_buf_str(&a), hgf_buf_str(&b)};
+    int rc = exec_update(s, "UPDATE sweeps SET phase = 'syncing', connection_ids = $2::bigint[], "
+                            "sync_jobs = $3::bigint[] WHERE id = $1 AND phase = 'start'",
+                         3, p, err);
+    hgf_buf_free(&a);
+    hgf_buf_free(&b);
+    return rc;
+}
+
+static int phase_start(hgf_store *s, sweep_row *w, hgf_err *err)
+{
+    int64_t *conns = NULL, *jobs = NULL;
+    int n_conns = 0, n_jobs = 0;
+    int rc = select_ids(s, "SELECT id FROM connections WHERE removed_at IS NULL ORDER BY id", 0,
+                        NULL, &conns, &n_conns, err);
+    if (!rc)
+        rc = enqueue_syncs(s, conns, n_conns, &jobs, &n_jobs, err);
+    if (!rc)
+        rc = save_syncing(s, w, conns, n_conns, jobs, n_jobs, err);
+    if (!rc)
+        hgf_log_info("sweep.syncing", "sweep=%s connections=%d syncs=%d", w->ids, n_conns, n_jobs);
+    free(conns);
+    free(jobs);
+    return rc;
+}
+
+/* ---- waiting ----------------------------------------------------------- */
+
+/* Scans parked in a long retry backoff by a server are not waited for: the
+ * report shows those images unscanned rather than hold the sweep. */
+static const char LIVE_SQL[] =
+    "SELECT count(*) FROM sweeps s JOIN jobs j "
+    "  ON j.id = ANY(CASE WHEN s.phase = 'syncing' THEN s.sync_jobs ELSE s.scan_jobs END) "
+    " WHERE s.id = $1 AND j.state IN ('queued', 'running') "
+    "   AND (s.phase = 'syncing' OR j.state = 'running' "
+    "        OR j.run_at <= now() + interval '30 seconds')";
+
+static int count_live(hgf_store *s, const sweep_row *w, long *live, hgf_err *err)
+{
+    const char *p[] = {w->ids};
+    PGresult *r = NULL;
+    int rc = hgf_store_exec(s, LIVE_SQL, 1, p, &r, err);
+    if (rc)
+        return rc;
+    *live = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
     return 0;
 }
+
+/* ---- phase syncing -> scanning ------------------------------------------ */
 
 /* Digests due a scan: never scanned ok, or last ok scan older than the
  * rescan window and pushed within the active window (old images are not
@@ -128,26 +355,43 @@ static const char ENQUEUE_SCANS_SQL[] =
     "SELECT count(*) FROM ins";
 
 /* Every scan job live for these connections: ours, the ones their syncs
- * queued for new digests, and push scans; not those parked in a long
- * retry backoff by a server. */
+ * queued for new digests, and push scans. */
 static const char LIVE_SCANS_SQL[] =
     "SELECT id FROM jobs WHERE kind = 'scan' AND state IN ('queued', 'running') "
     "   AND (payload->>'connection_id')::bigint = ANY($1::bigint[]) "
     "   AND run_at <= now() + interval '30 seconds' ORDER BY id";
 
-static int enqueue_scans(hgf_store *s, const hgf_sweep_opts *o, const int64_t *conns, int n,
+/* Whoever ran a sync (here or a server), its final state decides. */
+static const char FAILED_SQL[] =
+    "SELECT DISTINCT (payload->>'connection_id')::bigint FROM jobs "
+    " WHERE id = ANY($1::bigint[]) AND state <> 'done' ORDER BY 1";
+
+static int ok_connections(const sweep_row *w, int64_t **ok, int *n, hgf_err *err)
+{
+    *ok = calloc((size_t)w->n_conns + 1, sizeof **ok);
+    *n = 0;
+    if (!*ok)
+        return hgf_err_set(err, HGF_ENOMEM, "out of memory");
+    for (int i = 0; i < w->n_conns; i++) {
+        int bad = 0;
+        for (int k = 0; k < w->n_failed; k++)
+            bad |= w->failed[k] == w->conns[i];
+        if (!bad)
+            (*ok)[(*n)++] = w->conns[i];
+    }
+    return 0;
+}
+
+static int enqueue_scans(hgf_store *s, const sweep_row *w, const int64_t *ok, int n_ok,
                          long *queued, hgf_err *err)
 {
-    hgf_buf arr = HGF_BUF_INIT;
-    hgf_jobs_id_array(conns, n, &arr);
     char rescan[24], active[24], prio[8];
-    snprintf(rescan, sizeof rescan, "%lld", (long long)o->rescan_after_s);
-    snprintf(active, sizeof active, "%lld", (long long)o->active_within_s);
+    id_text(w->o.rescan_after_s, rescan, sizeof rescan);
+    id_text(w->o.active_within_s, active, sizeof active);
     snprintf(prio, sizeof prio, "%d", HGF_SWEEP_SCAN_PRIORITY);
-    const char *p[] = {hgf_buf_str(&arr), rescan, active, prio};
+    const char *more[] = {rescan, active, prio};
     PGresult *r = NULL;
-    int rc = hgf_store_exec(s, ENQUEUE_SCANS_SQL, 4, p, &r, err);
-    hgf_buf_free(&arr);
+    int rc = exec_with_ids(s, ENQUEUE_SCANS_SQL, ok, n_ok, more, 3, &r, err);
     if (rc)
         return rc;
     *queued = strtol(PQgetvalue(r, 0, 0), NULL, 10);
@@ -155,75 +399,51 @@ static int enqueue_scans(hgf_store *s, const hgf_sweep_opts *o, const int64_t *c
     return 0;
 }
 
-/* ---- phases ---------------------------------------------------------- */
-
-typedef struct sweep_state {
-    int64_t *conns, *ok, *failed;
-    int n_conns, n_ok, n_failed;
-    long scans_queued;
-    progress prog;
-} sweep_state;
-
-static void state_free(sweep_state *st)
+static int save_scanning(hgf_store *s, const sweep_row *w, const int64_t *scans, int n_scans,
+                         long queued, hgf_err *err)
 {
-    free(st->conns);
-    free(st->ok);
-    free(st->failed);
-}
-
-static int sync_phase(hgf_runtime *rt, sweep_state *st, hgf_err *err)
-{
-    int64_t *jobs = calloc((size_t)st->n_conns + 1, sizeof *jobs);
-    if (!jobs)
-        return hgf_err_set(err, HGF_ENOMEM, "out of memory");
-    int rc = enqueue_syncs(rt->store, st->conns, st->n_conns, jobs, err);
-    if (!rc)
-        rc = hgf_worker_drain(rt, jobs, st->n_conns, rt->cfg->workers, on_job_done, &st->prog,
-                              err);
-    /* Whoever ran a sync (here or a server), its final state decides. */
-    if (!rc)
-        rc = ids_query(rt->store,
-                       "SELECT DISTINCT (payload->>'connection_id')::bigint FROM jobs "
-                       "WHERE id = ANY($1::bigint[]) AND state <> 'done'",
-                       jobs, st->n_conns, &st->failed, &st->n_failed, err);
-    free(jobs);
+    hgf_buf f = HGF_BUF_INIT, j = HGF_BUF_INIT;
+    hgf_jobs_id_array(w->failed, w->n_failed, &f);
+    hgf_jobs_id_array(scans, n_scans, &j);
+    char q[24];
+    id_text(queued, q, sizeof q);
+    const char *p[] = {w->ids, hgf_buf_str(&f), hgf_buf_str(&j), q};
+    int rc = exec_update(s, "UPDATE sweeps SET phase = 'scanning', failed_ids = $2::bigint[], "
+                            "scan_jobs = $3::bigint[], scans_queued = scans_queued + $4::bigint "
+                            "WHERE id = $1 AND phase = 'syncing'",
+                         4, p, err);
+    hgf_buf_free(&f);
+    hgf_buf_free(&j);
     return rc;
 }
 
-static int split_ok(sweep_state *st, hgf_err *err)
+static int phase_scans(hgf_store *s, sweep_row *w, hgf_err *err)
 {
-    st->ok = calloc((size_t)st->n_conns + 1, sizeof *st->ok);
-    if (!st->ok)
-        return hgf_err_set(err, HGF_ENOMEM, "out of memory");
-    for (int i = 0; i < st->n_conns; i++) {
-        int bad = 0;
-        for (int k = 0; k < st->n_failed; k++)
-            bad |= st->failed[k] == st->conns[i];
-        if (!bad)
-            st->ok[st->n_ok++] = st->conns[i];
-    }
-    return 0;
-}
-
-static int scan_phase(hgf_runtime *rt, const hgf_sweep_opts *o, sweep_state *st, hgf_err *err)
-{
-    int rc = split_ok(st, err);
+    int rc = row_load(s, w, 1, err);
+    free(w->failed);
+    w->failed = NULL;
     if (!rc)
-        rc = enqueue_scans(rt->store, o, st->ok, st->n_ok, &st->scans_queued, err);
-    int64_t *jobs = NULL;
-    int n = 0;
+        rc = ids_query(s, FAILED_SQL, w->syncs, w->n_syncs, &w->failed, &w->n_failed, err);
+    int64_t *ok = NULL, *scans = NULL;
+    int n_ok = 0, n_scans = 0;
+    long queued = 0;
     if (!rc)
-        rc = ids_query(rt->store, LIVE_SCANS_SQL, st->ok, st->n_ok, &jobs, &n, err);
-    if (!rc && n) {
-        st->prog.scans_total = n;
-        progress_print(&st->prog, 1);
-        rc = hgf_worker_drain(rt, jobs, n, rt->cfg->workers, on_job_done, &st->prog, err);
-    }
-    free(jobs);
+        rc = ok_connections(w, &ok, &n_ok, err);
+    if (!rc)
+        rc = enqueue_scans(s, w, ok, n_ok, &queued, err);
+    if (!rc)
+        rc = ids_query(s, LIVE_SCANS_SQL, ok, n_ok, &scans, &n_scans, err);
+    if (!rc)
+        rc = save_scanning(s, w, scans, n_scans, queued, err);
+    if (!rc)
+        hgf_log_info("sweep.scanning", "sweep=%s failed_connections=%d scans_queued=%ld "
+                     "scans_waited_for=%d", w->ids, w->n_failed, queued, n_scans);
+    free(ok);
+    free(scans);
     return rc;
 }
 
-/* ---- the report ------------------------------------------------------ */
+/* ---- phase scanning -> done: the report ------------------------------ */
 
 /* The stored copy is bounded: above the limit only the totals stay. */
 static char *stored_text(json_t *report)
@@ -244,132 +464,106 @@ static char *stored_text(json_t *report)
     return t;
 }
 
-static int finish(hgf_runtime *rt, int64_t id, const char *started, const sweep_state *st,
-                  const hgf_sweep_opts *o, json_t **out, hgf_err *err)
+static json_t *report_of(const sweep_row *w, json_t *body, const char *finished)
+{
+    const char *status = w->n_failed ? "partial" : "complete";
+    json_t *r = json_pack("{s:I, s:s, s:s, s:s, s:I}", "sweep_id", (json_int_t)w->id,
+                          "started_at", w->started, "finished_at", finished, "status", status,
+                          "scans_queued", (json_int_t)w->scans_queued);
+    if (r)
+        json_object_update(r, body);
+    return r;
+}
+
+static int phase_finish(hgf_store *s, sweep_row *w, hgf_err *err)
 {
     json_t *body = NULL;
-    int rc = hgf_report_build(rt->store, st->conns, st->n_conns, st->failed, st->n_failed,
-                              o->stale_days, &body, err);
+    int rc = row_load(s, w, 1, err);
+    if (!rc)
+        rc = hgf_report_build(s, w->conns, w->n_conns, w->failed, w->n_failed, w->o.stale_days,
+                              &body, err);
     if (rc)
         return rc;
     char finished[32];
     hgf_time_format_iso(time(NULL), finished, sizeof finished);
-    const char *status = st->n_failed ? "partial" : "complete";
-    json_t *r = json_pack("{s:I, s:s, s:s, s:s, s:I}", "sweep_id", (json_int_t)id, "started_at",
-                          started, "finished_at", finished, "status", status, "scans_queued",
-                          (json_int_t)st->scans_queued);
-    json_object_update(r, body);
+    json_t *r = report_of(w, body, finished);
     json_decref(body);
-    char *text = stored_text(r);
-    char ids[24];
-    snprintf(ids, sizeof ids, "%lld", (long long)id);
-    const char *p[] = {ids, status, text, finished};
-    PGresult *res = NULL;
-    rc = text ? hgf_store_exec(rt->store,
-                               "UPDATE sweeps SET status = $2, report = $3::jsonb, "
-                               "finished_at = $4::timestamptz WHERE id = $1",
-                               4, p, &res, err)
+    char *text = r ? stored_text(r) : NULL;
+    json_decref(r);
+    const char *p[] = {w->ids, w->n_failed ? "partial" : "complete", text, finished};
+    rc = text ? exec_update(s, "UPDATE sweeps SET status = $2, report = $3::jsonb, "
+                               "finished_at = $4::timestamptz, phase = 'done' "
+                               "WHERE id = $1 AND phase = 'scanning'",
+                            4, p, err)
               : hgf_err_set(err, HGF_ENOMEM, "out of memory");
-    PQclear(res);
     free(text);
-    if (rc)
-        json_decref(r);
-    else
-        *out = r;
+    if (!rc)
+        hgf_log_info("sweep.done", "sweep=%s status=%s connections=%d failed_connections=%d "
+                     "scans_queued=%ld", w->ids, w->n_failed ? "partial" : "complete", w->n_conns,
+                     w->n_failed, w->scans_queued);
     return rc;
 }
 
-static void mark_failed(hgf_runtime *rt, int64_t id)
+/* ---- the step ----------------------------------------------------------- */
+
+static json_t *step_result(const sweep_row *w)
 {
-    char ids[24];
-    snprintf(ids, sizeof ids, "%lld", (long long)id);
-    const char *p[] = {ids};
-    PGresult *res = NULL;
-    hgf_err e;
-    hgf_store_exec(rt->store, "UPDATE sweeps SET status = 'failed', finished_at = now() "
-                              "WHERE id = $1", 1, p, &res, &e);
-    PQclear(res);
+    return json_pack("{s:I, s:s, s:s}", "sweep_id", (json_int_t)w->id, "phase", w->phase,
+                     "status", w->status);
 }
 
-int hgf_sweep_run(hgf_runtime *rt, const hgf_sweep_opts *o, int64_t *sweep_id, json_t **report,
-                  hgf_err *err)
+/* One phase forward, or *waiting when the phase's jobs are still live. */
+static int advance(hgf_store *s, sweep_row *w, int *waiting, hgf_err *err)
 {
-    sweep_state st = {.prog = {.on = o->progress}};
-    char started[40];
-    int rc = select_ids(rt->store, "SELECT id FROM connections WHERE removed_at IS NULL "
-                        "ORDER BY id", 0, NULL, &st.conns, &st.n_conns, err);
-    if (!rc)
-        rc = insert_sweep(rt->store, o->requested_by, sweep_id, started, sizeof started, err);
-    if (rc) {
-        state_free(&st);
+    long live = 0;
+    *waiting = 0;
+    if (!strcmp(w->phase, "start"))
+        return phase_start(s, w, err);
+    int rc = count_live(s, w, &live, err);
+    if (rc || live > 0) {
+        *waiting = live > 0;
         return rc;
     }
-    hgf_log_info("sweep.start", "sweep=%lld connections=%d", (long long)*sweep_id, st.n_conns);
-    st.prog.conns_total = st.n_conns;
-    progress_print(&st.prog, 1);
-    rc = sync_phase(rt, &st, err);
+    return !strcmp(w->phase, "syncing") ? phase_scans(s, w, err) : phase_finish(s, w, err);
+}
+
+int hgf_sweep_step(hgf_runtime *rt, int64_t id, int *again_s, json_t **result, hgf_err *err)
+{
+    sweep_row w = {.id = id};
+    id_text(id, w.ids, sizeof w.ids);
+    *again_s = 0;
+    *result = NULL;
+    int rc = 0;
+    for (int i = 0; !rc && i < MAX_PHASES_PER_STEP; i++) {
+        int waiting = 0;
+        rc = row_load(rt->store, &w, 0, err);
+        if (rc || strcmp(w.status, "running") || !strcmp(w.phase, "done"))
+            break;
+        rc = advance(rt->store, &w, &waiting, err);
+        if (!rc && waiting) {
+            *again_s = HGF_SWEEP_STEP_DELAY_S;
+            break;
+        }
+    }
+    if (!rc && !*again_s && !strcmp(w.status, "running") && strcmp(w.phase, "done"))
+        *again_s = HGF_SWEEP_STEP_DELAY_S; /* phases left for the next step: yield the worker */
     if (!rc)
-        rc = scan_phase(rt, o, &st, err);
-    progress_print(&st.prog, 1);
-    if (!rc)
-        rc = finish(rt, *sweep_id, started, &st, o, report, err);
-    if (rc)
-        mark_failed(rt, *sweep_id);
-    else
-        hgf_log_info("sweep.done", "sweep=%lld failed_connections=%d scans_queued=%ld",
-                     (long long)*sweep_id, st.n_failed, st.scans_queued);
-    state_free(&st);
+        *result = step_result(&w);
+    row_free(&w);
     return rc;
 }
 
 /* ---- reading back ---------------------------------------------------- */
 
+/* The catalog holds the SQL and JSON that the API serves too. */
 int hgf_sweep_list(hgf_store *s, int limit, json_t **out, hgf_err *err)
 {
-    char lim[16];
-    snprintf(lim, sizeof lim, "%d", limit);
-    const char *p[] = {lim};
-    PGresult *r = NULL;
-    int rc = hgf_store_exec(s,
-                            "SELECT id, requested_by, " ISO_SQL("started_at") ", "
-                            ISO_SQL("finished_at") ", status, (report->'totals')::text "
-                            "FROM sweeps ORDER BY id DESC LIMIT $1::int",
-                            1, p, &r, err);
-    if (rc)
-        return rc;
-    json_t *a = json_array();
-    for (int i = 0; a && i < PQntuples(r); i++) {
-        json_t *t = PQgetisnull(r, i, 5) ? NULL : json_loads(PQgetvalue(r, i, 5), 0, NULL);
-        json_t *o = json_pack("{s:I, s:s, s:s, s:o, s:s, s:o}", "id",
-                              (json_int_t)strtoll(PQgetvalue(r, i, 0), NULL, 10), "requested_by",
-                              PQgetvalue(r, i, 1), "started_at", PQgetvalue(r, i, 2),
-                              "finished_at",
-                              PQgetisnull(r, i, 3) ? json_null() : json_string(PQgetvalue(r, i, 3)),
-                              "status", PQgetvalue(r, i, 4), "totals", t ? t : json_null());
-        json_array_append_new(a, o);
-    }
-    PQclear(r);
-    *out = a;
-    return a ? 0 : hgf_err_set(err, HGF_ENOMEM, "out of memory");
+    hgf_catalog_query q;
+    return hgf_catalog_exec(s, hgf_catalog_sweeps(&q, limit), out, err);
 }
 
 int hgf_sweep_get(hgf_store *s, int64_t id, json_t **report, hgf_err *err)
 {
-    char ids[24];
-    snprintf(ids, sizeof ids, "%lld", (long long)id);
-    const char *p[] = {ids};
-    PGresult *r = NULL;
-    int rc = hgf_store_exec(s, "SELECT status, report::text FROM sweeps WHERE id = $1", 1, p, &r,
-                            err);
-    if (rc)
-        return rc;
-    if (PQntuples(r) == 0)
-        rc = hgf_err_set(err, HGF_ENOTFOUND, "sweep %lld does not exist", (long long)id);
-    else if (PQgetisnull(r, 0, 1))
-        rc = hgf_err_set(err, HGF_EFAIL, "sweep %lld has no report (status %s)", (long long)id,
-                         PQgetvalue(r, 0, 0));
-    else if (!(*report = json_loads(PQgetvalue(r, 0, 1), 0, NULL)))
-        rc = hgf_err_set(err, HGF_EFAIL, "sweep %lld: stored report is not JSON", (long long)id);
-    PQclear(r);
-    return rc;
+    hgf_catalog_query q;
+    return hgf_catalog_exec(s, hgf_catalog_sweep_report(&q, id), report, err);
 }

@@ -3,6 +3,7 @@
 #include "hgfleet/log.h"
 #include "hgfleet/metrics.h"
 #include "hgfleet/scan.h"
+#include "hgfleet/sweep.h"
 #include "hgfleet/sync.h"
 #include "hgfleet/timeutil.h"
 
@@ -58,10 +59,36 @@ static int exec_scan(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, hg
     return hgf_scan_start(rt, job->payload, on_scan_done, wj, err);
 }
 
-/* One row per kind this build can run; sweep adds its own here. */
+/* One step of a sweep, run here and now (the step only issues short
+ * statements); the job comes back in a second while the sweep waits. */
+static int exec_sweep(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, hgf_err *err)
+{
+    json_t *sid = json_object_get(job->payload, "sweep_id");
+    if (!json_is_integer(sid))
+        return hgf_err_set(err, HGF_EINPUT, "job %lld: payload has no integer sweep_id",
+                           (long long)job->id);
+    int again_s = 0;
+    json_t *result = NULL;
+    int rc = hgf_sweep_step(rt, json_integer_value(sid), &again_s, &result, err);
+    if (rc) {
+        /* A sweep whose job will not run again must not stay "running". */
+        if (hgf_worker_error_is_permanent(err) || job->attempts >= job->max_attempts)
+            hgf_sweep_mark_failed(rt->store, json_integer_value(sid));
+        return rc;
+    }
+    if (again_s > 0)
+        hgf_worker_job_continue(wj, again_s, result);
+    else
+        hgf_worker_job_done(wj, NULL, 0, result);
+    json_decref(result);
+    return 0;
+}
+
+/* One row per kind this build can run. */
 static const hgf_worker_executor EXECUTORS[] = {
     {"sync", exec_sync},
     {"scan", exec_scan},
+    {"sweep", exec_sweep},
 };
 #define N_EXECUTORS ((int)(sizeof EXECUTORS / sizeof EXECUTORS[0]))
 
@@ -114,6 +141,7 @@ struct hgf_worker_job {
     int64_t started_ms;
     char *error, *result;  /* the outcome, kept until it is recorded */
     int retry_after;
+    int continue_in;       /* >= 0: not ended, queued again that many seconds on */
 };
 
 struct hgf_worker_pool {
@@ -214,8 +242,12 @@ static void record(hgf_worker_job *wj)
 {
     hgf_worker_pool *p = wj->pool;
     set_phase(wj, PH_RECORDING);
-    if (hgf_jobs_finish(p->rt->store, wj->job.id, p->rt->owner, wj->error, wj->retry_after,
-                        wj->result, recorded, wj))
+    int rc = wj->continue_in >= 0
+                 ? hgf_jobs_continue(p->rt->store, wj->job.id, p->rt->owner, wj->continue_in,
+                                     wj->result, recorded, wj)
+                 : hgf_jobs_finish(p->rt->store, wj->job.id, p->rt->owner, wj->error,
+                                   wj->retry_after, wj->result, recorded, wj);
+    if (rc)
         set_phase(wj, PH_UNRECORDED);
 }
 
@@ -262,6 +294,23 @@ void hgf_worker_job_done(hgf_worker_job *wj, const hgf_err *err, int permanent, 
     count_outcome(wj, outcome_of(wj, err), err);
     if (p->o.done)
         p->o.done(wj->job.id, wj->job.kind, err, result, p->o.arg);
+    record(wj);
+}
+
+void hgf_worker_job_continue(hgf_worker_job *wj, int delay_s, json_t *result)
+{
+    if (wj->phase != PH_RUNNING) {
+        hgf_log_error("job.done_twice", "job=%lld kind=%s ended twice", (long long)wj->job.id,
+                      wj->job.kind);
+        return;
+    }
+    wj->continue_in = delay_s < 0 ? 0 : delay_s;
+    wj->result = result ? json_dumps(result, JSON_COMPACT) : NULL;
+    char labels[96];
+    snprintf(labels, sizeof labels, "kind=\"%s\",outcome=\"continue\"", wj->job.kind);
+    hgf_metrics_inc(wj->pool->rt->metrics, "hgfleet_jobs_run_total", labels, 1);
+    hgf_log_debug("job.continue", "job=%lld kind=%s again_in=%ds", (long long)wj->job.id,
+                  wj->job.kind, wj->continue_in);
     record(wj);
 }
 
@@ -331,6 +380,7 @@ static void claimed(hgf_job *jobs, int n, const hgf_err *err, void *arg)
         wj->pool = p;
         wj->job = jobs[i];
         wj->phase = PH_READY;
+        wj->continue_in = -1;
         jobs[i].payload = NULL;
         link_job(p, wj);
     }
@@ -447,6 +497,21 @@ void hgf_worker_pool_stop(hgf_worker_pool *p)
     give_back_ready(p);
 }
 
+int hgf_worker_pool_set_ids(hgf_worker_pool *p, const int64_t *ids, int n_ids)
+{
+    int64_t *copy = malloc(sizeof *copy * (size_t)(n_ids + 1));
+    if (!copy)
+        return HGF_ENOMEM;
+    if (n_ids)
+        memcpy(copy, ids, sizeof *copy * (size_t)n_ids);
+    free(p->ids);
+    p->ids = copy;
+    p->o.ids = copy;
+    p->o.n_ids = n_ids;
+    p->want_claim = !p->stopping;
+    return 0;
+}
+
 int hgf_worker_pool_busy(const hgf_worker_pool *p)
 {
     return p->claiming + p->count[PH_READY] + p->count[PH_RUNNING] + p->count[PH_RECORDING] +
@@ -510,7 +575,9 @@ static void on_drain_tick(struct ev_loop *loop, ev_timer *w, int revents)
     *(int *)w->data = 1;
 }
 
-static int drain_loop(hgf_worker_pool *p, const int64_t *ids, int n_ids, hgf_err *err)
+/* Runs the pool until watch says the work is over: watch runs after every
+ * recorded outcome and every tick, outside loop callbacks. */
+static int drain_loop(hgf_worker_pool *p, hgf_worker_watch_fn watch, void *arg, hgf_err *err)
 {
     hgf_runtime *rt = p->rt;
     int check = 1;
@@ -524,10 +591,10 @@ static int drain_loop(hgf_worker_pool *p, const int64_t *ids, int n_ids, hgf_err
         hgf_worker_pool_pump(p);
         if (check) {
             check = 0;
-            int live = 0;
-            rc = hgf_jobs_count_live(rt->store, ids, n_ids, &live, err);
-            if (rc || (live == 0 && hgf_worker_pool_busy(p) == 0))
+            rc = watch(p, arg, err);
+            if (rc <= 0)
                 break;
+            rc = 0;
         }
         ev_run(rt->loop, EVRUN_ONCE);
         if (p->recorded != seen) {
@@ -539,19 +606,41 @@ static int drain_loop(hgf_worker_pool *p, const int64_t *ids, int n_ids, hgf_err
     return rc;
 }
 
-int hgf_worker_drain(hgf_runtime *rt, const int64_t *ids, int n_ids, int concurrency,
-                     hgf_worker_done_cb done, void *arg, hgf_err *err)
+int hgf_worker_drain_while(hgf_runtime *rt, const hgf_worker_opts *o, hgf_worker_watch_fn watch,
+                           void *arg, hgf_err *err)
 {
-    hgf_worker_opts o = {.concurrency = concurrency, .retry = 0, .ids = ids, .n_ids = n_ids,
-                         .done = done, .arg = arg};
-    hgf_worker_pool *p = hgf_worker_pool_new(rt, &o, err);
+    hgf_worker_pool *p = hgf_worker_pool_new(rt, o, err);
     if (!p)
         return err ? err->code : HGF_ENOMEM;
-    int rc = drain_loop(p, ids, n_ids, err);
+    int rc = drain_loop(p, watch, arg, err);
     hgf_worker_pool_stop(p);
     /* On a database failure, let running jobs end so nothing is freed under them. */
     while (p->count[PH_RUNNING] > 0 || p->claiming)
         ev_run(rt->loop, EVRUN_ONCE);
     hgf_worker_pool_free(p);
     return rc;
+}
+
+typedef struct live_watch {
+    const int64_t *ids;
+    int n_ids;
+} live_watch;
+
+static int watch_live(hgf_worker_pool *p, void *arg, hgf_err *err)
+{
+    const live_watch *w = arg;
+    int live = 0;
+    int rc = hgf_jobs_count_live(p->rt->store, w->ids, w->n_ids, &live, err);
+    if (rc)
+        return rc;
+    return live > 0 || hgf_worker_pool_busy(p) > 0;
+}
+
+int hgf_worker_drain(hgf_runtime *rt, const int64_t *ids, int n_ids, int concurrency,
+                     hgf_worker_done_cb done, void *arg, hgf_err *err)
+{
+    hgf_worker_opts o = {.concurrency = concurrency, .retry = 0, .ids = ids, .n_ids = n_ids,
+                         .done = done, .arg = arg};
+    live_watch w = {ids, n_ids};
+    return hgf_worker_drain_while(rt, &o, watch_live, &w, err);
 }

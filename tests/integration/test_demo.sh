@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
-# `hgfleet demo` is the README's main job: it must sync a simulated
-# organization on its own throwaway PostgreSQL and leave nothing behind.
+# `hgfleet demo` is the README's main job: it must discover a simulated
+# organization through AWS Organizations, sweep it on its own throwaway
+# PostgreSQL, diagnose the misconfigured accounts and leave nothing behind.
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 before=$(find /tmp -maxdepth 1 -name 'hgfleet-demo-??????' | wc -l)
+# 6 accounts: the third's role does not trust the demo's user, the sixth's
+# lacks ecr:DescribeImages; a seventh account is suspended.
 hgf_expect_exit 0 env -u HGFLEET_DATABASE_URL ECRSIM_BIN="$ECRSIM_BIN" \
-  "$HGFLEET_BIN" demo --accounts 3 --regions us-east-1,eu-west-1
+  "$HGFLEET_BIN" demo --accounts 6 --regions us-east-1,eu-west-1
 echo "$HGF_OUT"
+hgf_assert_contains "$HGF_OUT" "discovered through AWS Organizations (SIMULATED): 7 accounts, 12 connections created, 1 skipped" \
+  "the organization is discovered, the suspended account skipped"
+hgf_assert_contains "$HGF_OUT" "skipped: account 100026000006: account status is SUSPENDED" "the skip is explained"
 rows=$(grep -cE '^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com +ok ' <<<"$HGF_OUT" || true)
-hgf_assert_eq 7 "$rows" "one ok row per simulated registry, plus the empty-region one"
-failed=$(grep -cE '^[0-9]{12}\.dkr\.ecr\.ca-central-1\.amazonaws\.com +failed ' <<<"$HGF_OUT" || true)
-hgf_assert_eq 1 "$failed" "the misconfigured static keys fail"
-hgf_assert_contains "$HGF_OUT" "8 registries" "totals line"
+hgf_assert_eq 8 "$rows" "one ok row per registry of a well-configured account"
+failed=$(grep -cE '^(100026000002|100026000005)\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com +failed ' <<<"$HGF_OUT" || true)
+hgf_assert_eq 4 "$failed" "the misconfigured accounts fail in every region"
+hgf_assert_contains "$HGF_OUT" "12 registries" "totals line"
 hgf_assert_contains "$HGF_OUT" "SIMULATED" "the data is labelled as simulated"
-hgf_assert_contains "$HGF_OUT" "sweep 1: partial" "the sweep is partial because one connection failed"
-hgf_assert_contains "$HGF_OUT" "likely cause:" "the failing connection is diagnosed"
+hgf_assert_contains "$HGF_OUT" "sweep 1: partial" "the sweep is partial because connections failed"
+hgf_assert_contains "$HGF_OUT" "AssumeRole is denied" "the untrusting role is diagnosed"
+hgf_assert_contains "$HGF_OUT" "lacks ecr:DescribeImages" "the missing permission is named"
+hgf_assert_contains "$HGF_OUT" "likely cause:" "the failing connections are diagnosed"
+hgf_assert_contains "$HGF_ERR" "sweep: connections 12/12 (4 failed)" "progress on stderr"
 dir=$(sed -n 's|^reports: \(.*\)/sweep.json,.*|\1|p' <<<"$HGF_OUT")
 [[ -n $dir && -d $dir ]] || hgf_fail "no report directory in the output"
 hgf_on_exit rm -rf "$dir"
@@ -24,7 +33,11 @@ python3 - "$dir" <<'PY'
 import csv, json, sys
 d = sys.argv[1]
 r = json.load(open(f"{d}/sweep.json"))
-assert r["status"] == "partial" and len(r["connections"]) == 8, r["status"]
+assert r["status"] == "partial" and len(r["connections"]) == 12, r["status"]
+bad = {c["registry"].split(".")[0] for c in r["connections"] if c["status"] == "failed"}
+assert bad == {"100026000002", "100026000005"}, bad
+codes = {c["diagnosis"]["code"] for c in r["connections"] if c["status"] == "failed"}
+assert codes == {"assume_role_denied", "access_denied"}, codes
 assert r["totals"]["images_scanned"] == r["totals"]["images"] > 0, r["totals"]
 assert list(csv.reader(open(f"{d}/sweep.csv")))
 assert "<html" in open(f"{d}/sweep.html").read().lower()

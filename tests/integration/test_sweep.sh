@@ -61,7 +61,8 @@ if [[ $(id -u) != 0 ]]; then # root writes anywhere: only the missing-dir case a
 fi
 hgf_expect_exit 2 "$H" sweep --wait --report "$tmp/nodir/r.json"
 hgf_expect_exit 2 "$H" sweep --wait --format pdf --report "$tmp/r.json"
-hgf_expect_exit 2 "$H" sweep
+hgf_expect_exit 2 "$H" sweep --report "$tmp/r.json"
+hgf_assert_contains "$HGF_ERR" "--wait" "a report needs --wait"
 hgf_assert_eq 0 "$(db 'select count(*) from sweeps')" "usage errors start no sweep"
 
 # --- the first sweep: partial, the failure diagnosed ---

@@ -1,0 +1,211 @@
+/* `sweep --wait`: the sweep job and the syncs and scans it queues, worked
+ * in this process by a worker pool whose set of jobs follows the sweep's
+ * phase, with progress read from the database (so it counts the work of
+ * every replica, not only this process's). */
+#include "hgfleet/sweep.h"
+#include "hgfleet/jobs.h"
+#include "hgfleet/log.h"
+#include "hgfleet/timeutil.h"
+#include "hgfleet/worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The pool asks after every outcome; the database is asked at most this often. */
+#define WATCH_EVERY_MS 200
+#define PROGRESS_EVERY_MS 1000
+
+typedef struct waiter {
+    hgf_runtime *rt;
+    int64_t job_id;
+    char ids[24];
+    int show;
+    char phase[16];           /* whose jobs the pool claims now */
+    char status[16];
+    int job_live;
+    int64_t last_watch_ms, last_progress_ms;
+    char last_line[256];
+} waiter;
+
+static const char HEAD_SQL[] =
+    "SELECT s.status, s.phase, EXISTS (SELECT 1 FROM jobs j WHERE j.id = s.job_id "
+    "                                    AND j.state IN ('queued', 'running')) "
+    "  FROM sweeps s WHERE s.id = $1";
+
+static const char IDS_SQL[] =
+    "SELECT (CASE phase WHEN 'syncing' THEN sync_jobs WHEN 'scanning' THEN scan_jobs "
+    "        ELSE '{}' END)::text FROM sweeps WHERE id = $1";
+
+static const char PROGRESS_SQL[] =
+    "SELECT cardinality(s.connection_ids), y.done, y.failed, y.images, y.throttles, "
+    "       cardinality(s.scan_jobs), z.done, z.failed "
+    "  FROM sweeps s, "
+    "  LATERAL (SELECT count(*) FILTER (WHERE state IN ('done', 'failed')) AS done, "
+    "                  count(*) FILTER (WHERE state = 'failed') AS failed, "
+    "                  coalesce(sum((result->>'images')::bigint), 0) AS images, "
+    "                  coalesce(sum((result->>'throttles')::bigint), 0) AS throttles "
+    "             FROM jobs WHERE id = ANY(s.sync_jobs)) y, "
+    "  LATERAL (SELECT count(*) FILTER (WHERE state IN ('done', 'failed')) AS done, "
+    "                  count(*) FILTER (WHERE state = 'failed') AS failed "
+    "             FROM jobs WHERE id = ANY(s.scan_jobs)) z "
+    " WHERE s.id = $1";
+
+/* ---- progress ----------------------------------------------------------- */
+
+/* A line when the numbers changed, at most one a second unless forced. */
+static void print_progress(waiter *w, int force)
+{
+    int64_t now = hgf_time_now_ms();
+    if (!w->show || (!force && now - w->last_progress_ms < PROGRESS_EVERY_MS))
+        return;
+    w->last_progress_ms = now;
+    const char *p[] = {w->ids};
+    PGresult *r = NULL;
+    hgf_err e;
+    if (hgf_store_exec(w->rt->store, PROGRESS_SQL, 1, p, &r, &e) || PQntuples(r) != 1) {
+        PQclear(r);
+        return; /* progress is best effort; the watch reports real failures */
+    }
+#define V(c) PQgetvalue(r, 0, c)
+    char line[256];
+    snprintf(line, sizeof line,
+             "sweep: connections %s/%s (%s failed), images %s, scans %s/%s (%s failed), "
+             "throttles %s\n",
+             V(1), V(0), V(2), V(3), V(6), V(5), V(7), V(4));
+#undef V
+    PQclear(r);
+    if (strcmp(line, w->last_line))
+        fputs(line, stderr);
+    snprintf(w->last_line, sizeof w->last_line, "%s", line);
+}
+
+/* ---- the watch ---------------------------------------------------------- */
+
+/* The pool claims the sweep job plus the jobs its current phase waits for. */
+static int follow_phase(hgf_worker_pool *p, waiter *w, hgf_err *err)
+{
+    const char *prm[] = {w->ids};
+    PGresult *r = NULL;
+    int rc = hgf_store_exec(w->rt->store, IDS_SQL, 1, prm, &r, err);
+    if (rc)
+        return rc;
+    const char *text = PQntuples(r) ? PQgetvalue(r, 0, 0) : "{}";
+    int slots = 2;
+    for (const char *c = text; *c; c++)
+        slots += *c == ',';
+    int64_t *ids = malloc(sizeof *ids * (size_t)slots);
+    int n = 0;
+    if (ids) {
+        ids[n++] = w->job_id;
+        for (const char *c = text; *c;) {
+            char *end;
+            long long v = strtoll(c, &end, 10);
+            if (end != c)
+                ids[n++] = v;
+            c = end != c ? end : c + 1;
+        }
+    }
+    PQclear(r);
+    rc = ids ? hgf_worker_pool_set_ids(p, ids, n) : HGF_ENOMEM;
+    free(ids);
+    return rc ? hgf_err_set(err, rc, "out of memory") : 0;
+}
+
+static int read_head(waiter *w, char *phase, size_t n, hgf_err *err)
+{
+    const char *p[] = {w->ids};
+    PGresult *r = NULL;
+    int rc = hgf_store_exec(w->rt->store, HEAD_SQL, 1, p, &r, err);
+    if (rc)
+        return rc;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return hgf_err_set(err, HGF_ENOTFOUND, "sweep %s does not exist", w->ids);
+    }
+    snprintf(w->status, sizeof w->status, "%s", PQgetvalue(r, 0, 0));
+    snprintf(phase, n, "%s", PQgetvalue(r, 0, 1));
+    w->job_live = PQgetvalue(r, 0, 2)[0] == 't';
+    PQclear(r);
+    return 0;
+}
+
+static int watch(hgf_worker_pool *p, void *arg, hgf_err *err)
+{
+    waiter *w = arg;
+    int64_t now = hgf_time_now_ms();
+    if (now - w->last_watch_ms < WATCH_EVERY_MS)
+        return 1;
+    w->last_watch_ms = now;
+    char phase[16];
+    int rc = read_head(w, phase, sizeof phase, err);
+    if (rc)
+        return rc;
+    if (strcmp(phase, w->phase)) {
+        snprintf(w->phase, sizeof w->phase, "%s", phase);
+        if ((rc = follow_phase(p, w, err)))
+            return rc;
+    }
+    print_progress(w, 0);
+    if (strcmp(w->status, "running"))
+        return hgf_worker_pool_busy(p) > 0; /* over: let our last outcomes be recorded */
+    return w->job_live || hgf_worker_pool_busy(p) > 0;
+}
+
+/* ---- waiting ------------------------------------------------------------ */
+
+/* The job ended (failed for good) while the sweep still says running. */
+static int job_ended(waiter *w, hgf_err *err)
+{
+    char jid[24];
+    snprintf(jid, sizeof jid, "%lld", (long long)w->job_id);
+    const char *p[] = {jid};
+    PGresult *r = NULL;
+    hgf_err e;
+    int rc = hgf_store_exec(w->rt->store, "SELECT state, coalesce(last_error, '') FROM jobs "
+                                          "WHERE id = $1", 1, p, &r, &e);
+    hgf_sweep_mark_failed(w->rt->store, strtoll(w->ids, NULL, 10));
+    if (rc)
+        return hgf_err_set(err, HGF_EFAIL, "sweep %s failed: its job %s ended early", w->ids, jid);
+    rc = hgf_err_set(err, HGF_EFAIL, "sweep %s failed: its job %s is %s: %s", w->ids, jid,
+                     PQntuples(r) ? PQgetvalue(r, 0, 0) : "gone",
+                     PQntuples(r) ? PQgetvalue(r, 0, 1) : "");
+    PQclear(r);
+    return rc;
+}
+
+int hgf_sweep_wait(hgf_runtime *rt, int64_t id, int64_t job_id, int progress, json_t **report,
+                   hgf_err *err)
+{
+    waiter w = {.rt = rt, .job_id = job_id, .show = progress};
+    snprintf(w.ids, sizeof w.ids, "%lld", (long long)id);
+    /* Failures are final here, so the sweep sees them now rather than
+     * after a server's retry backoff. */
+    hgf_worker_opts o = {.concurrency = rt->cfg->workers, .retry = 0, .ids = &job_id, .n_ids = 1};
+    int rc = hgf_worker_drain_while(rt, &o, watch, &w, err);
+    if (rc)
+        return rc;
+    print_progress(&w, 1);
+    if (!strcmp(w.status, "running"))
+        return job_ended(&w, err);
+    if (!strcmp(w.status, "failed"))
+        return hgf_err_set(err, HGF_EFAIL, "sweep %s failed (its job %lld gave up; see the "
+                           "job's last_error in `hgfleet jobs list`)", w.ids, (long long)job_id);
+    return hgf_sweep_get(rt->store, id, report, err);
+}
+
+int hgf_sweep_run(hgf_runtime *rt, const hgf_sweep_opts *o, int64_t *sweep_id, json_t **report,
+                  hgf_err *err)
+{
+    int64_t job = 0;
+    int created = 0;
+    int rc = hgf_sweep_enqueue(rt->store, o, sweep_id, &job, &created, err);
+    if (rc)
+        return rc;
+    hgf_log_info("sweep.queued", "sweep=%lld job=%lld created=%d by=%s", (long long)*sweep_id,
+                 (long long)job, created, o->requested_by);
+    if (!created && o->progress)
+        fprintf(stderr, "sweep: sweep %lld is already running; waiting for it\n",
+                (long long)*sweep_id);
+    return hgf_sweep_wait(rt, *sweep_id, job, o->progress, report, err);
+}
