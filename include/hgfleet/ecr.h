@@ -32,6 +32,18 @@ int hgf_ecr_describe_repositories(const hgf_aws_target *t, const char *registry_
 int hgf_ecr_describe_images(const hgf_aws_target *t, const char *registry_id, const char *repo,
                             const char *next_token, hgf_aws_cb cb, void *arg, hgf_err *err);
 
+/* GetLifecyclePolicy and GetRepositoryPolicy: a repository's policies for
+ * the posture checks. A repository without one answers
+ * LifecyclePolicyNotFoundException or RepositoryPolicyNotFoundException. */
+int hgf_ecr_get_lifecycle_policy(const hgf_aws_target *t, const char *registry_id,
+                                 const char *repo, hgf_aws_cb cb, void *arg, hgf_err *err);
+int hgf_ecr_get_repository_policy(const hgf_aws_target *t, const char *registry_id,
+                                  const char *repo, hgf_aws_cb cb, void *arg, hgf_err *err);
+
+/* The policy text of a GetLifecyclePolicy (lifecyclePolicyText) or
+ * GetRepositoryPolicy (policyText) answer, or NULL; borrowed from page. */
+const char *hgf_ecr_policy_text(json_t *page);
+
 /* HGF_EINPUT naming the missing field when an item lacks a required one. */
 int hgf_ecr_parse_repo(json_t *item, hgf_ecr_repo *out, hgf_err *err);
 int hgf_ecr_parse_image(json_t *item, hgf_ecr_image *out, hgf_err *err);

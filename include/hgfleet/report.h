@@ -6,9 +6,21 @@
  * finished_at, status, totals and connections, each connection with
  * registry, account_id, region, status, diagnosis (when failed),
  * repositories, images, images_scanned, findings and posture. Extra fields:
- * posture_not_evaluated (check -> why it could not be judged; its posture
- * value is null, never a pass), worst_images (top 20 by critical findings)
- * and, per connection, connection_id and error.
+ * posture_not_evaluated (check -> why some repositories or images could not
+ * be judged, e.g. "not evaluated: missing ecr:GetLifecyclePolicy"),
+ * worst_images (top 20 by critical findings), totals.posture_not_evaluated
+ * (check -> how many were not judged) and, per connection, connection_id,
+ * error and posture_not_evaluated (check -> {count, reason}).
+ *
+ * Posture: scan_on_push_disabled, tag_mutability_mutable,
+ * tagged_image_older_than_<N>d and untagged_images_piling_up count
+ * repositories or images from the catalog; no_lifecycle_policy,
+ * repository_policy_allows_everyone and
+ * lifecycle_expires_untagged_before_scan count repositories from the
+ * policies a posture sync stored, image_runs_as_root counts images from
+ * their config user (posture.h judges them all). A check counts only what
+ * it could judge; when it could judge nothing it is null. What it could not
+ * judge (denied, not collected yet, unreadable) is never a pass.
  *
  * Ownership: hgf_report_build returns a new JSON reference the caller
  * decrefs; rendered text is appended to a caller-owned hgf_buf. Every

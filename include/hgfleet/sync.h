@@ -4,7 +4,16 @@
  * (every page, a bounded number of repositories at once), tag filters
  * applied, then one hgf_apply_sync call that writes only the differences
  * and queues a scan for every new digest. Nothing is written when any call
- * fails, so an AWS error leaves the stored catalog as it was. */
+ * fails, so an AWS error leaves the stored catalog as it was.
+ *
+ * With posture (hgf_sync_opts.posture, a job payload's "posture": true),
+ * each repository also gets GetLifecyclePolicy and GetRepositoryPolicy, at
+ * the same time as its DescribeImages and under the same limits; then
+ * hgf_apply_posture stores the policies that changed. Those two calls never
+ * fail the sync: AccessDenied is stored as 'denied' (the report says "not
+ * evaluated: missing ecr:<Action>"), a missing policy as 'none', and any
+ * other error leaves what was stored before. They cost two calls per
+ * repository, so only sweeps ask for them. */
 #ifndef HGF_SYNC_H
 #define HGF_SYNC_H
 
@@ -18,6 +27,8 @@ typedef struct hgf_sync_stats {
     int64_t connection_id;
     char registry[128];
     int repositories, images, pages, api_calls, images_filtered, throttles, retries;
+    int posture_denied;   /* policy calls refused (AccessDenied) */
+    int posture_errors;   /* policy calls that failed otherwise: nothing stored for them */
     double seconds;
     json_t *applied;   /* hgf_apply_sync's counts; borrowed during the callback */
 } hgf_sync_stats;
@@ -26,8 +37,26 @@ typedef struct hgf_sync_stats {
  * hgf_sync_start itself returns an error (then never). */
 typedef void (*hgf_sync_cb)(int rc, const hgf_err *err, const hgf_sync_stats *st, void *arg);
 
+typedef struct hgf_sync_opts {
+    int posture;   /* also fetch and store each repository's policies */
+} hgf_sync_opts;
+
+/* A catalog-only sync (no posture). */
 int hgf_sync_start(hgf_runtime *rt, int64_t connection_id, hgf_sync_cb cb, void *arg,
                    hgf_err *err);
+/* opts NULL: as hgf_sync_start. */
+int hgf_sync_start_opts(hgf_runtime *rt, int64_t connection_id, const hgf_sync_opts *opts,
+                        hgf_sync_cb cb, void *arg, hgf_err *err);
+
+/* Reads a sync job's payload {"connection_id": N, "posture"?: bool}.
+ * HGF_EINPUT naming the field (job_id in the message) when it is wrong. */
+int hgf_sync_payload(const json_t *payload, int64_t job_id, int64_t *connection_id,
+                     hgf_sync_opts *opts, hgf_err *err);
+
+/* Starts the sync a job's payload asks for: hgf_sync_payload, then
+ * hgf_sync_start_opts. What a worker's sync executor calls. */
+int hgf_sync_start_job(hgf_runtime *rt, const json_t *payload, int64_t job_id, hgf_sync_cb cb,
+                       void *arg, hgf_err *err);
 
 /* Tag filter semantics: a tag is kept when it matches an include glob (or
  * there are none) and no exclude glob. A tagged image with no tag kept is

@@ -34,6 +34,25 @@ int hgf_ecr_describe_images(const hgf_aws_target *t, const char *registry_id, co
     return call(t, "DescribeImages", b, cb, arg, err);
 }
 
+static int repo_call(const hgf_aws_target *t, const char *op, const char *registry_id,
+                     const char *repo, hgf_aws_cb cb, void *arg, hgf_err *err)
+{
+    return call(t, op, json_pack("{s:s, s:s}", "registryId", registry_id, "repositoryName", repo),
+                cb, arg, err);
+}
+
+int hgf_ecr_get_lifecycle_policy(const hgf_aws_target *t, const char *registry_id,
+                                 const char *repo, hgf_aws_cb cb, void *arg, hgf_err *err)
+{
+    return repo_call(t, "GetLifecyclePolicy", registry_id, repo, cb, arg, err);
+}
+
+int hgf_ecr_get_repository_policy(const hgf_aws_target *t, const char *registry_id,
+                                  const char *repo, hgf_aws_cb cb, void *arg, hgf_err *err)
+{
+    return repo_call(t, "GetRepositoryPolicy", registry_id, repo, cb, arg, err);
+}
+
 static const char *str(json_t *o, const char *k)
 {
     return json_string_value(json_object_get(o, k));
@@ -83,4 +102,10 @@ const char *hgf_ecr_next_token(json_t *page)
 {
     const char *t = str(page, "nextToken");
     return t && *t ? t : NULL;
+}
+
+const char *hgf_ecr_policy_text(json_t *page)
+{
+    const char *t = str(page, "lifecyclePolicyText");
+    return t ? t : str(page, "policyText");
 }

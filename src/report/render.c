@@ -94,14 +94,22 @@ static void csv_connection(hgf_buf *b, const json_t *c)
 }
 
 /* Rows that carry one named number in name,value (a severity total or a
- * posture check); the other columns stay empty. */
-static void csv_named(hgf_buf *b, const char *type, const char *name, const char *value)
+ * posture check), and maybe a reason in the diagnosis column; the other
+ * columns stay empty. */
+static void csv_named_why(hgf_buf *b, const char *type, const char *why, const char *name,
+                          const char *value)
 {
     csv_field(b, type, 0);
-    for (int i = 0; i < 13; i++)
+    for (int i = 0; i < 12; i++)
         csv_field(b, "", 0);
+    csv_field(b, why, 0);
     csv_field(b, name, 0);
     csv_field(b, value, 1);
+}
+
+static void csv_named(hgf_buf *b, const char *type, const char *name, const char *value)
+{
+    csv_named_why(b, type, "", name, value);
 }
 
 static void csv_totals(hgf_buf *b, const json_t *report)
@@ -127,6 +135,11 @@ static void csv_totals(hgf_buf *b, const json_t *report)
         if (json_is_integer(val))
             snprintf(v, sizeof v, "%lld", (long long)json_integer_value(val));
         csv_named(b, "posture", k, json_is_integer(val) ? v : str(ne, k));
+    }
+    /* How many repositories or images each check could not judge, and why. */
+    json_object_foreach(json_object_get(t, "posture_not_evaluated"), k, val) {
+        snprintf(v, sizeof v, "%lld", (long long)json_integer_value(val));
+        csv_named_why(b, "posture_not_evaluated", str(ne, k), k, v);
     }
 }
 
@@ -175,7 +188,7 @@ static const char CSS[] =
     ".diag{background:#fff;border:1px solid #d0d7de;border-left:4px solid #b3261e;"
     "border-radius:6px;padding:8px 12px;margin:8px 0}.diag dt{font-weight:600}.diag dd"
     "{margin:0 0 6px 0}.ne{color:#57606a;font-style:italic}code{font-size:12px;word-break:"
-    "break-all}";
+    "break-all}td.viol{color:#b3261e;font-weight:600}table.posture th{font-size:12px}";
 
 static void card(hgf_buf *b, const char *cls, const char *label, long long v)
 {
@@ -349,27 +362,120 @@ static void html_worst(hgf_buf *b, const json_t *worst)
     hgf_buf_puts(b, "</tbody></table></section>\n");
 }
 
-static void html_posture(hgf_buf *b, const json_t *report)
+/* A check's cell: its count, or "not evaluated" (never shown as 0). */
+static void posture_cell(hgf_buf *b, const json_t *v)
 {
-    const json_t *t = json_object_get(json_object_get(report, "totals"), "posture");
+    if (json_is_integer(v))
+        hgf_buf_printf(b, "<td class=\"n%s\">%lld</td>", json_integer_value(v) ? " viol" : "",
+                       (long long)json_integer_value(v));
+    else
+        hgf_buf_puts(b, "<td class=\"ne\">not evaluated</td>");
+}
+
+/* "N: reason" for what a check could not judge, or nothing. */
+static void not_evaluated_cell(hgf_buf *b, long long n, const char *why)
+{
+    hgf_buf_puts(b, "<td class=\"ne\">");
+    if (n) {
+        hgf_buf_printf(b, "%lld &middot; ", n);
+        esc(b, why);
+    }
+    hgf_buf_puts(b, "</td>");
+}
+
+static void html_posture_totals(hgf_buf *b, const json_t *report)
+{
+    const json_t *tot = json_object_get(report, "totals");
+    const json_t *t = json_object_get(tot, "posture");
+    const json_t *counts = json_object_get(tot, "posture_not_evaluated");
     const json_t *ne = json_object_get(report, "posture_not_evaluated");
-    hgf_buf_puts(b, "<section id=\"posture\"><h2>Posture</h2><table><thead><tr><th>check</th>"
-                    "<th>violations</th></tr></thead><tbody>\n");
+    hgf_buf_puts(b, "<table><thead><tr><th>check</th><th>violations</th><th>not evaluated</th>"
+                    "</tr></thead><tbody>\n");
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)t, k, v) {
         hgf_buf_puts(b, "<tr><td>");
         esc(b, k);
-        if (json_is_integer(v)) {
-            hgf_buf_printf(b, "</td><td class=\"n\">%lld</td></tr>\n",
-                           (long long)json_integer_value(v));
-        } else {
-            hgf_buf_puts(b, "</td><td class=\"ne\">");
-            esc(b, str(ne, k));
-            hgf_buf_puts(b, "</td></tr>\n");
-        }
+        hgf_buf_puts(b, "</td>");
+        posture_cell(b, v);
+        long long n = (long long)json_integer_value(json_object_get(counts, k));
+        not_evaluated_cell(b, n ? n : !json_is_integer(v), str(ne, k));
+        hgf_buf_puts(b, "</tr>\n");
     }
-    hgf_buf_puts(b, "</tbody></table></section>\n");
+    hgf_buf_puts(b, "</tbody></table>\n");
+}
+
+static int has_posture_news(const json_t *c)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(c, "posture"), k, v) {
+        if (!json_is_integer(v) || json_integer_value(v))
+            return 1;
+    }
+    return json_object_size(json_object_get(c, "posture_not_evaluated")) > 0;
+}
+
+static void html_posture_row(hgf_buf *b, const json_t *c)
+{
+    hgf_buf_puts(b, "<tr><td><code>");
+    esc(b, str(c, "registry"));
+    hgf_buf_puts(b, "</code></td>");
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(c, "posture"), k, v) posture_cell(b, v);
+    hgf_buf_puts(b, "<td class=\"ne\">");
+    const json_t *ne;
+    int first = 1;
+    json_object_foreach(json_object_get(c, "posture_not_evaluated"), k, ne) {
+        hgf_buf_printf(b, "%s%lld ", first ? "" : "<br>", num(ne, "count"));
+        esc(b, k);
+        hgf_buf_puts(b, ": ");
+        esc(b, str(ne, "reason"));
+        first = 0;
+    }
+    hgf_buf_puts(b, "</td></tr>\n");
+}
+
+/* Connections with a violation or an unjudged check, one column per check. */
+static void html_posture_connections(hgf_buf *b, const json_t *conns)
+{
+    const json_t *first = json_array_get(conns, 0);
+    if (!first)
+        return;
+    hgf_buf_puts(b, "<h3>By connection</h3><table class=\"posture\"><thead><tr><th>registry</th>");
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(first, "posture"), k, v) {
+        /* Spaces let the narrow column headers wrap between words. */
+        char label[96];
+        snprintf(label, sizeof label, "%s", k);
+        for (char *u = strchr(label, '_'); u; u = strchr(u, '_'))
+            *u = ' ';
+        hgf_buf_puts(b, "<th>");
+        esc(b, label);
+        hgf_buf_puts(b, "</th>");
+    }
+    hgf_buf_puts(b, "<th>not evaluated</th></tr></thead><tbody>\n");
+    size_t i, shown = 0;
+    json_t *c;
+    json_array_foreach(conns, i, c) {
+        if (!has_posture_news(c))
+            continue;
+        html_posture_row(b, c);
+        shown++;
+    }
+    if (!shown)
+        hgf_buf_puts(b, "<tr><td colspan=\"99\">No violations anywhere.</td></tr>\n");
+    hgf_buf_puts(b, "</tbody></table>\n");
+}
+
+static void html_posture(hgf_buf *b, const json_t *report)
+{
+    hgf_buf_puts(b, "<section id=\"posture\"><h2>Posture</h2>\n");
+    html_posture_totals(b, report);
+    html_posture_connections(b, json_object_get(report, "connections"));
+    hgf_buf_puts(b, "</section>\n");
 }
 
 static int render_html(const json_t *r, hgf_buf *out)

@@ -3,6 +3,7 @@
 #include "hgfleet/conntest.h"
 #include "hgfleet/diagnose.h"
 #include "hgfleet/log.h"
+#include "hgfleet/posture.h"
 #include "hgfleet/registry.h"
 #include "hgfleet/scanner.h"
 #include "hgfleet/secret.h"
@@ -27,6 +28,7 @@ typedef struct scan_job {
     char *basic;             /* the token as given (base64 "AWS:<password>") */
     char proxy[512], media_type[160];
     int holds_slot;          /* a per-registry scan slot is held */
+    int need_config;         /* the image's config user was never read */
     hgf_scan_done_cb cb;
     void *arg;
 } scan_job;
@@ -142,6 +144,76 @@ static void run_scanner(scan_job *j)
         finish(j, "failed", &err, 0, NULL, NULL);
 }
 
+/* ---- the config user (posture) ---------------------------------------- */
+
+/* The config descriptor's mediaType in the image manifest, into out. */
+static void config_type(const hgf_registry_image *img, char *out, size_t n)
+{
+    json_t *m = json_loadb(img->manifest, img->manifest_len, 0, NULL);
+    const char *mt = json_string_value(json_object_get(json_object_get(m, "config"),
+                                                       "mediaType"));
+    snprintf(out, n, "%s", mt ? mt : "");
+    json_decref(m);
+}
+
+static void store_config(scan_job *j, const char *kind, const char *user)
+{
+    char iid[24];
+    snprintf(iid, sizeof iid, "%lld", (long long)j->image_id);
+    const char *p[] = {iid, kind, user};
+    hgf_store_query(j->rt->store,
+                    "UPDATE images SET config_kind = $2, config_user = $3, config_read_at = now() "
+                    "WHERE id = $1",
+                    3, p, ignore, NULL);
+}
+
+/* What a config blob holds: an image's user, or no image at all. */
+static void judge_config(scan_job *j, const hgf_registry_image *img)
+{
+    char mt[160], user[HGF_POSTURE_USER_MAX];
+    hgf_err e;
+    config_type(img, mt, sizeof mt);
+    if (!hgf_posture_is_image_config(mt)) {
+        store_config(j, "artifact", NULL);
+    } else if (hgf_posture_config_user(img->config_body, img->config_len, user, sizeof user, &e)) {
+        hgf_log_warn("scan.config_unreadable", "registry=%s repository=%s digest=%s %s",
+                     j->conn.reg.host, j->repo, j->digest, e.msg);
+        store_config(j, "unreadable", NULL);
+    } else {
+        store_config(j, "image", user);
+    }
+}
+
+/* A failed read stores nothing (the next scan tries again); the scan goes
+ * on either way. */
+static void on_config(const hgf_registry_image *img, void *arg)
+{
+    scan_job *j = arg;
+    if (img->rc)
+        hgf_log_warn("scan.config_failed", "registry=%s repository=%s digest=%s %s",
+                     j->conn.reg.host, j->repo, j->digest, img->err.msg);
+    else
+        judge_config(j, img);
+    run_scanner(j);
+}
+
+static void read_config(scan_job *j)
+{
+    hgf_buf auth = HGF_BUF_INIT;
+    hgf_buf_printf(&auth, "Basic %s", j->basic);
+    hgf_registry_req req = {.http = j->rt->http, .proxy_endpoint = j->proxy,
+                            .authorization = auth.data, .repository = j->repo,
+                            .reference = j->digest, .limit_key = j->conn.reg.host};
+    hgf_err e;
+    int rc = hgf_registry_image_config(&req, on_config, j, &e);
+    hgf_secret_wipe_buf(&auth);
+    if (rc) {
+        hgf_log_warn("scan.config_failed", "registry=%s repository=%s digest=%s %s",
+                     j->conn.reg.host, j->repo, j->digest, e.msg);
+        run_scanner(j);
+    }
+}
+
 static void on_manifest(const hgf_registry_result *r, void *arg)
 {
     scan_job *j = arg;
@@ -160,7 +232,10 @@ static void on_manifest(const hgf_registry_result *r, void *arg)
         return;
     }
     snprintf(j->media_type, sizeof j->media_type, "%s", r->media_type);
-    run_scanner(j);
+    if (j->need_config)
+        read_config(j);
+    else
+        run_scanner(j);
 }
 
 static int decode_password(scan_job *j, const char *token, hgf_err *err)
@@ -238,10 +313,12 @@ static int open_scan_row(scan_job *j, hgf_err *err)
     PGresult *r;
     int rc = hgf_store_exec(j->rt->store,
                             "INSERT INTO scans (image_id, scanner, status, started_at) "
-                            "VALUES ($1, $2, 'running', now()) RETURNING id",
+                            "VALUES ($1, $2, 'running', now()) RETURNING id, "
+                            "(SELECT config_read_at IS NULL FROM images WHERE id = $1)",
                             2, p, &r, err);
     if (!rc) {
         j->scan_id = atoll(PQgetvalue(r, 0, 0));
+        j->need_config = !strcmp(PQgetvalue(r, 0, 1), "t");
         PQclear(r);
     }
     return rc;

@@ -13,20 +13,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* What a policy call found; UNKNOWN (not asked, or failed) stores nothing. */
+enum pol_status { POL_UNKNOWN = 0, POL_OK, POL_NONE, POL_DENIED };
+static const char *const POL_STATUS[] = {NULL, "ok", "none", "denied"};
+
 typedef struct repo {
     char *name, *arn, *mut, *enc;
     int sop, gone;
     double created;
+    int pending;                 /* its calls still in flight */
+    int lc_status, rp_status;    /* enum pol_status */
+    json_t *lc, *rp;             /* the parsed policies when POL_OK (NULL if unreadable) */
 } repo;
 
 typedef struct sync_job sync_job;
 
-/* One paged listing in flight: the repository list (index -1) or one
- * repository's images. Each request takes fresh credentials from the shared
- * cache, so a long sync rides through any number of refreshes. */
+enum call_kind { CALL_REPOS, CALL_IMAGES, CALL_LIFECYCLE, CALL_POLICY };
+static const char *const CALL_OP[] = {"DescribeRepositories", "DescribeImages",
+                                      "GetLifecyclePolicy", "GetRepositoryPolicy"};
+
+/* One request in flight: a page of the repository list, a page of one
+ * repository's images, or one of its policies. Each request takes fresh
+ * credentials from the shared cache, so a long sync rides through any
+ * number of refreshes. */
 typedef struct call {
     sync_job *j;
-    int index;
+    int kind;            /* enum call_kind */
+    int index;           /* the repository; -1 for the list */
     char *next;          /* nextToken of the page to fetch, or NULL */
     int expired_retry;   /* set after the one forced refresh */
     hgf_creds creds;     /* this request's credentials (the target borrows them) */
@@ -42,8 +55,12 @@ struct sync_job {
     char rate_key[64];   /* "<account>/<region>/ecr/": adaptive limits per account, region, API */
     repo *repos;
     int n_repos, cap_repos;
+    int posture;         /* the job asked for the repositories' policies */
     call list;           /* DescribeRepositories */
     call *tasks;         /* DescribeImages, one per repository */
+    call *policies;      /* with posture: lifecycle and repository policy, two per repository */
+    json_t *applied;     /* hgf_apply_sync's counts, kept until the job ends */
+    char *ok_diag;       /* the diagnosis a successful sync records (zero repositories) */
     int next_repo, active;
     hgf_buf images;      /* comma-separated compact JSON objects */
     int failed;
@@ -56,6 +73,15 @@ struct sync_job {
     void *arg;
 };
 
+static void calls_free(call *calls, int n)
+{
+    for (int i = 0; calls && i < n; i++) {
+        free(calls[i].next);
+        hgf_creds_clear(&calls[i].creds);
+    }
+    free(calls);
+}
+
 static void job_free(sync_job *j)
 {
     for (int i = 0; i < j->n_repos; i++) {
@@ -63,13 +89,14 @@ static void job_free(sync_job *j)
         free(j->repos[i].arn);
         free(j->repos[i].mut);
         free(j->repos[i].enc);
+        json_decref(j->repos[i].lc);
+        json_decref(j->repos[i].rp);
     }
     free(j->repos);
-    for (int i = 0; j->tasks && i < j->n_repos; i++) {
-        free(j->tasks[i].next);
-        hgf_creds_clear(&j->tasks[i].creds);
-    }
-    free(j->tasks);
+    calls_free(j->tasks, j->n_repos);
+    calls_free(j->policies, j->policies ? 2 * j->n_repos : 0);
+    json_decref(j->applied);
+    free(j->ok_diag);
     free(j->list.next);
     hgf_creds_clear(&j->list.creds);
     hgf_buf_free(&j->images);
@@ -90,8 +117,10 @@ static void finish(sync_job *j, int rc, json_t *applied)
                      (long long)j->conn_id, j->st.registry, j->err.msg);
     else
         hgf_log_info("sync.done", "connection=%lld registry=%s repositories=%d images=%d "
-                     "pages=%d seconds=%.3f", (long long)j->conn_id, j->st.registry,
-                     j->st.repositories, j->st.images, j->st.pages, j->st.seconds);
+                     "pages=%d posture=%s posture_denied=%d posture_errors=%d seconds=%.3f",
+                     (long long)j->conn_id, j->st.registry, j->st.repositories, j->st.images,
+                     j->st.pages, j->posture ? "yes" : "no", j->st.posture_denied,
+                     j->st.posture_errors, j->st.seconds);
     j->cb(rc, rc ? &j->err : NULL, &j->st, j->arg);
     job_free(j);
 }
@@ -146,31 +175,90 @@ static void set_failure(sync_job *j, const char *step, const hgf_err *err, long 
 
 /* ---- writing the result ---------------------------------------------- */
 
-static void on_applied(PGresult *res, const hgf_err *err, void *arg)
+static void succeed(sync_job *j)
 {
-    sync_job *j = arg;
+    record_status(j, 1, j->ok_diag);
+    finish(j, 0, j->applied);
+}
+
+/* A database error ends the job; 0 otherwise. */
+static int check_result(sync_job *j, PGresult *res, const hgf_err *err)
+{
     int rc = err ? hgf_err_set(&j->err, err->code, "%s", err->msg) : hgf_store_check(res, &j->err);
     if (rc) {
         PQclear(res);
         fail(j);
-        return;
     }
-    json_t *applied = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    return rc;
+}
+
+static void on_posture_applied(PGresult *res, const hgf_err *err, void *arg)
+{
+    sync_job *j = arg;
+    if (check_result(j, res, err))
+        return;
+    hgf_store_add_rows_written(j->rt->store, strtol(PQgetvalue(res, 0, 0), NULL, 10));
     PQclear(res);
-    hgf_store_add_rows_written(j->rt->store,
-                               (long)json_integer_value(json_object_get(applied, "rows_written")));
-    char *diag = NULL;
+    succeed(j);
+}
+
+/* {"n":name,"ls":status,"lp":policy,"rs":status,"rp":policy}; a status
+ * left out (the call failed) keeps what is stored. */
+static json_t *posture_row(const repo *r)
+{
+    json_t *o = json_pack("{s:s}", "n", r->name);
+    if (o && r->lc_status) {
+        json_object_set_new(o, "ls", json_string(POL_STATUS[r->lc_status]));
+        json_object_set(o, "lp", r->lc ? r->lc : json_null());
+    }
+    if (o && r->rp_status) {
+        json_object_set_new(o, "rs", json_string(POL_STATUS[r->rp_status]));
+        json_object_set(o, "rp", r->rp ? r->rp : json_null());
+    }
+    return o;
+}
+
+static void apply_posture(sync_job *j)
+{
+    json_t *rows = json_array();
+    for (int i = 0; rows && i < j->n_repos; i++)
+        if (!j->repos[i].gone && (j->repos[i].lc_status || j->repos[i].rp_status))
+            json_array_append_new(rows, posture_row(&j->repos[i]));
+    char *text = rows ? json_dumps(rows, JSON_COMPACT) : NULL;
+    json_decref(rows);
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)j->conn_id);
+    const char *p[] = {id, text};
+    int rc = text ? hgf_store_query(j->rt->store, "SELECT hgf_apply_posture($1, $2::jsonb)", 2, p,
+                                    on_posture_applied, j)
+                  : HGF_ENOMEM;
+    free(text);
+    if (rc) {
+        hgf_err_set(&j->err, rc, "database unavailable while saving the repository policies");
+        fail(j);
+    }
+}
+
+static void on_applied(PGresult *res, const hgf_err *err, void *arg)
+{
+    sync_job *j = arg;
+    if (check_result(j, res, err))
+        return;
+    j->applied = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    PQclear(res);
+    hgf_store_add_rows_written(
+        j->rt->store, (long)json_integer_value(json_object_get(j->applied, "rows_written")));
     if (j->st.repositories == 0) {
         hgf_diag_ctx dc = {.step = "DescribeRepositories", .registry_account = j->conn.reg.account_id,
                            .region = j->conn.reg.region, .clock_offset = HGF_DIAG_NO_OFFSET};
         hgf_diagnosis d;
         hgf_diag_zero_repositories(&dc, &d);
-        diag = hgf_diag_to_text(&d, "sync");
+        j->ok_diag = hgf_diag_to_text(&d, "sync");
     }
-    record_status(j, 1, diag);
-    free(diag);
-    finish(j, 0, applied);
-    json_decref(applied);
+    if (j->posture)
+        apply_posture(j);
+    else
+        succeed(j);
 }
 
 static void put_repo_json(hgf_buf *b, const repo *r)
@@ -261,6 +349,13 @@ static void repo_finished(sync_job *j)
     }
 }
 
+/* One of a repository's calls is over; the last one finishes it. */
+static void part_done(call *c)
+{
+    if (--c->j->repos[c->index].pending == 0)
+        repo_finished(c->j);
+}
+
 /* Returns 1 when another page was requested. */
 static int next_page(call *c, json_t *page)
 {
@@ -289,7 +384,54 @@ static void on_images_page(call *c, const hgf_aws_result *res)
         if (next_page(c, res->json))
             return;
     }
-    repo_finished(j);
+    part_done(c);
+}
+
+/* ---- a repository's policies ------------------------------------------ */
+
+static int code_is(const hgf_aws_result *res, const char *code)
+{
+    return !strcmp(res->err.aws_code, code);
+}
+
+/* AWS's text, parsed; NULL when it is not JSON (stored as unreadable).
+ * Duplicate keys count as unreadable: storing would keep only one of them,
+ * and which one AWS honours is anyone's guess. */
+static json_t *policy_json(sync_job *j, const call *c, json_t *page)
+{
+    const char *text = hgf_ecr_policy_text(page);
+    json_error_t jerr;
+    json_t *doc = text ? json_loads(text, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    if (!doc)
+        hgf_log_warn("sync.policy_unreadable", "registry=%s repository=%s op=%s",
+                     j->st.registry, j->repos[c->index].name, CALL_OP[c->kind]);
+    return doc;
+}
+
+static void on_policy(call *c, const hgf_aws_result *res)
+{
+    sync_job *j = c->j;
+    repo *r = &j->repos[c->index];
+    int lifecycle = c->kind == CALL_LIFECYCLE;
+    int *status = lifecycle ? &r->lc_status : &r->rp_status;
+    if (!res->rc) {
+        *status = POL_OK;
+        json_t **doc = lifecycle ? &r->lc : &r->rp;
+        *doc = policy_json(j, c, res->json);
+    } else if (code_is(res, "LifecyclePolicyNotFoundException") ||
+               code_is(res, "RepositoryPolicyNotFoundException")) {
+        *status = POL_NONE;
+    } else if (code_is(res, "AccessDeniedException") || code_is(res, "AccessDenied")) {
+        *status = POL_DENIED;
+        j->st.posture_denied++;
+    } else if (code_is(res, "RepositoryNotFoundException")) {
+        r->gone = 1;
+    } else {
+        j->st.posture_errors++;
+        hgf_log_warn("sync.posture_failed", "registry=%s repository=%s %s", j->st.registry,
+                     r->name, res->err.msg);
+    }
+    part_done(c);
 }
 
 static int add_repo(sync_job *j, json_t *item)
@@ -337,6 +479,14 @@ static void on_repos_page(call *c, const hgf_aws_result *res)
         return;
     j->st.repositories = j->n_repos;
     j->tasks = calloc(j->n_repos ? (size_t)j->n_repos : 1, sizeof *j->tasks);
+    if (j->posture)
+        j->policies = calloc(j->n_repos ? 2 * (size_t)j->n_repos : 1, sizeof *j->policies);
+    if (!j->tasks || (j->posture && !j->policies)) {
+        hgf_err_set(&j->err, HGF_ENOMEM, "out of memory");
+        j->failed = 1;
+        fail(j);
+        return;
+    }
     if (j->n_repos == 0) {
         apply(j);
         return;
@@ -355,26 +505,52 @@ static void on_result(const hgf_aws_result *res, void *arg)
         c->expired_retry = 1;
         /* By key: if another job already replaced these credentials, no new refresh. */
         hgf_credmgr_invalidate_key(c->j->rt->creds, &c->j->spec, c->creds.access_key_id);
-        hgf_awsctl_count_retry(c->j->rt->awsctl, "ecr",
-                               c->index < 0 ? "DescribeRepositories" : "DescribeImages", "expired");
+        hgf_awsctl_count_retry(c->j->rt->awsctl, "ecr", CALL_OP[c->kind], "expired");
         call_send(c);
         return;
     }
     c->expired_retry = 0;
-    if (c->index < 0)
+    if (c->kind == CALL_REPOS)
         on_repos_page(c, res);
-    else
+    else if (c->kind == CALL_IMAGES)
         on_images_page(c, res);
+    else
+        on_policy(c, res);
 }
 
 static void call_failed(call *c, const char *step, const hgf_err *err)
 {
     sync_job *j = c->j;
+    if (c->kind == CALL_LIFECYCLE || c->kind == CALL_POLICY) {
+        /* A posture call never fails the catalog: nothing is stored for it. */
+        j->st.posture_errors++;
+        hgf_log_warn("sync.posture_failed", "registry=%s step=%s %s", j->st.registry, step,
+                     err->msg);
+        part_done(c);
+        return;
+    }
     set_failure(j, step, err, 0);
-    if (c->index < 0)
+    if (c->kind == CALL_REPOS)
         fail(j);
     else
-        repo_finished(j);
+        part_done(c);
+}
+
+static int send_op(call *c, const hgf_aws_target *t, hgf_err *e)
+{
+    sync_job *j = c->j;
+    const char *acct = j->conn.reg.account_id;
+    const char *name = c->index >= 0 ? j->repos[c->index].name : NULL;
+    switch (c->kind) {
+    case CALL_REPOS:
+        return hgf_ecr_describe_repositories(t, acct, c->next, on_result, c, e);
+    case CALL_IMAGES:
+        return hgf_ecr_describe_images(t, acct, name, c->next, on_result, c, e);
+    case CALL_LIFECYCLE:
+        return hgf_ecr_get_lifecycle_policy(t, acct, name, on_result, c, e);
+    default:
+        return hgf_ecr_get_repository_policy(t, acct, name, on_result, c, e);
+    }
 }
 
 /* A credential failure names the STS step that failed inside the cache, so
@@ -406,13 +582,8 @@ static void on_call_creds(int rc, const hgf_err *err, const hgf_creds *creds, vo
                         .limit_key = j->conn.reg.host, .ctl = j->rt->awsctl,
                         .rate_key = j->rate_key};
     j->st.api_calls++;
-    if (c->index < 0)
-        rc = hgf_ecr_describe_repositories(&t, j->conn.reg.account_id, c->next, on_result, c, &e);
-    else
-        rc = hgf_ecr_describe_images(&t, j->conn.reg.account_id, j->repos[c->index].name,
-                                     c->next, on_result, c, &e);
-    if (rc)
-        call_failed(c, c->index < 0 ? "DescribeRepositories" : "DescribeImages", &e);
+    if (send_op(c, &t, &e))
+        call_failed(c, CALL_OP[c->kind], &e);
 }
 
 static void call_send(call *c)
@@ -422,15 +593,28 @@ static void call_send(call *c)
         call_failed(c, "credentials", &e);
 }
 
+static void launch(sync_job *j, call *c, int kind, int index)
+{
+    c->j = j;
+    c->kind = kind;
+    c->index = index;
+    call_send(c);
+}
+
+/* A repository's DescribeImages and, with posture, its two policies, all at
+ * once; the HTTP client's per-registry cap still bounds what is in flight. */
 static void start_repos(sync_job *j)
 {
     int limit = j->rt->cfg->per_registry_inflight;
     while (!j->failed && j->active < limit && j->next_repo < j->n_repos) {
-        call *c = &j->tasks[j->next_repo];
-        c->j = j;
-        c->index = j->next_repo++;
+        int i = j->next_repo++;
         j->active++;
-        call_send(c);
+        j->repos[i].pending = j->posture ? 3 : 1;
+        if (j->posture) {
+            launch(j, &j->policies[2 * i], CALL_LIFECYCLE, i);
+            launch(j, &j->policies[2 * i + 1], CALL_POLICY, i);
+        }
+        launch(j, &j->tasks[i], CALL_IMAGES, i);
     }
 }
 
@@ -453,11 +637,43 @@ static int prepare(sync_job *j)
 
 int hgf_sync_start(hgf_runtime *rt, int64_t connection_id, hgf_sync_cb cb, void *arg, hgf_err *err)
 {
+    return hgf_sync_start_opts(rt, connection_id, NULL, cb, arg, err);
+}
+
+int hgf_sync_payload(const json_t *payload, int64_t job_id, int64_t *connection_id,
+                     hgf_sync_opts *opts, hgf_err *err)
+{
+    const json_t *cid = json_object_get(payload, "connection_id");
+    const json_t *posture = json_object_get(payload, "posture");
+    if (!json_is_integer(cid))
+        return hgf_err_set(err, HGF_EINPUT, "job %lld: payload has no integer connection_id",
+                           (long long)job_id);
+    if (posture && !json_is_boolean(posture))
+        return hgf_err_set(err, HGF_EINPUT, "job %lld: payload posture is not true or false",
+                           (long long)job_id);
+    *connection_id = json_integer_value(cid);
+    opts->posture = json_is_true(posture);
+    return 0;
+}
+
+int hgf_sync_start_job(hgf_runtime *rt, const json_t *payload, int64_t job_id, hgf_sync_cb cb,
+                       void *arg, hgf_err *err)
+{
+    int64_t id;
+    hgf_sync_opts o;
+    int rc = hgf_sync_payload(payload, job_id, &id, &o, err);
+    return rc ? rc : hgf_sync_start_opts(rt, id, &o, cb, arg, err);
+}
+
+int hgf_sync_start_opts(hgf_runtime *rt, int64_t connection_id, const hgf_sync_opts *opts,
+                        hgf_sync_cb cb, void *arg, hgf_err *err)
+{
     sync_job *j = calloc(1, sizeof *j);
     if (!j)
         return hgf_err_set(err, HGF_ENOMEM, "out of memory");
     j->rt = rt;
     j->conn_id = connection_id;
+    j->posture = opts && opts->posture;
     j->cb = cb;
     j->arg = arg;
     j->started_ms = hgf_time_now_ms();
@@ -474,9 +690,7 @@ int hgf_sync_start(hgf_runtime *rt, int64_t connection_id, hgf_sync_cb cb, void 
         job_free(j);
         return rc;
     }
-    j->list.j = j;
-    j->list.index = -1;
-    call_send(&j->list);
+    launch(j, &j->list, CALL_REPOS, -1);
     return 0;
 }
 

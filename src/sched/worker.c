@@ -39,11 +39,7 @@ static void on_sync_done(int rc, const hgf_err *err, const hgf_sync_stats *st, v
 
 static int exec_sync(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, hgf_err *err)
 {
-    json_t *cid = json_object_get(job->payload, "connection_id");
-    if (!json_is_integer(cid))
-        return hgf_err_set(err, HGF_EINPUT, "job %lld: payload has no integer connection_id",
-                           (long long)job->id);
-    return hgf_sync_start(rt, json_integer_value(cid), on_sync_done, wj, err);
+    return hgf_sync_start_job(rt, job->payload, job->id, on_sync_done, wj, err);
 }
 
 static void on_scan_done(const char *status, const hgf_err *err, int retry, json_t *result,

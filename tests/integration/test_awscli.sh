@@ -193,6 +193,52 @@ hgf_assert_contains "$HGF_ERR" "RepositoryNotFoundException" "missing repository
 hgf_assert_contains "$HGF_ERR" \
   "The repository with name 'no-such/repo' does not exist in the registry with id '$ACCT0'" \
   "missing repository message"
+
+# GetLifecyclePolicy and GetRepositoryPolicy: the documents /_sim/truth describes,
+# and AWS's not-found errors for repositories without them.
+python3 - "$TMP/truth.json" "$REGION" >"$TMP/policy-picks" <<'PY'
+import json, sys
+repos = [(reg["account_id"], r) for reg in json.load(open(sys.argv[1]))["registries"]
+         if reg["region"] == sys.argv[2] for r in reg["repositories"]]
+def pick(ok):
+    return next(f"{a} {r['name']} {r['lifecycle_untagged_expiry_days']}" for a, r in repos if ok(r))
+print(pick(lambda r: r["lifecycle_untagged_expiry_days"] is not None))
+print(pick(lambda r: not r["lifecycle_policy"]))
+print(pick(lambda r: r["repository_policy_allows_everyone"]))
+print(pick(lambda r: not r["repository_policy"]))
+PY
+{ read -r lc_acct lc_repo lc_days; read -r nolc_acct nolc_repo _; read -r rp_acct rp_repo _
+  read -r norp_acct norp_repo _; } <"$TMP/policy-picks"
+aws_ecr get-lifecycle-policy --registry-id "$lc_acct" --repository-name "$lc_repo" >"$TMP/lc.json"
+python3 - "$TMP/lc.json" "$lc_acct" "$lc_repo" "$lc_days" <<'PY' || hgf_fail "get-lifecycle-policy"
+import json, sys
+out, acct, repo, days = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], int(sys.argv[4])
+assert (out["registryId"], out["repositoryName"]) == (acct, repo), out
+assert isinstance(out["lastEvaluatedAt"], (int, float)), out
+rules = json.loads(out["lifecyclePolicyText"])["rules"]
+windows = [r["selection"]["countNumber"] for r in rules
+           if r["selection"]["tagStatus"] in ("untagged", "any")
+           and r["selection"]["countType"] == "sinceImagePushed"]
+assert min(windows) == days, (windows, days)
+PY
+hgf_expect_exit 255 aws_ecr get-lifecycle-policy --registry-id "$nolc_acct" --repository-name "$nolc_repo"
+hgf_assert_contains "$HGF_ERR" "LifecyclePolicyNotFoundException" "no lifecycle policy"
+hgf_assert_contains "$HGF_ERR" "Lifecycle policy does not exist for the repository with name '$nolc_repo' in the registry with id '$nolc_acct'" "no lifecycle policy message"
+aws_ecr get-repository-policy --registry-id "$rp_acct" --repository-name "$rp_repo" >"$TMP/rp.json"
+python3 - "$TMP/rp.json" "$rp_repo" <<'PY' || hgf_fail "get-repository-policy"
+import json, sys
+out = json.load(open(sys.argv[1]))
+assert out["repositoryName"] == sys.argv[2], out
+sts = json.loads(out["policyText"])["Statement"]
+sts = sts if isinstance(sts, list) else [sts]
+stars = [s for s in sts if s["Effect"] == "Allow" and "Condition" not in s and
+         (s["Principal"] == "*" or "*" in json.dumps(s["Principal"].get("AWS")))]
+assert stars, sts
+PY
+hgf_expect_exit 255 aws_ecr get-repository-policy --registry-id "$norp_acct" --repository-name "$norp_repo"
+hgf_assert_contains "$HGF_ERR" "RepositoryPolicyNotFoundException" "no repository policy"
+hgf_expect_exit 255 aws_ecr get-repository-policy --registry-id "$ACCT0" --repository-name no-such/repo
+hgf_assert_contains "$HGF_ERR" "RepositoryNotFoundException" "policy of a missing repository"
 cli_seconds=$((SECONDS - t0))
 
 # ---- botocore, in one process: the edges the CLI cannot easily reach --------

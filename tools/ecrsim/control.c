@@ -6,12 +6,21 @@
 #include <time.h>
 
 #include "hgfleet/timeutil.h"
+#include "policy.h"
 
 /* The truth is streamed one repository per chunk and the fleet lock is
  * taken per chunk, so a large fleet neither sits in memory as one document
  * nor blocks the API while it is being read. */
+/* The posture facts of a registry (or of the whole fleet) as counts. */
+typedef struct posture_counts {
+    long no_lifecycle, open_policy, root_images;
+    long days[3651];   /* [d]: repositories whose untagged window is d days (<= 3650) */
+} posture_counts;
+
 typedef struct truth_stream {
     hgf_sim_fleet *fleet;
+    hgf_sim_iam *iam;
+    posture_counts reg_counts, all_counts;
     size_t reg;        /* registry being written */
     size_t repo;       /* next repository in it */
     int started;       /* the document's head is out */
@@ -19,8 +28,12 @@ typedef struct truth_stream {
     int done;
 } truth_stream;
 
-static json_t *truth_image(const hgf_sim_repo *repo, const hgf_sim_image *img)
+static json_t *truth_image(const hgf_sim_repo *repo, const hgf_sim_image *img,
+                           posture_counts *pc)
 {
+    const char *user = hgf_sim_fleet_image_user(repo, img);
+    int root = hgf_sim_fleet_user_is_root(user);
+    pc->root_images += root;
     hgf_sim_image_info info;
     char pushed[32];
     hgf_sim_fleet_image_info(repo, img, &info);
@@ -31,17 +44,45 @@ static json_t *truth_image(const hgf_sim_repo *repo, const hgf_sim_image *img)
             json_decref(tags);
             tags = NULL;
         }
-    return json_pack("{s:s, s:o, s:s, s:I, s:s}", "digest", info.digest, "tags", tags,
+    return json_pack("{s:s, s:o, s:s, s:I, s:s, s:s?, s:b}", "digest", info.digest, "tags", tags,
                      "pushed_at", pushed, "size_bytes", (json_int_t)info.size_bytes,
-                     "media_type", info.manifest_media_type);
+                     "media_type", info.manifest_media_type, "config_user", user, "runs_as_root",
+                     root);
 }
 
-static json_t *truth_repo(const hgf_sim_registry *reg, const hgf_sim_repo *repo)
+/* The repository's policy facts, by construction (policy.h), counted. */
+static int truth_policies(hgf_sim_iam *iam, const hgf_sim_registry *reg,
+                          const hgf_sim_repo *repo, json_t *j, posture_counts *pc)
+{
+    hgf_buf text = HGF_BUF_INIT;
+    int days, everyone;
+    int lc = hgf_sim_policy_lifecycle(reg, repo, &text, &days);
+    hgf_buf_reset(&text);
+    int rp = hgf_sim_policy_repository(iam, reg, repo, &text, &everyone);
+    hgf_buf_free(&text);
+    if ((lc && lc != HGF_ENOTFOUND) || (rp && rp != HGF_ENOTFOUND))
+        return HGF_ENOMEM;
+    pc->no_lifecycle += lc != 0;
+    pc->open_policy += everyone;
+    if (days >= 0)
+        pc->days[days < 3650 ? days : 3650]++;
+    json_t *facts = json_pack("{s:b, s:o, s:b, s:b}", "lifecycle_policy", lc == 0,
+                              "lifecycle_untagged_expiry_days",
+                              days >= 0 ? json_integer(days) : json_null(), "repository_policy",
+                              rp == 0, "repository_policy_allows_everyone", everyone);
+    /* update_missing copies the members; the object itself stays ours. */
+    int rc = facts && json_object_update_missing(j, facts) == 0 ? 0 : HGF_ENOMEM;
+    json_decref(facts);
+    return rc;
+}
+
+static json_t *truth_repo(hgf_sim_iam *iam, const hgf_sim_registry *reg, const hgf_sim_repo *repo,
+                          posture_counts *pc)
 {
     hgf_buf arn = HGF_BUF_INIT;
     json_t *images = json_array();
     for (uint32_t i = 0; images && i < repo->n_images; i++)
-        if (json_array_append_new(images, truth_image(repo, &repo->images[i])) != 0) {
+        if (json_array_append_new(images, truth_image(repo, &repo->images[i], pc)) != 0) {
             json_decref(images);
             images = NULL;
         }
@@ -53,7 +94,38 @@ static json_t *truth_repo(const hgf_sim_registry *reg, const hgf_sim_repo *repo)
     else
         json_decref(images);
     hgf_buf_free(&arn);
+    if (j && truth_policies(iam, reg, repo, j, pc) != 0) {
+        json_decref(j);
+        j = NULL;
+    }
     return j;
+}
+
+/* ,"posture":{...}} closing a registry or the document; the counts then
+ * start again for the next registry. */
+static int put_posture(const posture_counts *pc, hgf_buf *out)
+{
+    int rc = hgf_buf_printf(out,
+                            ",\"posture\":{\"no_lifecycle_policy\":%ld,"
+                            "\"repository_policy_allows_everyone\":%ld,"
+                            "\"image_runs_as_root\":%ld,\"untagged_expiry_days\":{",
+                            pc->no_lifecycle, pc->open_policy, pc->root_images);
+    int first = 1;
+    for (int d = 0; !rc && d <= 3650; d++)
+        if (pc->days[d]) {
+            rc = hgf_buf_printf(out, "%s\"%d\":%ld", first ? "" : ",", d, pc->days[d]);
+            first = 0;
+        }
+    return rc ? rc : hgf_buf_puts(out, "}}}");
+}
+
+static void add_counts(posture_counts *into, const posture_counts *from)
+{
+    into->no_lifecycle += from->no_lifecycle;
+    into->open_policy += from->open_policy;
+    into->root_images += from->root_images;
+    for (int d = 0; d <= 3650; d++)
+        into->days[d] += from->days[d];
 }
 
 static int put_json(hgf_buf *out, json_t *j)
@@ -88,7 +160,8 @@ static int truth_step(truth_stream *st, hgf_buf *out)
     hgf_sim_registry *reg = hgf_sim_fleet_registry_at(st->fleet, st->reg);
     if (!reg) {
         st->done = 1;
-        return hgf_buf_puts(out, "]}");
+        int rc = hgf_buf_puts(out, "]");
+        return rc ? rc : put_posture(&st->all_counts, out);
     }
     if (!st->reg_open) {
         st->reg_open = 1;
@@ -98,12 +171,17 @@ static int truth_step(truth_stream *st, hgf_buf *out)
         int rc = st->repo ? hgf_buf_putc(out, ',') : 0;
         hgf_sim_repo *repo = &reg->repos[st->repo++];
         hgf_sim_fleet_repo_settle(st->fleet, repo);
-        return rc ? rc : put_json(out, truth_repo(reg, repo));
+        return rc ? rc : put_json(out, truth_repo(st->iam, reg, repo, &st->reg_counts));
     }
     st->reg++;
     st->repo = 0;
     st->reg_open = 0;
-    return hgf_buf_puts(out, "]}");
+    add_counts(&st->all_counts, &st->reg_counts);
+    int rc = hgf_buf_puts(out, "]");
+    if (!rc)
+        rc = put_posture(&st->reg_counts, out);
+    memset(&st->reg_counts, 0, sizeof st->reg_counts);
+    return rc;
 }
 
 static int truth_next(void *ctx, hgf_buf *out)
@@ -129,7 +207,7 @@ static void simple(hgf_sim_resp *resp, int status, const char *message)
         resp->status = 500;
 }
 
-static void serve_truth(hgf_sim_fleet *fleet, hgf_sim_resp *resp)
+static void serve_truth(hgf_sim_fleet *fleet, hgf_sim_iam *iam, hgf_sim_resp *resp)
 {
     truth_stream *st = calloc(1, sizeof *st);
     if (!st) {
@@ -137,6 +215,7 @@ static void serve_truth(hgf_sim_fleet *fleet, hgf_sim_resp *resp)
         return;
     }
     st->fleet = fleet;
+    st->iam = iam;
     resp->status = 200;
     resp->content_type = "application/json";
     resp->stream = truth_next;
@@ -264,7 +343,7 @@ typedef void (*control_fn)(const hgf_sim_services *svc, const hgf_sim_req *req,
 static void serve_truth_ep(const hgf_sim_services *svc, const hgf_sim_req *req,
                            hgf_sim_resp *resp)
 {
-    serve_truth(svc->fleet, resp);
+    serve_truth(svc->fleet, svc->iam, resp);
 }
 
 static const struct {

@@ -1,6 +1,12 @@
 /* The simulator's control API under /_sim/ (no SigV4, never faulted):
  *   GET    /_sim/truth     the whole fleet as ground truth, streamed (with
- *                          every mutation and due lifecycle expiration)
+ *                          every mutation and due lifecycle expiration), and
+ *                          its posture: per repository its policies' facts,
+ *                          per image its config user, and per registry and
+ *                          for the fleet "posture" counts (no_lifecycle_policy,
+ *                          repository_policy_allows_everyone,
+ *                          image_runs_as_root, untagged_expiry_days: window
+ *                          in days -> repositories)
  *   GET    /_sim/stats     call counts per operation and outcome (stats.h)
  *   DELETE /_sim/stats     resets the counts
  *   GET    /_sim/config    the fault configuration (faults.h)

@@ -8,6 +8,7 @@
 
 #include <openssl/rand.h>
 
+#include "policy.h"
 #include "token.h"
 
 #define INVALID "InvalidParameterException"
@@ -543,16 +544,21 @@ static int images_page(const hgf_sim_ecr *ecr, const hgf_sim_registry *reg,
     return rc;
 }
 
-static int images_params(const hgf_sim_ecr *ecr, json_t *in, const char **name, json_t **ids,
-                         paging *p, enum tag_status *ts, hgf_err *err)
+/* The required repositoryName member. */
+static int repo_name_param(const hgf_sim_ecr *ecr, json_t *in, const char **name, hgf_err *err)
 {
     int rc = get_string(in, "repositoryName", name, err);
     if (!rc && !*name)
         rc = hgf_sim_awserr(err, INVALID,
                             "Invalid parameter at 'repositoryName' failed to satisfy constraint: "
                             "'Member must not be null'");
-    if (!rc)
-        rc = check_repo_name(ecr, "repositoryName", *name, err);
+    return rc ? rc : check_repo_name(ecr, "repositoryName", *name, err);
+}
+
+static int images_params(const hgf_sim_ecr *ecr, json_t *in, const char **name, json_t **ids,
+                         paging *p, enum tag_status *ts, hgf_err *err)
+{
+    int rc = repo_name_param(ecr, in, name, err);
     if (!rc)
         rc = get_list(in, "imageIds", ids, err);
     if (!rc)
@@ -590,6 +596,87 @@ static int describe_images(hgf_sim_ecr *ecr, target *t, json_t *in, json_t *out,
     else
         rc = images_page(ecr, reg, repo, t, &p, ts, out, list, err);
     hgf_sim_fleet_unlock(ecr->fleet);
+    return rc;
+}
+
+/* ---- GetLifecyclePolicy and GetRepositoryPolicy ------------------------- */
+
+typedef int (*policy_fn)(hgf_sim_ecr *ecr, const hgf_sim_registry *reg, const hgf_sim_repo *repo,
+                         hgf_buf *out);
+
+static int lifecycle_text(hgf_sim_ecr *ecr, const hgf_sim_registry *reg, const hgf_sim_repo *repo,
+                          hgf_buf *out)
+{
+    int days;
+    return hgf_sim_policy_lifecycle(reg, repo, out, &days);
+}
+
+static int repository_text(hgf_sim_ecr *ecr, const hgf_sim_registry *reg,
+                           const hgf_sim_repo *repo, hgf_buf *out)
+{
+    int everyone;
+    return hgf_sim_policy_repository(ecr->iam, reg, repo, out, &everyone);
+}
+
+/* The checked repository's policy text; HGF_ENOTFOUND when it has none,
+ * else 0 or AWS's error in err. */
+static int policy_of(hgf_sim_ecr *ecr, target *t, json_t *in, policy_fn fn, const char **name,
+                     hgf_buf *text, hgf_err *err)
+{
+    int rc = repo_name_param(ecr, in, name, err);
+    if (!rc)
+        rc = resolve_target(ecr, in, t, err);
+    if (!rc)
+        rc = gate(ecr, t, *name, err);
+    if (rc)
+        return rc;
+    hgf_sim_fleet_lock(ecr->fleet);
+    hgf_sim_registry *reg = hgf_sim_fleet_registry_find(ecr->fleet, t->account,
+                                                        t->caller->region);
+    hgf_sim_repo *repo = hgf_sim_fleet_repo_find(reg, *name);
+    rc = repo ? fn(ecr, reg, repo, text) : repo_not_found(*name, t->account, err);
+    hgf_sim_fleet_unlock(ecr->fleet);
+    return rc;
+}
+
+static int get_lifecycle_policy(hgf_sim_ecr *ecr, target *t, json_t *in, json_t *out,
+                                hgf_err *err)
+{
+    const char *name = NULL;
+    hgf_buf text = HGF_BUF_INIT;
+    int rc = policy_of(ecr, t, in, lifecycle_text, &name, &text, err);
+    if (rc == HGF_ENOTFOUND)
+        rc = hgf_sim_awserr(err, "LifecyclePolicyNotFoundException",
+                            "Lifecycle policy does not exist for the repository with name '%s' "
+                            "in the registry with id '%s'",
+                            name, t->account);
+    /* ECR evaluates lifecycle policies about once a day. */
+    if (!rc && json_object_update(out, json_pack("{s:s, s:s, s:s, s:f}", "registryId",
+                                                 t->account, "repositoryName", name,
+                                                 "lifecyclePolicyText", hgf_buf_str(&text),
+                                                 "lastEvaluatedAt",
+                                                 (double)(t->now - t->now % 86400))) != 0)
+        rc = HGF_ENOMEM;
+    hgf_buf_free(&text);
+    return rc;
+}
+
+static int get_repository_policy(hgf_sim_ecr *ecr, target *t, json_t *in, json_t *out,
+                                 hgf_err *err)
+{
+    const char *name = NULL;
+    hgf_buf text = HGF_BUF_INIT;
+    int rc = policy_of(ecr, t, in, repository_text, &name, &text, err);
+    if (rc == HGF_ENOTFOUND)
+        rc = hgf_sim_awserr(err, "RepositoryPolicyNotFoundException",
+                            "Repository policy does not exist for the repository with name '%s' "
+                            "in the registry with id '%s'",
+                            name, t->account);
+    if (!rc && json_object_update(out, json_pack("{s:s, s:s, s:s}", "registryId", t->account,
+                                                 "repositoryName", name, "policyText",
+                                                 hgf_buf_str(&text))) != 0)
+        rc = HGF_ENOMEM;
+    hgf_buf_free(&text);
     return rc;
 }
 
@@ -682,6 +769,8 @@ static const struct {
     {"DescribeRepositories", describe_repositories},
     {"DescribeImages", describe_images},
     {"GetAuthorizationToken", get_authorization_token},
+    {"GetLifecyclePolicy", get_lifecycle_policy},
+    {"GetRepositoryPolicy", get_repository_policy},
 };
 
 static op_fn find_op(const char *op)

@@ -1,6 +1,7 @@
 /* ECR's JSON 1.1 API (service "ecr") over the simulated fleet:
- * DescribeRepositories, DescribeImages and GetAuthorizationToken, with AWS's
- * shapes, paging and error codes. Every call passes the (account, region,
+ * DescribeRepositories, DescribeImages, GetAuthorizationToken,
+ * GetLifecyclePolicy and GetRepositoryPolicy (the documents of policy.h),
+ * with AWS's shapes, paging and error codes. Every call passes the (account, region,
  * operation) quota and the IAM check: the caller's identity policy must
  * allow ecr:<Operation> on the repository ARN (on "*" alone for
  * GetAuthorizationToken), else AccessDeniedException.

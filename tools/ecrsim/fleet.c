@@ -50,7 +50,8 @@ struct hgf_sim_repo_ext {
 /* Salts keep the independent choices made from one key uncorrelated. */
 enum salt {
     S_NAME_STYLE = 1, S_TEAM, S_SERVICE, S_PLAIN, S_IMMUTABLE, S_SCAN, S_AGE_DAYS, S_AGE_MS,
-    S_EMPTY, S_COUNT, S_KIND, S_TAGS, S_JITTER, S_ARCH, S_LAYERS, S_LAYER_SIZE = 100,
+    S_EMPTY, S_COUNT, S_KIND, S_TAGS, S_JITTER, S_ARCH, S_LAYERS, S_USER, S_LIFECYCLE,
+    S_LC_DAYS, S_POLICY, S_LAYER_SIZE = 100,
     S_LAYER_DIGEST = 200,
 };
 
@@ -139,20 +140,79 @@ static int put_layer_digest(const hgf_sim_repo *repo, uint32_t gen, unsigned k, 
     return rc ? rc : hgf_buf_put_hex(out, raw, sizeof raw);
 }
 
+/* Half the users run as root, in every spelling a Dockerfile allows (no
+ * USER line at all is the commonest); the rest are unprivileged. */
+static const char *const USERS[] = {
+    NULL, "", "root", "0", "0:0", "root:root", "1000", "1000:1000", "nobody", "65532:65532",
+    "1000", "app",
+};
+#define ROOT_USERS 6
+
+const char *hgf_sim_fleet_image_user(const hgf_sim_repo *repo, const hgf_sim_image *img)
+{
+    return USERS[img_hash(repo, img->gen, S_USER) % COUNT_OF(USERS)];
+}
+
+int hgf_sim_fleet_user_is_root(const char *user)
+{
+    for (size_t i = 0; i < ROOT_USERS; i++)
+        if (user == USERS[i] || (user && USERS[i] && strcmp(user, USERS[i]) == 0))
+            return 1;
+    return 0;
+}
+
+static void lifecycle_of(const hgf_sim_repo *repo, hgf_sim_repo_posture *out)
+{
+    static const int SHORT_DAYS[] = {1, 3, 5}, LONG_DAYS[] = {7, 14, 30};
+    uint64_t r = h2(repo->key, S_LIFECYCLE) % 20, d = h2(repo->key, S_LC_DAYS) % 3;
+    out->lifecycle = r < 6    ? HGF_SIM_LC_NONE
+                     : r < 14 ? HGF_SIM_LC_UNTAGGED
+                     : r < 17 ? HGF_SIM_LC_COUNT_ONLY
+                              : HGF_SIM_LC_ANY;
+    out->untagged_days = r < 6 || (r >= 14 && r < 17) ? -1
+                         : r < 10                    ? SHORT_DAYS[d]
+                         : r < 14                    ? LONG_DAYS[d]
+                                                     : 365;
+}
+
+void hgf_sim_fleet_repo_posture(const hgf_sim_repo *repo, hgf_sim_repo_posture *out)
+{
+    lifecycle_of(repo, out);
+    uint64_t p = h2(repo->key, S_POLICY) % 20;
+    out->policy = p < 10   ? HGF_SIM_POL_NONE
+                  : p < 13 ? HGF_SIM_POL_CROSS_ACCOUNT
+                  : p < 15 ? HGF_SIM_POL_STAR
+                  : p < 16 ? HGF_SIM_POL_AWS_STAR
+                  : p < 17 ? HGF_SIM_POL_AWS_ARRAY
+                  : p < 18 ? HGF_SIM_POL_DENY_STAR
+                           : HGF_SIM_POL_ORG_ONLY;
+}
+
+/* The User member, or nothing: an image without a USER line has none. */
+static int put_user(const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out)
+{
+    const char *user = hgf_sim_fleet_image_user(repo, img);
+    return user ? hgf_buf_printf(out, "\"User\":\"%s\",", user) : 0;
+}
+
 int hgf_sim_fleet_config_blob(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
                               const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out)
 {
     char created[32];
     hgf_time_format_iso((time_t)(img_pushed_ms(repo, img->gen) / 1000), created, sizeof created);
     const char *arch = img_hash(repo, img->gen, S_ARCH) % 4 == 0 ? "arm64" : "amd64";
-    int rc = hgf_buf_printf(out,
-                            "{\"architecture\":\"%s\",\"os\":\"linux\",\"created\":\"%s\","
-                            "\"config\":{\"Labels\":{\"com.hgfleet.ecrsim.origin\":\"%s/%s/%s\","
+    int rc = hgf_buf_printf(out, "{\"architecture\":\"%s\",\"os\":\"linux\",\"created\":\"%s\","
+                                 "\"config\":{",
+                            arch, created);
+    if (!rc)
+        rc = put_user(repo, img, out);
+    if (!rc)
+        rc = hgf_buf_printf(out,
+                            "\"Labels\":{\"com.hgfleet.ecrsim.origin\":\"%s/%s/%s\","
                             "\"com.hgfleet.ecrsim.generation\":\"%" PRIu32 "\","
                             "\"com.hgfleet.ecrsim.seed\":\"%llu\"}},"
                             "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[",
-                            arch, created, reg->account, reg->region, repo->name, img->gen,
-                            f->seed);
+                            reg->account, reg->region, repo->name, img->gen, f->seed);
     unsigned n = img_layers(repo, img->gen);
     for (unsigned k = 0; !rc && k < n; k++) {
         rc = hgf_buf_puts(out, k ? ",\"" : "\"");

@@ -174,6 +174,40 @@ int hgf_sim_fleet_manifest(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
 int hgf_sim_fleet_config_blob(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
                               const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out);
 
+/* ---- posture: policies and image users, pure functions of the seed ------ */
+
+enum hgf_sim_lifecycle_kind {
+    HGF_SIM_LC_NONE = 0,      /* no lifecycle policy */
+    HGF_SIM_LC_UNTAGGED,      /* untagged images expire untagged_days after their push */
+    HGF_SIM_LC_ANY,           /* every image expires untagged_days after its push */
+    HGF_SIM_LC_COUNT_ONLY,    /* rules keep image counts: no window */
+};
+
+enum hgf_sim_policy_kind {
+    HGF_SIM_POL_NONE = 0,        /* no repository policy */
+    HGF_SIM_POL_CROSS_ACCOUNT,   /* pulls for one named role */
+    HGF_SIM_POL_STAR,            /* "Principal": "*" */
+    HGF_SIM_POL_AWS_STAR,        /* "Principal": {"AWS": "*"}, a lone Statement object */
+    HGF_SIM_POL_AWS_ARRAY,       /* "Principal": {"AWS": [<role>, "*"]} */
+    HGF_SIM_POL_DENY_STAR,       /* Deny to "*" plus the cross-account Allow: not open */
+    HGF_SIM_POL_ORG_ONLY,        /* "*" narrowed by aws:PrincipalOrgID: not open */
+};
+
+/* What a repository's generated policies look like. The lifecycle policy
+ * is served (GetLifecyclePolicy), not enforced: only the lifecycle rule of
+ * hgf_sim_fleet_set_lifecycle deletes images. */
+typedef struct hgf_sim_repo_posture {
+    int lifecycle;       /* enum hgf_sim_lifecycle_kind */
+    int untagged_days;   /* the untagged window in days, -1 when none */
+    int policy;          /* enum hgf_sim_policy_kind */
+} hgf_sim_repo_posture;
+
+void hgf_sim_fleet_repo_posture(const hgf_sim_repo *repo, hgf_sim_repo_posture *out);
+/* The User of img's config blob, or NULL when it has none (static). */
+const char *hgf_sim_fleet_image_user(const hgf_sim_repo *repo, const hgf_sim_image *img);
+/* 1 for the users hgf_sim_fleet_image_user returns that run as root. */
+int hgf_sim_fleet_user_is_root(const char *user);
+
 /* ---- mutations (each takes the fleet lock) ------------------------------ */
 
 enum hgf_sim_mut {

@@ -5,7 +5,8 @@
  *  "principals": [ {"arn": "arn:aws:iam::100007000000:user/ci",
  *                   "access_key_id": "AKIA...", "secret_access_key": "...",
  *                   "policy": [ {"actions": ["ecr:*", "sts:AssumeRole"],
- *                                "resources": ["*"]} ] } ],
+ *                                "resources": ["*"]},
+ *                               {"effect": "Deny", "actions": ["ecr:GetLifecyclePolicy"]} ] } ],
  *  "roles": [ {"arn": "arn:aws:iam::100007000001:role/harborguard-sensor",
  *              "trust": [ {"principal": "arn:aws:iam::100007000000:user/ci",
  *                          "external_id": "optional-required-id"} ],
@@ -21,10 +22,11 @@
  *  "credential_duration_seconds": 900      cap on every issued credential's lifetime
  * }
  *
- * Policies only allow. A statement matches when one of its actions and one
- * of its resources match: actions are case-insensitive globs ("*",
- * "ecr:*", "ecr:Describe*"), resources case-sensitive globs over ARNs
- * ("*" when "resources" is left out). A trust principal is a full ARN (a
+ * A statement matches when one of its actions and one of its resources
+ * match: actions are case-insensitive globs ("*", "ecr:*", "ecr:Describe*"),
+ * resources case-sensitive globs over ARNs ("*" when "resources" is left
+ * out). "effect" is "Allow" (the default) or "Deny"; as in IAM, a matching
+ * Deny wins over any Allow, and what no statement allows is denied. A trust principal is a full ARN (a
  * role's ARN also admits its sessions), "arn:aws:iam::<acct>:root" or a
  * bare account id (anyone in that account) or "*"; external_id, when set,
  * must be passed as ExternalId. Repository policies name repositories
@@ -48,6 +50,7 @@
 #define NAME_CHARS ALNUM "_+=,.@-"
 
 typedef struct statement {
+    int deny;            /* "effect": "Deny" */
     char **actions;
     size_t n_actions;
     char **resources;
@@ -299,13 +302,21 @@ static int any_glob(char *const *pats, size_t n, const char *s, int fold)
     return 0;
 }
 
-static int policy_allows(const policy *p, const char *action, const char *resource)
+/* HGF_SIM_ALLOW, HGF_SIM_EXPLICIT_DENY when a Deny statement matches (it
+ * wins), else HGF_SIM_NO_IDENTITY_POLICY. */
+static enum hgf_sim_verdict policy_decides(const policy *p, const char *action,
+                                           const char *resource)
 {
-    for (size_t i = 0; i < p->n; i++)
-        if (any_glob(p->stmts[i].actions, p->stmts[i].n_actions, action, 1) &&
-            any_glob(p->stmts[i].resources, p->stmts[i].n_resources, resource, 0))
-            return 1;
-    return 0;
+    int allowed = 0;
+    for (size_t i = 0; p && i < p->n; i++) {
+        if (!any_glob(p->stmts[i].actions, p->stmts[i].n_actions, action, 1) ||
+            !any_glob(p->stmts[i].resources, p->stmts[i].n_resources, resource, 0))
+            continue;
+        if (p->stmts[i].deny)
+            return HGF_SIM_EXPLICIT_DENY;
+        allowed = 1;
+    }
+    return allowed ? HGF_SIM_ALLOW : HGF_SIM_NO_IDENTITY_POLICY;
 }
 
 /* The caller's account for trust and resource policies: a --key valid in
@@ -394,7 +405,54 @@ static int repository_policy_allows(const scenario *s, const hgf_sim_caller *c,
     return 0;
 }
 
+/* A grant's principal as a policy's Principal: "*" or {"AWS": <ARN>}, a
+ * bare account id spelled as that account's root. */
+static json_t *grant_principal(const char *principal, const char *partition)
+{
+    char root[HGF_SIM_ARN_MAX];
+    if (strcmp(principal, "*") == 0)
+        return json_string("*");
+    if (strspn(principal, "0123456789") == 12 && !principal[12]) {
+        snprintf(root, sizeof root, "arn:%s:iam::%s:root", partition, principal);
+        principal = root;
+    }
+    return json_pack("{s:s}", "AWS", principal);
+}
+
+static json_t *grant_statement(const grant *g, size_t index, const char *partition)
+{
+    char sid[48];
+    snprintf(sid, sizeof sid, "ScenarioGrant%zu", index);
+    json_t *actions = json_array();
+    for (size_t k = 0; actions && k < g->n_actions; k++)
+        if (json_array_append_new(actions, json_string(g->actions[k])) != 0) {
+            json_decref(actions);
+            actions = NULL;
+        }
+    return json_pack("{s:s, s:s, s:o, s:o}", "Sid", sid, "Effect", "Allow", "Principal",
+                     grant_principal(g->principal, partition), "Action", actions);
+}
+
 /* ---- public queries ---------------------------------------------------- */
+
+int hgf_sim_iam_repository_statements(hgf_sim_iam *iam, const char *account,
+                                      const char *partition, const char *repository,
+                                      json_t *statements, int *everyone)
+{
+    int rc = 0;
+    pthread_rwlock_rdlock(&iam->lock);
+    const scenario *s = iam->cur;
+    for (size_t i = 0; !rc && i < s->n_grants; i++) {
+        const grant *g = &s->grants[i];
+        if (strcmp(g->account, account) != 0 || !any_glob(g->repos, g->n_repos, repository, 0))
+            continue;
+        json_t *st = grant_statement(g, i, partition);
+        rc = st && json_array_append_new(statements, st) == 0 ? 0 : HGF_ENOMEM;
+        *everyone |= strcmp(g->principal, "*") == 0;
+    }
+    pthread_rwlock_unlock(&iam->lock);
+    return rc;
+}
 
 int hgf_sim_iam_find_user(hgf_sim_iam *iam, const char *akid, hgf_sim_caller *caller,
                           char *secret, size_t n)
@@ -431,10 +489,8 @@ enum hgf_sim_verdict hgf_sim_iam_authorize(hgf_sim_iam *iam, const hgf_sim_calle
     if (c->kind == HGF_SIM_CALLER_KEY)
         return key_verdict(c, a);
     pthread_rwlock_rdlock(&iam->lock);
-    const policy *p = identity_policy(iam->cur, c);
-    enum hgf_sim_verdict v = p && policy_allows(p, a->action, a->resource)
-                                 ? HGF_SIM_ALLOW
-                                 : HGF_SIM_NO_IDENTITY_POLICY;
+    enum hgf_sim_verdict v = policy_decides(identity_policy(iam->cur, c), a->action,
+                                            a->resource);
     if (v == HGF_SIM_ALLOW && a->pull && a->account && strcmp(a->account, c->account) != 0 &&
         !repository_policy_allows(iam->cur, c, a))
         v = HGF_SIM_NO_RESOURCE_POLICY;
@@ -445,11 +501,18 @@ enum hgf_sim_verdict hgf_sim_iam_authorize(hgf_sim_iam *iam, const hgf_sim_calle
 void hgf_sim_iam_denial(const hgf_sim_caller *c, const hgf_sim_access *a,
                         enum hgf_sim_verdict v, char *out, size_t n)
 {
-    snprintf(out, n,
-             "User: %s is not authorized to perform: %s on resource: %s because no %s policy "
-             "allows the %s action",
-             c->arn, a->action, a->resource,
-             v == HGF_SIM_NO_RESOURCE_POLICY ? "resource-based" : "identity-based", a->action);
+    if (v == HGF_SIM_EXPLICIT_DENY)
+        snprintf(out, n,
+                 "User: %s is not authorized to perform: %s on resource: %s with an explicit "
+                 "deny in an identity-based policy",
+                 c->arn, a->action, a->resource);
+    else
+        snprintf(out, n,
+                 "User: %s is not authorized to perform: %s on resource: %s because no %s "
+                 "policy allows the %s action",
+                 c->arn, a->action, a->resource,
+                 v == HGF_SIM_NO_RESOURCE_POLICY ? "resource-based" : "identity-based",
+                 a->action);
 }
 
 static int describe_undefined(const char *arn, hgf_sim_role *out)
@@ -607,13 +670,30 @@ static int parse_strings(json_t *v, const char *field, char ***out, size_t *n, h
     return 0;
 }
 
+static int parse_effect(json_t *v, const char *field, statement *st, hgf_err *err)
+{
+    const char *effect;
+    int rc = get_str(v, "effect", field, 0, &effect, err);
+    if (rc || !effect)
+        return rc;
+    if (strcmp(effect, "Allow") != 0 && strcmp(effect, "Deny") != 0) {
+        char path[256];
+        snprintf(path, sizeof path, "%.200s.effect", field);
+        return bad(err, path, "expected \"Allow\" or \"Deny\"");
+    }
+    st->deny = effect[0] == 'D';
+    return 0;
+}
+
 static int parse_statement(json_t *v, const char *field, statement *st, hgf_err *err)
 {
-    static const char *const known[] = {"actions", "resources", NULL};
+    static const char *const known[] = {"effect", "actions", "resources", NULL};
     char path[256];
     if (!json_is_object(v))
         return bad(err, field, "expected an object with actions and resources");
     int rc = check_members(v, field, known, err);
+    if (!rc)
+        rc = parse_effect(v, field, st, err);
     snprintf(path, sizeof path, "%.200s.actions", field);
     if (!rc)
         rc = parse_strings(json_object_get(v, "actions"), path, &st->actions, &st->n_actions,

@@ -54,6 +54,7 @@ enum hgf_sim_verdict {
     HGF_SIM_ALLOW = 0,
     HGF_SIM_NO_IDENTITY_POLICY,
     HGF_SIM_NO_RESOURCE_POLICY,
+    HGF_SIM_EXPLICIT_DENY,       /* an identity policy's Deny statement matched */
 };
 
 /* What STS needs to know about a role. */
@@ -89,6 +90,14 @@ enum hgf_sim_verdict hgf_sim_iam_authorize(hgf_sim_iam *iam, const hgf_sim_calle
 /* AWS's AccessDenied message for a denial, into out. */
 void hgf_sim_iam_denial(const hgf_sim_caller *c, const hgf_sim_access *a,
                         enum hgf_sim_verdict v, char *out, size_t n);
+
+/* Appends to `statements` (a JSON array) one Allow statement per scenario
+ * repository_policies grant that covers `repository` in `account`, as
+ * GetRepositoryPolicy shows it (partition: "aws", "aws-cn"); sets
+ * *everyone when such a grant's principal is "*". 0 or HGF_ENOMEM. */
+int hgf_sim_iam_repository_statements(hgf_sim_iam *iam, const char *account,
+                                      const char *partition, const char *repository,
+                                      json_t *statements, int *everyone);
 
 /* 0 when the scenario defines the role; HGF_ENOTFOUND when it does not,
  * HGF_EINPUT when arn is no role ARN. *out is filled from the scenario, or

@@ -42,13 +42,16 @@ typedef struct options {
     const char *webhook_key;         /* --webhook-api-key VALUE */
     const char *webhook_key_header;  /* --webhook-api-key-header NAME */
     unsigned suspended;              /* --suspended N: the last N accounts */
+    const char *tls_cert, *tls_key;  /* --tls-cert FILE --tls-key FILE: serve HTTPS */
 } options;
 
 static const char USAGE[] =
     "usage: ecrsim [flags]\n"
     "\n"
     "Simulates an AWS organization's ECR fleet on one HTTP port:\n"
-    "  POST /   ECR JSON 1.1 (DescribeRepositories, DescribeImages, GetAuthorizationToken)\n"
+    "  POST /   ECR JSON 1.1 (DescribeRepositories, DescribeImages, GetAuthorizationToken,\n"
+    "           GetLifecyclePolicy, GetRepositoryPolicy: policies and image config users\n"
+    "           are generated from the seed, and /_sim/truth counts them)\n"
     "           and STS Query (AssumeRole, AssumeRoleWithWebIdentity, GetCallerIdentity),\n"
     "           SigV4-checked against the keys below and the sessions STS issued\n"
     "  /_registry/<account>/<region>/v2/...   registry v2 (GetAuthorizationToken's\n"
@@ -94,6 +97,9 @@ static const char USAGE[] =
     "  --webhook-api-key V  with --webhook: send V in the API-key header (API_KEY auth)\n"
     "  --webhook-api-key-header NAME\n"
     "                       that header's name (default X-Api-Key)\n"
+    "  --tls-cert FILE      serve HTTPS with this PEM certificate (chain); needs\n"
+    "  --tls-key FILE       its PEM private key, and a --listen address other than\n"
+    "                       0.0.0.0 (the registry's proxyEndpoint names it)\n"
     "  --help               this text\n"
     "\n"
     "Fault flags apply to ECR, STS and registry calls, never to /_sim/. POST /_sim/config\n"
@@ -135,7 +141,9 @@ static const char USAGE[] =
     "  {\"principals\": [{\"arn\": \"arn:aws:iam::100007000000:user/ci\",\n"
     "                   \"access_key_id\": \"AKIA...\", \"secret_access_key\": \"...\",\n"
     "                   \"policy\": [{\"actions\": [\"ecr:*\", \"sts:AssumeRole\"],\n"
-    "                               \"resources\": [\"*\"]}]}],\n"
+    "                               \"resources\": [\"*\"]},\n"
+    "                              {\"effect\": \"Deny\",\n"
+    "                               \"actions\": [\"ecr:GetLifecyclePolicy\"]}]}],\n"
     "   \"roles\": [{\"arn\": \"arn:aws:iam::100007000001:role/sensor\",\n"
     "              \"trust\": [{\"principal\": \"arn:aws:iam::100007000000:user/ci\",\n"
     "                         \"external_id\": \"optional-required-id\"}],\n"
@@ -149,8 +157,9 @@ static const char USAGE[] =
     "   \"container_token\": \"secret-token\",\n"
     "   \"web_identity_tokens\": {\"<token>\": \"arn:aws:iam::100007000000:role/irsa\"},\n"
     "   \"credential_duration_seconds\": 900}\n"
-    "  Policies only allow: actions are case-insensitive globs (\"*\", \"ecr:*\",\n"
-    "  \"ecr:Describe*\"), resources globs over ARNs (arn:aws:ecr:R:A:repository/NAME);\n"
+    "  Statements allow, or deny with \"effect\": \"Deny\" (a Deny wins): actions are\n"
+    "  case-insensitive globs (\"*\", \"ecr:*\", \"ecr:Describe*\"), resources globs over\n"
+    "  ARNs (arn:aws:ecr:R:A:repository/NAME);\n"
     "  ecr:GetAuthorizationToken is checked against resource \"*\" only. A trust or\n"
     "  repository-policy principal is an ARN (a role's ARN admits its sessions),\n"
     "  arn:aws:iam::A:root or an account id (anyone in A), or \"*\". Callers from another\n"
@@ -158,12 +167,12 @@ static const char USAGE[] =
     "  credential_duration_seconds caps every issued credential and ECR token.\n"
     "\n"
     "Account ids are 100000000000 + (seed % 1000) * 1000000 + index. Prints 'ecrsim\n"
-    "listening on http://ADDR:PORT' on stdout once ready, logs one line per request on\n"
+    "listening on http[s]://ADDR:PORT' on stdout once ready, logs one line per request on\n"
     "stderr, and exits on SIGTERM or SIGINT.\n";
 
 enum { OPT_LISTEN = 256, OPT_SEED, OPT_ACCOUNTS, OPT_REGIONS, OPT_REPOS, OPT_IMAGES, OPT_BIG,
        OPT_KEY, OPT_SCENARIO, OPT_CLOCK, OPT_QUOTA, OPT_THROTTLE, OPT_ERROR, OPT_DROP,
-       OPT_LATENCY, OPT_WEBHOOK, OPT_WEBHOOK_KEY, OPT_WEBHOOK_KEY_HEADER, OPT_SUSPENDED, OPT_HELP };
+       OPT_LATENCY, OPT_WEBHOOK, OPT_WEBHOOK_KEY, OPT_WEBHOOK_KEY_HEADER, OPT_SUSPENDED, OPT_TLS_CERT, OPT_TLS_KEY, OPT_HELP };
 
 static const struct option LONG_OPTS[] = {
     {"listen", required_argument, NULL, OPT_LISTEN},
@@ -185,6 +194,8 @@ static const struct option LONG_OPTS[] = {
     {"webhook-api-key", required_argument, NULL, OPT_WEBHOOK_KEY},
     {"webhook-api-key-header", required_argument, NULL, OPT_WEBHOOK_KEY_HEADER},
     {"suspended", required_argument, NULL, OPT_SUSPENDED},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -395,6 +406,12 @@ static int apply_flag(int c, const char *arg, options *o)
         return 0;
     case OPT_SUSPENDED:
         return parse_uint("--suspended", arg, 0, 1000000, &o->suspended) ? 2 : 0;
+    case OPT_TLS_CERT:
+        o->tls_cert = arg;
+        return 0;
+    case OPT_TLS_KEY:
+        o->tls_key = arg;
+        return 0;
     default:
         return apply_fault_flag(c, arg, o);
     }
@@ -430,6 +447,12 @@ static int parse_args(int argc, char **argv, options *o)
     if (!rc && !o->webhook && (o->webhook_key || o->webhook_key_header))
         rc = usage_error("--webhook-api-key%s needs --webhook",
                          o->webhook_key ? "" : "-header");
+    if (!rc && !o->tls_cert != !o->tls_key)
+        rc = usage_error("--tls-%s needs --tls-%s", o->tls_cert ? "cert" : "key",
+                         o->tls_cert ? "key" : "cert");
+    /* The Host header would name the host, but not the scheme. */
+    if (!rc && o->tls_cert && o->listen.sin_addr.s_addr == htonl(INADDR_ANY))
+        rc = usage_error("--tls-cert needs a --listen address other than 0.0.0.0");
     return rc;
 }
 
@@ -530,14 +553,15 @@ static int build_identity(const options *o, sim *s)
 
 /* The registry's URLs name the address clients connect to; a wildcard
  * listen address has none, so then each request's Host header is used. */
-static void base_url(const options *o, uint16_t port, char out[64])
+static void base_url(const options *o, const hgf_sim_server *server, char out[64])
 {
     char addr[INET_ADDRSTRLEN];
     out[0] = '\0';
     if (o->listen.sin_addr.s_addr == htonl(INADDR_ANY))
         return;
     inet_ntop(AF_INET, &o->listen.sin_addr, addr, sizeof addr);
-    snprintf(out, 64, "http://%s:%u", addr, (unsigned)port);
+    snprintf(out, 64, "%s://%s:%u", hgf_sim_server_scheme(server), addr,
+             (unsigned)hgf_sim_server_port(server));
 }
 
 static int build_apis(const options *o, sim *s)
@@ -545,7 +569,7 @@ static int build_apis(const options *o, sim *s)
     hgf_err err;
     char base[64];
     hgf_err_clear(&err);
-    base_url(o, hgf_sim_server_port(s->server), base);
+    base_url(o, s->server, base);
     if (hgf_sim_regv2_create(s->svc.fleet, s->svc.iam, s->svc.faults, base[0] ? base : NULL,
                              &s->svc.registry, &err) != 0 ||
         hgf_sim_ecr_create(s->svc.fleet, s->svc.iam, s->svc.faults, s->svc.registry,
@@ -609,6 +633,8 @@ static int build_services(const options *o, sim *s)
     hgf_err_clear(&err);
     if (hgf_sim_server_bind(&o->listen, &s->server, &err) != 0)
         return report(&err);
+    if (o->tls_cert && hgf_sim_server_set_tls(s->server, o->tls_cert, o->tls_key, &err) != 0)
+        return report(&err);
     int rc = build_fleet(o, s);
     if (!rc)
         rc = build_identity(o, s);
@@ -648,7 +674,8 @@ static int serve_until_signal(const options *o, sim *s)
         return report(&err);
     char addr[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &o->listen.sin_addr, addr, sizeof addr);
-    printf("ecrsim listening on http://%s:%u\n", addr, (unsigned)hgf_sim_server_port(s->server));
+    printf("ecrsim listening on %s://%s:%u\n", hgf_sim_server_scheme(s->server), addr,
+           (unsigned)hgf_sim_server_port(s->server));
     fflush(stdout);
     int sig = 0;
     sigwait(&set, &sig);

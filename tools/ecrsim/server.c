@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <microhttpd.h>
+#include <openssl/crypto.h>
 
 #include "simhttp.h"
 
@@ -20,6 +21,7 @@ struct hgf_sim_server {
     struct MHD_Daemon *daemon;
     int fd;  /* the listening socket until libmicrohttpd owns it */
     uint16_t port;
+    char *tls_cert, *tls_key;  /* PEM text, or NULL for plain HTTP */
 };
 
 /* Per-request state, created by the URI log callback (which sees the raw,
@@ -301,20 +303,59 @@ uint16_t hgf_sim_server_port(const hgf_sim_server *s)
     return s->port;
 }
 
+static char *read_pem(const char *path, const char *flag, hgf_err *err)
+{
+    FILE *f = fopen(path, "r");
+    hgf_buf b = HGF_BUF_INIT;
+    char chunk[4096];
+    size_t n;
+    while (f && (n = fread(chunk, 1, sizeof chunk, f)) > 0 && b.len < (1u << 20))
+        hgf_buf_append(&b, chunk, n);
+    int bad = !f || ferror(f) || !strstr(hgf_buf_str(&b), "-----BEGIN ");
+    if (f)
+        fclose(f);
+    if (bad) {
+        hgf_buf_free(&b);
+        hgf_err_set(err, HGF_EINPUT, "%s: cannot read a PEM file from \"%.200s\"", flag, path);
+        return NULL;
+    }
+    return hgf_buf_detach(&b);
+}
+
+int hgf_sim_server_set_tls(hgf_sim_server *s, const char *cert_file, const char *key_file,
+                           hgf_err *err)
+{
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+        return hgf_err_set(err, HGF_EFAIL, "--tls-cert: this libmicrohttpd has no TLS support");
+    s->tls_cert = read_pem(cert_file, "--tls-cert", err);
+    s->tls_key = s->tls_cert ? read_pem(key_file, "--tls-key", err) : NULL;
+    return s->tls_key ? 0 : HGF_EINPUT;
+}
+
+const char *hgf_sim_server_scheme(const hgf_sim_server *s)
+{
+    return s->tls_key ? "https" : "http";
+}
+
 int hgf_sim_server_start(hgf_sim_server *s, const hgf_sim_services *svc, hgf_err *err)
 {
     s->svc = *svc;
     /* The Date header comes from the simulator's clock, not libmicrohttpd's. */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                      MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_SUPPRESS_DATE_NO_CLOCK;
-    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET,
-                                 s->fd, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+    int tls = s->tls_key != NULL;
+    struct MHD_OptionItem tls_opts[] = {{MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert},
+                                        {MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key},
+                                        {MHD_OPTION_END, 0, NULL}};
+    s->daemon = MHD_start_daemon(flags | (tls ? MHD_USE_TLS : 0), 0, NULL, NULL, on_request, s,
+                                 MHD_OPTION_LISTEN_SOCKET, s->fd, MHD_OPTION_URI_LOG_CALLBACK,
+                                 on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
-                                 MHD_OPTION_END);
+                                 MHD_OPTION_ARRAY, tls ? tls_opts : tls_opts + 2, MHD_OPTION_END);
     if (!s->daemon)
-        return hgf_err_set(err, HGF_EFAIL, "server: libmicrohttpd did not start on port %u",
-                           (unsigned)s->port);
+        return hgf_err_set(err, HGF_EFAIL, "server: libmicrohttpd did not start on port %u%s",
+                           (unsigned)s->port,
+                           tls ? " (does --tls-key hold the private key of --tls-cert?)" : "");
     s->fd = -1;
     return 0;
 }
@@ -327,5 +368,9 @@ void hgf_sim_server_stop(hgf_sim_server *s)
         MHD_stop_daemon(s->daemon);
     if (s->fd >= 0)
         close(s->fd);
+    free(s->tls_cert);
+    if (s->tls_key)
+        OPENSSL_cleanse(s->tls_key, strlen(s->tls_key));
+    free(s->tls_key);
     free(s);
 }

@@ -26,6 +26,13 @@ typedef struct hgf_sim_server hgf_sim_server;
 int hgf_sim_server_bind(const struct sockaddr_in *addr, hgf_sim_server **out, hgf_err *err);
 /* The port actually bound. */
 uint16_t hgf_sim_server_port(const hgf_sim_server *s);
+/* Serves HTTPS (libmicrohttpd over GnuTLS) with the PEM certificate chain
+ * and private key in these files; call before hgf_sim_server_start.
+ * HGF_EINPUT names the flag of an unreadable file. */
+int hgf_sim_server_set_tls(hgf_sim_server *s, const char *cert_file, const char *key_file,
+                           hgf_err *err);
+/* "https" after hgf_sim_server_set_tls, else "http". */
+const char *hgf_sim_server_scheme(const hgf_sim_server *s);
 /* Starts serving the bound socket. HGF_EFAIL when libmicrohttpd cannot. */
 int hgf_sim_server_start(hgf_sim_server *s, const hgf_sim_services *svc, hgf_err *err);
 /* Stops accepting, closes connections, joins threads and frees s. */
