@@ -24,6 +24,7 @@ static const char USAGE[] =
     "  jobs list                       list the job queue\n"
     "  sweep --wait|list|show          org-wide sync, scan and report\n"
     "  demo                            sync a simulated organization end to end\n"
+    "  rotate-master-key               re-encrypt stored secrets under a new master key\n"
     "  version                         print the version\n"
     "\n"
     "Every command takes --help. Configuration comes from the environment\n"
@@ -41,6 +42,7 @@ static const struct {
     {"serve", hgf_cli_serve},     {"jobs", hgf_cli_jobs},
     {"registry", hgf_cli_registry}, {"discover", hgf_cli_discover},
     {"sweep", hgf_cli_sweep},
+    {"rotate-master-key", hgf_cli_rotate_master_key},
 };
 
 int main(int argc, char **argv)

@@ -8,7 +8,8 @@
  * (MHD_suspend_connection) meanwhile and resumed by the reply. A request is
  * answered exactly once; after replying, the handler must not touch req.
  * Unknown paths get 404, a known path with another method 405, bodies over
- * max_body 413, all as JSON.
+ * max_body 413, all as JSON. Request line and headers must fit in 32 KiB
+ * (MHD answers 431 or 414 itself).
  *
  * Ownership: hgf_server_start returns a server the caller stops with
  * hgf_server_stop. Strings a request returns are owned by the request and
@@ -40,9 +41,16 @@ typedef struct hgf_server_opts {
     const hgf_route *routes;
     int n_routes;
     void *arg;                  /* passed to every handler */
-    size_t max_body;            /* 0 = 256 KiB */
-    unsigned max_connections;   /* 0 = 512 */
+    size_t max_body;            /* 0 = 256 KiB; a larger Content-Length with "Expect:
+                                   100-continue" gets 413 before the body is sent */
+    unsigned max_connections;   /* 0 = 512; more are accepted and closed at once */
+    unsigned max_connections_per_ip; /* 0 = a quarter of max_connections */
     unsigned timeout_s;         /* idle connection timeout; 0 = 30 */
+    unsigned request_timeout_s; /* a whole request (headers and body) must arrive within
+                                   this many seconds of the connection opening or of
+                                   the previous response, however steadily it trickles
+                                   in (slow loris); then the connection is closed.
+                                   0 = 10 */
 } hgf_server_opts;
 
 /* Binds and starts serving on the loop. HGF_EINPUT names a bad listen

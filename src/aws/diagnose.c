@@ -155,8 +155,36 @@ static void bad_keys(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosis 
              "--access-key-id ID --secret-access-key-file FILE'.");
 }
 
+/* libcurl's wording for a peer that failed verification (untrusted issuer,
+ * expired, another host name) and for an unusable CA file. */
+static int tls_failure(const hgf_err *err)
+{
+    return !err->aws_code[0] &&
+           (msg_has(err, "SSL certificate problem") || msg_has(err, "SSL peer certificate") ||
+            msg_has(err, "certificate subject name") || msg_has(err, "CA cert") ||
+            msg_has(err, "error setting certificate"));
+}
+
+static void tls_certificate(const hgf_diag_ctx *ctx, hgf_diagnosis *d)
+{
+    set(d, "tls_certificate", "The AWS endpoint's TLS certificate is not trusted");
+    snprintf(d->cause, sizeof d->cause,
+             "During %s the server's certificate failed verification (an unknown issuer, such as "
+             "a TLS-inspecting proxy's or a private endpoint's CA, an expired certificate, or "
+             "one for another host name), or the CA bundle could not be read",
+             ctx->step ? ctx->step : "the call");
+    snprintf(d->fix, sizeof d->fix,
+             "Point AWS_CA_BUNDLE at a PEM file holding the CA that issued the endpoint's "
+             "certificate, and check AWS_ENDPOINT_URL_* names a host in that certificate. "
+             "hgfleet never turns verification off.");
+}
+
 static void generic(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosis *d)
 {
+    if (tls_failure(err)) {
+        tls_certificate(ctx, d);
+        return;
+    }
     if (!strcmp(err->aws_code, "") && (err->code == 0 || err->code == -6)) {
         set(d, "network", "The AWS endpoint cannot be reached");
         snprintf(d->cause, sizeof d->cause, "Network failure during %s", ctx->step);

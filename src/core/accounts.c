@@ -4,6 +4,7 @@
 #include "hgfleet/endpoint.h"
 
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,36 +158,97 @@ static int validate_spec(const account_spec *a, hgf_err *err)
     return 0;
 }
 
-static int duplicate_of(const hgf_account_list *l, const char *account, const char *region)
+/* The rows being built, with a hash index over (account, region) for the
+ * duplicate check: a list may expand to HGF_ACCOUNTS_MAX_ROWS rows, and a
+ * linear search per row made an 11 KB file with an aliased region list take
+ * seconds (found by fuzz_accounts_yaml). */
+typedef struct row_builder {
+    hgf_account_list *list;
+    size_t cap;      /* rows allocated */
+    int *slots;      /* row index + 1, 0 for empty; nslots is a power of two */
+    size_t nslots;
+} row_builder;
+
+static size_t row_hash(const char *account, const char *region)
 {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const char *p = account; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    h = (h ^ '/') * 1099511628211ULL;
+    for (const char *p = region; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    return (size_t)h;
+}
+
+/* The slot holding (account, region), or the empty slot where it belongs. */
+static int *row_slot(const row_builder *b, const char *account, const char *region)
+{
+    size_t mask = b->nslots - 1, i = row_hash(account, region) & mask;
+    for (;; i = (i + 1) & mask) {
+        int *slot = &b->slots[i];
+        if (!*slot)
+            return slot;
+        const hgf_account_row *r = &b->list->rows[*slot - 1];
+        if (!strcmp(r->account_id, account) && !strcmp(r->region, region))
+            return slot;
+    }
+}
+
+/* Keeps the index at most half full, and room for one more row. */
+static int builder_reserve(row_builder *b)
+{
+    hgf_account_list *l = b->list;
+    if ((size_t)l->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        hgf_account_row *grown = realloc(l->rows, cap * sizeof *grown);
+        if (!grown)
+            return HGF_ENOMEM;
+        l->rows = grown;
+        b->cap = cap;
+    }
+    if (2 * ((size_t)l->n + 1) <= b->nslots)
+        return 0;
+    size_t n = b->nslots ? b->nslots * 2 : 64;
+    int *slots = calloc(n, sizeof *slots);
+    if (!slots)
+        return HGF_ENOMEM;
+    free(b->slots);
+    b->slots = slots;
+    b->nslots = n;
     for (int i = 0; i < l->n; i++)
-        if (!strcmp(l->rows[i].account_id, account) && !strcmp(l->rows[i].region, region))
-            return l->rows[i].line;
+        *row_slot(b, l->rows[i].account_id, l->rows[i].region) = i + 1;
     return 0;
 }
 
-static int add_row(hgf_account_list *l, const account_spec *a, const char *region,
+static void builder_free(row_builder *b)
+{
+    free(b->slots);
+    b->slots = NULL;
+    b->nslots = 0;
+}
+
+static int add_row(row_builder *b, const account_spec *a, const char *region,
                    const where *w_region, hgf_err *err)
 {
+    hgf_account_list *l = b->list;
     char f[96];
     if (!hgf_endpoint_region_valid(region) || strlen(region) >= 32) {
         /* YAML lists "regions"; a CSV row has one "region" column. */
         field_name(a, *a->field_prefix ? "regions" : "region", f, sizeof f);
         return fail_at(err, w_region, f, "\"%.40s\" is not an AWS region", region);
     }
-    int dup = duplicate_of(l, a->account_id, region);
-    if (dup) {
-        field_name(a, "account_id", f, sizeof f);
-        return fail_at(err, &a->w_account, f, "%s in %s is already listed on line %d",
-                       a->account_id, region, dup);
-    }
     if (l->n >= HGF_ACCOUNTS_MAX_ROWS)
         return fail_at(err, &a->w_account, "accounts", "more than %d rows", HGF_ACCOUNTS_MAX_ROWS);
-    hgf_account_row *grown = realloc(l->rows, (size_t)(l->n + 1) * sizeof *grown);
-    if (!grown)
+    if (builder_reserve(b))
         return hgf_err_set(err, HGF_ENOMEM, "out of memory");
-    l->rows = grown;
-    hgf_account_row *r = &grown[l->n++];
+    int *slot = row_slot(b, a->account_id, region);
+    if (*slot) {
+        field_name(a, "account_id", f, sizeof f);
+        return fail_at(err, &a->w_account, f, "%s in %s is already listed on line %d",
+                       a->account_id, region, l->rows[*slot - 1].line);
+    }
+    hgf_account_row *r = &l->rows[l->n++];
+    *slot = l->n;
     memset(r, 0, sizeof *r);
     snprintf(r->account_id, sizeof r->account_id, "%s", a->account_id);
     snprintf(r->region, sizeof r->region, "%s", region);
@@ -251,7 +313,7 @@ static int yfield(ydoc *y, const yaml_node_t *map, const char *key, account_spec
     return 0;
 }
 
-static int ydefault_regions(ydoc *y, hgf_account_list *l, const account_spec *a,
+static int ydefault_regions(ydoc *y, row_builder *l, const account_spec *a,
                             const where *w, hgf_err *err)
 {
     char f[96];
@@ -264,7 +326,7 @@ static int ydefault_regions(ydoc *y, hgf_account_list *l, const account_spec *a,
     return rc;
 }
 
-static int yregions(ydoc *y, const yaml_node_t *item, const account_spec *a, hgf_account_list *l,
+static int yregions(ydoc *y, const yaml_node_t *item, const account_spec *a, row_builder *l,
                     hgf_err *err)
 {
     yaml_node_t *v = ymap_get(y, item, "regions");
@@ -315,7 +377,7 @@ static int ytags(ydoc *y, const yaml_node_t *item, const account_spec *a, hgf_er
     return 0;
 }
 
-static int yaccount(ydoc *y, const yaml_node_t *item, int index, hgf_account_list *l,
+static int yaccount(ydoc *y, const yaml_node_t *item, int index, row_builder *l,
                     hgf_err *err)
 {
     char prefix[32];
@@ -343,7 +405,7 @@ static int yaccount(ydoc *y, const yaml_node_t *item, int index, hgf_account_lis
     return rc ? rc : yregions(y, item, &a, l, err);
 }
 
-static int ywalk(ydoc *y, hgf_account_list *l, hgf_err *err)
+static int ywalk(ydoc *y, row_builder *l, hgf_err *err)
 {
     yaml_node_t *root = yaml_document_get_root_node(&y->doc);
     where w = {y->o->file_name, 1, 1};
@@ -364,7 +426,7 @@ static int ywalk(ydoc *y, hgf_account_list *l, hgf_err *err)
         if (rc)
             return rc;
     }
-    if (!l->n)
+    if (!l->list->n)
         return fail_at(err, &w, "accounts", "the list is empty");
     return 0;
 }
@@ -387,7 +449,9 @@ int hgf_accounts_parse_yaml(const char *text, size_t len, const hgf_accounts_opt
         yaml_parser_delete(&p);
         return rc;
     }
-    rc = ywalk(&y, out, err);
+    row_builder b = {.list = out};
+    rc = ywalk(&y, &b, err);
+    builder_free(&b);
     yaml_document_delete(&y.doc);
     yaml_parser_delete(&p);
     if (rc)
@@ -425,7 +489,7 @@ static int csv_split(char *line, char *fields[4], int cols[4], const where *w, h
     return n;
 }
 
-static int csv_line(hgf_account_list *l, char *line, int lineno, const hgf_accounts_opts *o,
+static int csv_line(row_builder *l, char *line, int lineno, const hgf_accounts_opts *o,
                     hgf_err *err)
 {
     where w = {o->file_name, lineno, 0};
@@ -465,6 +529,7 @@ int hgf_accounts_parse_csv(const char *text, size_t len, const hgf_accounts_opts
     copy[len] = '\0';
     int rc = 0, lineno = 0, seen = 0;
     char *save = NULL;
+    row_builder b = {.list = out};
     for (char *line = copy; !rc && line; line = save) {
         save = strchr(line, '\n');
         if (save)
@@ -479,8 +544,9 @@ int hgf_accounts_parse_csv(const char *text, size_t len, const hgf_accounts_opts
             rc = fail_at(err, &(where){o->file_name, lineno, (int)strcspn(line, "\"") + 1}, "CSV",
                          "quoted fields are not supported");
         else
-            rc = csv_line(out, line, lineno, o, err);
+            rc = csv_line(&b, line, lineno, o, err);
     }
+    builder_free(&b);
     if (!rc && !out->n)
         rc = hgf_err_set(err, HGF_EINPUT, "%s: no rows: expected account_id,region[,role_arn,external_id]",
                          o->file_name ? o->file_name : "input");

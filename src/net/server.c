@@ -13,14 +13,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define DEFAULT_MAX_BODY (256 * 1024)
 #define DEFAULT_MAX_CONNECTIONS 512
 #define DEFAULT_TIMEOUT_S 30
+#define DEFAULT_REQUEST_TIMEOUT_S 10
+/* MHD's memory pool per connection: the request line and headers must fit
+ * (with the read buffer), else MHD answers 431 or 414 itself. */
+#define CONNECTION_MEMORY (32 * 1024)
 /* Without an MHD deadline we still wake now and then, as a safety net. */
 #define IDLE_WAKE_S 5.0
+
+/* One open connection and when its current request must have arrived.
+ * MHD's own timeout counts idle time only, which a client sending a byte a
+ * second never reaches (slow loris); this deadline counts from the moment
+ * the server starts waiting for a request. */
+typedef struct conn_watch {
+    struct conn_watch *prev, *next;
+    struct MHD_Connection *conn;
+    double deadline;  /* ev_now() time; 0 while the request is being handled */
+} conn_watch;
 
 struct hgf_server {
     struct ev_loop *loop;
@@ -28,6 +43,7 @@ struct hgf_server {
     ev_io io;
     ev_timer timer;
     hgf_server_opts o;
+    conn_watch *watched;  /* every open connection */
     char address[128];
 };
 
@@ -54,13 +70,46 @@ static void arm_timer(hgf_server *s, double after)
     ev_timer_start(s->loop, &s->timer);
 }
 
+/* Shutting the socket down makes MHD read end-of-file and close the
+ * connection itself, with its usual clean-up, on the MHD_run that follows. */
+static void close_late(hgf_server *s, double now)
+{
+    unsigned closed = 0;
+    for (conn_watch *w = s->watched; w; w = w->next) {
+        if (!w->deadline || w->deadline > now)
+            continue;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(w->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci)
+            shutdown(ci->connect_fd, SHUT_RDWR);
+        w->deadline = 0;
+        closed++;
+    }
+    if (closed)
+        hgf_log_info("http.slow_clients_closed",
+                     "closed %u connection(s) that sent no whole request within %u s", closed,
+                     s->o.request_timeout_s);
+}
+
+static double next_deadline(const hgf_server *s)
+{
+    double next = 0;
+    for (const conn_watch *w = s->watched; w; w = w->next)
+        if (w->deadline && (!next || w->deadline < next))
+            next = w->deadline;
+    return next;
+}
+
 static void run_mhd(hgf_server *s)
 {
+    close_late(s, ev_now(s->loop));
     MHD_run(s->d);
     MHD_UNSIGNED_LONG_LONG ms;
-    double after = IDLE_WAKE_S;
-    if (MHD_get_timeout(s->d, &ms) == MHD_YES)
-        after = ms / 1000.0 < IDLE_WAKE_S ? ms / 1000.0 : IDLE_WAKE_S;
+    double after = IDLE_WAKE_S, next = next_deadline(s);
+    if (MHD_get_timeout(s->d, &ms) == MHD_YES && ms / 1000.0 < after)
+        after = ms / 1000.0;
+    if (next && next - ev_now(s->loop) < after)
+        after = next > ev_now(s->loop) ? next - ev_now(s->loop) : 0.;
     arm_timer(s, after);
 }
 
@@ -82,6 +131,54 @@ static void on_mhd_log(void *arg, const char *fmt, va_list ap)
     hgf_log_warn("http.server", "%s", msg);
 }
 
+/* ---- connections ---------------------------------------------------- */
+
+static conn_watch *watch_of(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* The connection waits for a request (it just opened, or answered one). */
+static void await_request(hgf_server *s, struct MHD_Connection *c)
+{
+    conn_watch *w = watch_of(c);
+    if (w)
+        w->deadline = ev_now(s->loop) + s->o.request_timeout_s;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    hgf_server *s = cls;
+    conn_watch *w = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        /* Without memory the connection simply goes unwatched. */
+        w = calloc(1, sizeof *w);
+        if (!w)
+            return;
+        w->conn = c;
+        w->deadline = ev_now(s->loop) + s->o.request_timeout_s;
+        w->next = s->watched;
+        if (w->next)
+            w->next->prev = w;
+        s->watched = w;
+        *socket_context = w;
+        return;
+    }
+    if (!w)
+        return;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        s->watched = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    free(w);
+    *socket_context = NULL;
+}
+
 /* ---- requests ------------------------------------------------------- */
 
 static void free_req(hgf_server_req *req)
@@ -100,6 +197,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (*con_cls)
         free_req(*con_cls);
     *con_cls = NULL;
+    await_request(cls, c);
 }
 
 static enum MHD_Result queue_reply(hgf_server_req *req)
@@ -182,6 +280,22 @@ static enum MHD_Result on_upload(hgf_server_req *req, const char *data, size_t *
     return MHD_YES;
 }
 
+/* Only a client waiting for "100 Continue" can take a 413 before its body:
+ * others are already sending it, and would see the connection reset instead
+ * of the answer, so their bodies are read and dropped (within the request
+ * deadline) and answered 413 at the end. */
+static int refuse_before_body(const hgf_server_req *req)
+{
+    const char *expect = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Expect");
+    const char *v = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, "Content-Length");
+    if (!v || !expect || strcasecmp(expect, "100-continue"))
+        return 0;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    return *v && !*end && (errno == ERANGE || n > req->s->o.max_body);
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -190,12 +304,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     hgf_server_req *req = *con_cls;
     if (!req) {
         *con_cls = req = new_req(s, c, url, method);
-        return req ? MHD_YES : MHD_NO;
-    }
-    if (*upload_data_size)
+        if (!req || !refuse_before_body(req))
+            return req ? MHD_YES : MHD_NO;
+        /* Answered instead of "100 Continue"; MHD then closes the connection. */
+        req->too_large = 1;
+    } else if (*upload_data_size) {
         return on_upload(req, upload_data, upload_data_size);
-    if (!req->response && !req->suspended)
+    }
+    if (!req->response && !req->suspended) {
+        conn_watch *w = watch_of(c);
+        if (w) /* the whole request is here: the handler's time is not the client's */
+            w->deadline = 0;
         dispatch(req);
+    }
     if (req->response)
         return queue_reply(req);
     if (req->want_suspend) {
@@ -459,7 +580,10 @@ static int start_daemon(hgf_server *s, int fd, int v6, hgf_err *err)
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER,
                             on_mhd_log, s, MHD_OPTION_LISTEN_SOCKET, fd,
                             MHD_OPTION_CONNECTION_LIMIT, s->o.max_connections,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->o.max_connections_per_ip,
                             MHD_OPTION_CONNECTION_TIMEOUT, s->o.timeout_s,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
     if (!s->d)
         return hgf_err_set(err, HGF_EFAIL, "HGFLEET_LISTEN \"%s\": the HTTP server did not start",
@@ -492,6 +616,11 @@ hgf_server *hgf_server_start(struct ev_loop *loop, const hgf_server_opts *o, hgf
         s->o.max_connections = DEFAULT_MAX_CONNECTIONS;
     if (!s->o.timeout_s)
         s->o.timeout_s = DEFAULT_TIMEOUT_S;
+    if (!s->o.request_timeout_s)
+        s->o.request_timeout_s = DEFAULT_REQUEST_TIMEOUT_S;
+    /* One address (a load balancer's, say) may use a quarter of them. */
+    if (!s->o.max_connections_per_ip)
+        s->o.max_connections_per_ip = (s->o.max_connections + 3) / 4;
     int v6 = 0;
     int fd = open_listener(o->listen, &v6, err);
     if (fd < 0) {
