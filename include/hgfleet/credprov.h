@@ -25,6 +25,7 @@
 
 #include <time.h>
 
+#include "hgfleet/awsctl.h"
 #include "hgfleet/creds.h"
 #include "hgfleet/err.h"
 #include "hgfleet/http.h"
@@ -54,6 +55,11 @@ typedef void (*hgf_creds_cb)(int rc, const hgf_err *err, const hgf_creds *creds,
 hgf_credmgr *hgf_credmgr_new(struct ev_loop *loop, hgf_http *http, hgf_metrics *metrics,
                              hgf_err *err);
 void hgf_credmgr_free(hgf_credmgr *m);
+/* Borrows the process's AWS controller (it must outlive m): ECR tokens are
+ * then fetched with its retries and rates, and every signature (STS, ECR,
+ * the host chain) uses the clock skew it learned. Without one, calls are
+ * signed with the local clock and tried once. */
+void hgf_credmgr_set_awsctl(hgf_credmgr *m, hgf_awsctl *ctl);
 
 /* Validates a spec's fields (ARNs, ExternalId [\w+=,.@:/-]{2,1224}, session
  * name [\w+=,.@-]{2,64}, duration 900..43200, at most 3600 with a chain);
@@ -91,6 +97,13 @@ void hgf_credmgr_invalidate_key(hgf_credmgr *m, const hgf_auth_spec *spec,
  * callback and the token is a secret. ecr_endpoint NULL: the region's
  * endpoint (AWS_ENDPOINT_URL_ECR / AWS_ENDPOINT_URL honoured). spec->region
  * is required. */
+/* After the registry refused basic_token (401/403): drop that cached token,
+ * if it is still the one cached, so the next hgf_credmgr_ecr_token fetches
+ * a fresh one. A registry answers an expired token this way. */
+void hgf_credmgr_invalidate_ecr_token(hgf_credmgr *m, const hgf_auth_spec *spec,
+                                     const char *registry_id, const char *ecr_endpoint_url,
+                                     const char *basic_token);
+
 typedef void (*hgf_ecr_token_cb)(int rc, const hgf_err *err, const char *basic_token,
                                  const char *proxy_endpoint, void *arg);
 int hgf_credmgr_ecr_token(hgf_credmgr *m, const hgf_auth_spec *spec, const char *registry_id,

@@ -22,6 +22,7 @@
 #define REFRESH_MARGIN 300.0    /* refresh 5 min before Expiration ... */
 #define REFRESH_FRACTION 0.2    /* ... or at 80% of a shorter lifetime */
 #define JITTER_FRACTION 0.1
+#define STS_MAX_RETRIES 4       /* as the SDKs: 5 attempts in all */
 #define BACKOFF_MIN 1.0
 #define BACKOFF_MAX 30.0
 
@@ -251,7 +252,10 @@ typedef struct op {
     entry *e;
     int io;
     char src_akid[136]; /* the source credentials' key id, for invalidation */
-    hgf_creds src;      /* ECR: the credentials the call is signed with */
+    hgf_creds src;      /* the credentials the call is signed with */
+    int sts_retries;    /* AssumeRole attempts retried after throttling or 5xx */
+    int waiting;        /* the retry timer runs */
+    ev_timer retry;
 } op;
 
 struct entry {
@@ -279,7 +283,7 @@ struct hgf_credmgr {
     struct ev_loop *loop;
     hgf_http *http;
     hgf_metrics *metrics;
-    long clock_offset; /* 0 until skew correction supplies one */
+    hgf_awsctl *ctl;   /* the process's skew, retries and rates; or NULL */
     entry *entries;
     op *ops;
     hgf_credmgr_stats stats;
@@ -294,6 +298,13 @@ typedef struct value {
 } value;
 
 static void start_fetch(entry *e);
+
+/* What the process learned of the clock skew from AWS's Date headers: STS
+ * and the credential providers sign with it too. */
+static long clock_offset(const hgf_credmgr *m)
+{
+    return m->ctl ? hgf_awsctl_offset(m->ctl) : 0;
+}
 static void schedule_deliver(entry *e);
 static int get_creds(hgf_credmgr *m, const hgf_auth_spec *spec, hgf_creds_cb cb, void *arg,
                      hgf_err *err);
@@ -492,6 +503,9 @@ static int store(entry *e, const value *v, hgf_err *err)
     }
     if (rc)
         return rc;
+    /* AWS states expiry on its own clock; ours may be minutes off. */
+    if (e->expires)
+        e->expires -= (double)clock_offset(e->m);
     double t = now(), life = e->expires - t;
     e->have = e->ever = 1;
     e->fail_rc = 0;
@@ -607,9 +621,41 @@ static int expired_token_code(const char *code)
            !strcmp(code, "InvalidClientTokenId") || !strcmp(code, "UnrecognizedClientException");
 }
 
+static void send_assume(op *o);
+
+static void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    op *o = w->data;
+    o->waiting = 0;
+    send_assume(o);
+}
+
+/* Throttling, 5xx and dropped connections are retried here with the SDKs'
+ * backoff, so one busy STS moment does not fail every job waiting for the
+ * shared refresh. */
+static int retry_assume(op *o, const hgf_sts_result *r)
+{
+    int cls = r->status ? hgf_awsctl_classify(r->status, 0, r->err.aws_code, r->err.msg)
+                        : HGF_AWS_RETRY_TRANSIENT;
+    if (!o->m || o->sts_retries >= STS_MAX_RETRIES ||
+        (cls != HGF_AWS_RETRY_THROTTLE && cls != HGF_AWS_RETRY_TRANSIENT))
+        return 0;
+    double delay = hgf_awsctl_backoff(o->sts_retries++, rand01(o->m));
+    hgf_log_debug("credentials.sts_retry", "role=%s attempt=%d delay=%.3f %s",
+                  o->e->spec.role_arn, o->sts_retries, delay, r->err.msg);
+    ev_timer_init(&o->retry, on_retry_timer, delay, 0.);
+    o->retry.data = o;
+    o->waiting = 1;
+    o->io = 0;
+    ev_timer_start(o->m->loop, &o->retry);
+    return 1;
+}
+
 static void on_assumed(const hgf_sts_result *r, void *arg)
 {
     op *o = arg;
+    if (r->rc && retry_assume(o, r))
+        return;
     if (r->rc && o->m && expired_token_code(r->err.aws_code)) {
         hgf_auth_spec src = source_spec(&o->e->spec);
         hgf_credmgr_invalidate_key(o->m, &src, o->src_akid);
@@ -617,12 +663,45 @@ static void on_assumed(const hgf_sts_result *r, void *arg)
     finish_creds(o, r->rc, &r->err, &r->creds);
 }
 
+/* Sends AssumeRole signed with o->src. */
+static void send_assume(op *o)
+{
+    entry *e = o->e;
+    hgf_credmgr *m = o->m;
+    hgf_err er;
+    hgf_err_clear(&er);
+    char url[512], region[32], session[72];
+    int rc = hgf_credprov_sts_endpoint(e->spec.region, url, sizeof url, region, &er);
+    if (set(e->spec.session_name))
+        snprintf(session, sizeof session, "%s", e->spec.session_name);
+    else
+        default_session(e->spec.role_arn, session, sizeof session);
+    int duration = e->spec.duration_seconds ? e->spec.duration_seconds : DEFAULT_DURATION;
+    if (e->spec.via_role_arn && duration > CHAIN_MAX_DURATION)
+        duration = CHAIN_MAX_DURATION;
+    hgf_sts_target t = {.http = m->http,
+                        .endpoint = url,
+                        .region = region,
+                        .clock_offset = clock_offset(m),
+                        .metrics = m->metrics};
+    if (!rc)
+        rc = hgf_sts_assume_role(&t, &o->src, e->spec.role_arn, session, e->spec.external_id,
+                                 duration, on_assumed, o, &er);
+    if (rc) {
+        finish_creds(o, rc, &er, NULL);
+        return;
+    }
+    o->io = 1;
+    m->stats.sts_calls++;
+}
+
 static void on_source(int rc, const hgf_err *err, const hgf_creds *creds, void *arg)
 {
     op *o = arg;
     entry *e = o->e;
-    hgf_credmgr *m = o->m;
     hgf_err er = *(err ? err : &(hgf_err){0});
+    if (!rc)
+        rc = hgf_creds_copy(&o->src, creds, &er);
     if (rc) {
         char msg[sizeof er.msg];
         snprintf(msg, sizeof msg, "%s", er.msg);
@@ -631,30 +710,8 @@ static void on_source(int rc, const hgf_err *err, const hgf_creds *creds, void *
         finish_creds(o, rc, &er, NULL);
         return;
     }
-    char url[512], region[32], session[72];
-    rc = hgf_credprov_sts_endpoint(e->spec.region, url, sizeof url, region, &er);
-    if (set(e->spec.session_name))
-        snprintf(session, sizeof session, "%s", e->spec.session_name);
-    else
-        default_session(e->spec.role_arn, session, sizeof session);
-    int duration = e->spec.duration_seconds ? e->spec.duration_seconds : DEFAULT_DURATION;
-    if (e->spec.via_role_arn && duration > CHAIN_MAX_DURATION)
-        duration = CHAIN_MAX_DURATION;
     snprintf(o->src_akid, sizeof o->src_akid, "%s", creds->access_key_id);
-    hgf_sts_target t = {.http = m->http,
-                        .endpoint = url,
-                        .region = region,
-                        .clock_offset = m->clock_offset,
-                        .metrics = m->metrics};
-    if (!rc)
-        rc = hgf_sts_assume_role(&t, creds, e->spec.role_arn, session, e->spec.external_id,
-                                 duration, on_assumed, o, &er);
-    if (rc) {
-        finish_creds(o, rc, &er, NULL);
-        return;
-    }
-    o->io = 1;
-    m->stats.sts_calls++;
+    send_assume(o);
 }
 
 static void on_host(int rc, const hgf_err *err, const hgf_creds *creds, void *arg)
@@ -707,12 +764,15 @@ static void on_ecr_creds(int rc, const hgf_err *err, const hgf_creds *creds, voi
     json_decref(body);
     if (!rc && !text)
         rc = hgf_err_set(&er, HGF_ENOMEM, "out of memory");
+    char rate_key[64];
+    snprintf(rate_key, sizeof rate_key, "%s/%s/ecr/", e->registry_id, e->spec.region);
     hgf_aws_target t = {.http = m->http,
                         .creds = &o->src,
                         .endpoint = e->endpoint,
                         .region = e->spec.region,
                         .service = "ecr",
-                        .clock_offset = m->clock_offset};
+                        .ctl = m->ctl,
+                        .rate_key = m->ctl ? rate_key : NULL};
     if (!rc)
         rc = hgf_awsjson_call(&t, HGF_ECR_TARGET_PREFIX, "GetAuthorizationToken", text,
                               on_ecr_reply, o, &er);
@@ -742,7 +802,7 @@ static int begin(op *o, hgf_err *err)
                                 .http = m->http,
                                 .metrics = m->metrics,
                                 .region = e->spec.region,
-                                .clock_offset = m->clock_offset,
+                                .clock_offset = clock_offset(m),
                                 .sts_calls = &m->stats.sts_calls};
         int rc = hgf_credprov_host_fetch(&po, on_host, o, err);
         o->io = !rc;
@@ -837,17 +897,23 @@ static void kick(entry *e)
         schedule_deliver(e);
 }
 
+/* ECR tokens are regional, and one endpoint override can serve every
+ * region: the region belongs in this key even though not in the
+ * credentials' key. */
+static int ecr_key(const hgf_auth_spec *spec, const char *registry_id, const char *endpoint,
+                   hgf_buf *key)
+{
+    int rc = spec_key(spec, key);
+    return rc ? rc
+              : hgf_buf_printf(key, "\x1e%s\x1f%s\x1f%s", registry_id, endpoint,
+                               spec->region ? spec->region : "");
+}
+
 static int add_waiter(hgf_credmgr *m, enum kind kind, const hgf_auth_spec *spec,
                       const char *registry_id, const char *endpoint, waiter *w, hgf_err *err)
 {
     hgf_buf key = HGF_BUF_INIT;
-    int rc = spec_key(spec, &key);
-    if (!rc && kind == K_ECR)
-        /* ECR tokens are regional, and one endpoint override can serve every
-         * region: the region belongs in this key even though not in the
-         * credentials' key. */
-        rc = hgf_buf_printf(&key, "\x1e%s\x1f%s\x1f%s", registry_id, endpoint,
-                            spec->region ? spec->region : "");
+    int rc = kind == K_ECR ? ecr_key(spec, registry_id, endpoint, &key) : spec_key(spec, &key);
     entry *e = rc ? NULL : find_entry(m, hgf_buf_str(&key));
     if (!rc && !e)
         e = entry_new(m, kind, hgf_buf_str(&key), spec, registry_id, endpoint);
@@ -916,6 +982,11 @@ static void destroy(hgf_credmgr *m)
     free(m);
 }
 
+void hgf_credmgr_set_awsctl(hgf_credmgr *m, hgf_awsctl *ctl)
+{
+    m->ctl = ctl;
+}
+
 void hgf_credmgr_free(hgf_credmgr *m)
 {
     if (!m || m->dying)
@@ -926,7 +997,12 @@ void hgf_credmgr_free(hgf_credmgr *m)
     /* Ops waiting on HTTP are freed by their own callback. */
     for (op **p = &m->ops; *p;) {
         op *o = *p;
-        if (o->io) {
+        if (o->waiting) {
+            ev_timer_stop(m->loop, &o->retry);
+            *p = o->next;
+            o->m = NULL;
+            op_free(o);
+        } else if (o->io) {
             *p = o->next;
             o->m = NULL;
         } else {
@@ -1011,6 +1087,25 @@ void hgf_credmgr_invalidate_key(hgf_credmgr *m, const hgf_auth_spec *spec,
     if (e && e->have && access_key_id && e->creds.access_key_id &&
         !strcmp(e->creds.access_key_id, access_key_id))
         hgf_credmgr_invalidate(m, spec);
+}
+
+void hgf_credmgr_invalidate_ecr_token(hgf_credmgr *m, const hgf_auth_spec *spec,
+                                     const char *registry_id, const char *ecr_endpoint_url,
+                                     const char *basic_token)
+{
+    char endpoint[512];
+    hgf_buf key = HGF_BUF_INIT;
+    hgf_err err;
+    entry *e = NULL;
+    if (m && basic_token &&
+        !ecr_endpoint(spec, registry_id, ecr_endpoint_url, endpoint, sizeof endpoint, &err) &&
+        !ecr_key(spec, registry_id, endpoint, &key))
+        e = find_entry(m, hgf_buf_str(&key));
+    hgf_buf_free(&key);
+    if (e && e->have && e->token && !strcmp(e->token, basic_token)) {
+        drop_value(e);
+        e->retry_after = 0;
+    }
 }
 
 void hgf_credmgr_get_stats(const hgf_credmgr *m, hgf_credmgr_stats *out)

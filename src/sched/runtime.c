@@ -45,6 +45,7 @@ int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err)
         hgf_runtime_close(rt);
         return err ? err->code : HGF_EFAIL;
     }
+    hgf_credmgr_set_awsctl(rt->creds, rt->awsctl);
     rt->scans = hgf_limiter_new(rt->loop, cfg->scans_per_registry);
     hgf_scanner_opts so = {.metrics = rt->metrics};
     if (hgf_scanner_new(rt->loop, rt->http, cfg->scanner ? cfg->scanner : "none", &so, &rt->scanner,

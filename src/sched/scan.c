@@ -7,6 +7,9 @@
 #include "hgfleet/registry.h"
 #include "hgfleet/scanner.h"
 #include "hgfleet/secret.h"
+#include "hgfleet/worker.h"
+
+#include <ev.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +19,8 @@
     "manifest not found: the image was deleted between catalog sync and scan (a lifecycle " \
     "policy expiring untagged images?). Keep the policy's untagged window at least as long " \
     "as the scan interval."
+
+#define HEAD_MAX_RETRIES 4
 
 typedef struct scan_job {
     hgf_runtime *rt;
@@ -29,26 +34,34 @@ typedef struct scan_job {
     char proxy[512], media_type[160];
     int holds_slot;          /* a per-registry scan slot is held */
     int need_config;         /* the image's config user was never read */
+    int token_refreshed;     /* a refused token was replaced once already */
+    int head_retries;
+    ev_timer head_timer;
+    /* the outcome, kept until it is stored */
+    const char *fin_status;
+    hgf_err fin_err;
+    int fin_has_err, fin_retry;
+    json_t *fin_result;
     hgf_scan_done_cb cb;
     void *arg;
 } scan_job;
+
+static void drop_secret(char **p)
+{
+    if (*p) {
+        hgf_secret_wipe(*p, strlen(*p));
+        free(*p);
+        *p = NULL;
+    }
+}
 
 static void job_free(scan_job *j)
 {
     if (j->holds_slot)
         hgf_limiter_release(j->rt->scans, j->conn.reg.host);
-    if (j->secret) {
-        hgf_secret_wipe(j->secret, strlen(j->secret));
-        free(j->secret);
-    }
-    if (j->password) {
-        hgf_secret_wipe(j->password, strlen(j->password));
-        free(j->password);
-    }
-    if (j->basic) {
-        hgf_secret_wipe(j->basic, strlen(j->basic));
-        free(j->basic);
-    }
+    drop_secret(&j->secret);
+    drop_secret(&j->password);
+    drop_secret(&j->basic);
     hgf_conn_free(&j->conn);
     free(j);
 }
@@ -60,6 +73,35 @@ static void ignore(PGresult *res, const hgf_err *err, void *arg)
 
 /* Records the outcome (the scan row, and for a vanished image the image
  * row) and ends the job. */
+/* The worker hears of the outcome only once it is stored: a scan whose row
+ * could not be written (the database went away) is run again, never
+ * reported done with nothing to show for it. */
+static void report_outcome(scan_job *j, const hgf_err *db_err)
+{
+    hgf_err e = j->fin_err;
+    if (db_err) {
+        hgf_err_set(&e, HGF_EDB, "recording scan %lld: %s", (long long)j->scan_id, db_err->msg);
+        j->cb("failed", &e, 1, j->fin_result, j->arg);
+    } else {
+        j->cb(j->fin_status, j->fin_has_err ? &e : NULL, j->fin_retry, j->fin_result, j->arg);
+    }
+    json_decref(j->fin_result);
+    job_free(j);
+}
+
+static void on_recorded(PGresult *res, const hgf_err *err, void *arg)
+{
+    if (!err && res && PQresultStatus(res) != PGRES_COMMAND_OK) {
+        hgf_err e;
+        hgf_store_check(res, &e);
+        PQclear(res);
+        report_outcome(arg, &e);
+        return;
+    }
+    PQclear(res);
+    report_outcome(arg, err);
+}
+
 static void finish(scan_job *j, const char *status, const hgf_err *err, int retry,
                    const hgf_scan_summary *sum, json_t *report)
 {
@@ -76,26 +118,33 @@ static void finish(scan_job *j, const char *status, const hgf_err *err, int retr
         free(rep_text);
         rep_text = strdup("{\"truncated\":true,\"reason\":\"report larger than the stored limit\"}");
     }
-    const char *p[] = {sid, status, sum_text, rep_text, err ? err->msg : NULL};
-    hgf_store_query(j->rt->store,
-                    "UPDATE scans SET status = $2, finished_at = now(), summary = $3::jsonb, "
-                    "report = $4::jsonb, error = $5 WHERE id = $1",
-                    5, p, ignore, NULL);
+    j->fin_status = status;
+    j->fin_has_err = err != NULL;
+    if (err)
+        j->fin_err = *err;
+    j->fin_retry = retry;
+    j->fin_result = json_pack("{s:I, s:s, s:s, s:s}", "scan_id", (json_int_t)j->scan_id, "status",
+                              status, "repository", j->repo, "digest", j->digest);
+    if (summary)
+        json_object_set_new(j->fin_result, "summary", summary);
     if (!strcmp(status, "skipped")) {
         const char *q[] = {iid};
         hgf_store_query(j->rt->store,
                         "UPDATE images SET deleted_at = coalesce(deleted_at, now()) WHERE id = $1",
                         1, q, ignore, NULL);
     }
-    json_t *result = json_pack("{s:I, s:s, s:s, s:s}", "scan_id", (json_int_t)j->scan_id, "status",
-                               status, "repository", j->repo, "digest", j->digest);
-    if (summary)
-        json_object_set_new(result, "summary", summary);
-    j->cb(status, err, retry, result, j->arg);
-    json_decref(result);
+    const char *p[] = {sid, status, sum_text, rep_text, err ? err->msg : NULL};
+    int rc = hgf_store_query(j->rt->store,
+                             "UPDATE scans SET status = $2, finished_at = now(), summary = $3::jsonb, "
+                             "report = $4::jsonb, error = $5 WHERE id = $1",
+                             5, p, on_recorded, j);
     free(sum_text);
     free(rep_text);
-    job_free(j);
+    if (rc) {
+        hgf_err e;
+        hgf_err_set(&e, HGF_EDB, "the database is unreachable");
+        report_outcome(j, &e);
+    }
 }
 
 static void store_diagnosis(scan_job *j, const hgf_err *err, long status)
@@ -214,15 +263,62 @@ static void read_config(scan_job *j)
     }
 }
 
+static void request_token(scan_job *j);
+static void on_manifest(const hgf_registry_result *r, void *arg);
+
+static void send_head(scan_job *j)
+{
+    hgf_buf auth = HGF_BUF_INIT;
+    hgf_err e;
+    hgf_buf_printf(&auth, "Basic %s", j->basic ? j->basic : "");
+    hgf_registry_req req = {.http = j->rt->http, .proxy_endpoint = j->proxy,
+                            .authorization = auth.data, .repository = j->repo,
+                            .reference = j->digest, .limit_key = j->conn.reg.host, .head = 1};
+    int rc = hgf_registry_manifest(&req, on_manifest, j, &e);
+    hgf_secret_wipe_buf(&auth);
+    if (rc)
+        finish(j, "failed", &e, 0, NULL, NULL);
+}
+
+static void on_head_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    send_head(w->data);
+}
+
+/* A registry that throttles (429), fails (5xx) or drops the connection is
+ * asked again after the SDKs' backoff, as ECR's own API calls are. */
+static int retry_head(scan_job *j, const hgf_registry_result *r)
+{
+    int transient = r->status == 429 || r->status >= 500 || (r->rc == HGF_EHTTP && !r->status);
+    if (!transient || j->head_retries >= HEAD_MAX_RETRIES)
+        return 0;
+    double delay = hgf_awsctl_backoff(j->head_retries++, (double)rand() / RAND_MAX);
+    ev_timer_init(&j->head_timer, on_head_timer, delay, 0.);
+    j->head_timer.data = j;
+    ev_timer_start(j->rt->loop, &j->head_timer);
+    return 1;
+}
+
 static void on_manifest(const hgf_registry_result *r, void *arg)
 {
     scan_job *j = arg;
+    if (r->rc && retry_head(j, r))
+        return;
     if (r->rc == HGF_ENOTFOUND) {
         hgf_err e;
         hgf_err_set(&e, HGF_ENOTFOUND, "%s", GONE_REMEDY);
         hgf_log_info("scan.gone", "registry=%s repository=%s digest=%s", j->conn.reg.host,
                      j->repo, j->digest);
         finish(j, "skipped", &e, 0, NULL, NULL);
+        return;
+    }
+    if (r->rc && (r->status == 401 || r->status == 403) && !j->token_refreshed) {
+        /* A registry refuses an expired token as it refuses a missing
+         * permission: a fresh token tells the two apart. */
+        j->token_refreshed = 1;
+        hgf_credmgr_invalidate_ecr_token(j->rt->creds, &j->spec, j->conn.reg.account_id,
+                                         j->ecr_endpoint, j->basic);
+        request_token(j);
         return;
     }
     if (r->rc) {
@@ -256,24 +352,29 @@ static void on_token(int rc, const hgf_err *err, const char *token, const char *
     scan_job *j = arg;
     hgf_err e;
     if (rc) {
-        finish(j, "failed", err, !strcmp(err->aws_code, "ThrottlingException"), NULL, NULL);
+        int expired = !strcmp(err->aws_code, "ExpiredTokenException");
+        if (expired)
+            hgf_credmgr_invalidate(j->rt->creds, &j->spec);
+        finish(j, "failed", err, expired || !hgf_worker_error_is_permanent(err), NULL, NULL);
         return;
     }
+    drop_secret(&j->password);
+    drop_secret(&j->basic);
     if (decode_password(j, token, &e)) {
         finish(j, "failed", &e, 0, NULL, NULL);
         return;
     }
     j->basic = strdup(token);
     snprintf(j->proxy, sizeof j->proxy, "%s", proxy);
-    hgf_buf auth = HGF_BUF_INIT;
-    hgf_buf_printf(&auth, "Basic %s", token);
-    hgf_registry_req req = {.http = j->rt->http, .proxy_endpoint = j->proxy,
-                            .authorization = auth.data, .repository = j->repo,
-                            .reference = j->digest, .limit_key = j->conn.reg.host, .head = 1};
-    rc = hgf_registry_manifest(&req, on_manifest, j, &e);
-    hgf_secret_wipe_buf(&auth);
-    if (rc)
-        finish(j, "failed", &e, 0, NULL, NULL);
+    send_head(j);
+}
+
+static void request_token(scan_job *j)
+{
+    hgf_err err;
+    if (hgf_credmgr_ecr_token(j->rt->creds, &j->spec, j->conn.reg.account_id, j->ecr_endpoint,
+                              on_token, j, &err))
+        finish(j, "failed", &err, 0, NULL, NULL);
 }
 
 /* A per-registry slot is ours: now fetch the token and pull. */
@@ -281,10 +382,7 @@ static void on_slot(void *arg)
 {
     scan_job *j = arg;
     j->holds_slot = 1;
-    hgf_err err;
-    if (hgf_credmgr_ecr_token(j->rt->creds, &j->spec, j->conn.reg.account_id, j->ecr_endpoint,
-                              on_token, j, &err))
-        finish(j, "failed", &err, 0, NULL, NULL);
+    request_token(j);
 }
 
 static int copy_payload(scan_job *j, json_t *payload, hgf_err *err)
