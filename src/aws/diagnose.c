@@ -133,9 +133,17 @@ static void access_denied(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagn
     char act[80] = "";
     if (action)
         sscanf(action + 9, "%79[^ ]", act);
+    /* AWS names the caller in its message when the job did not know it:
+     * "User: <arn> is not authorized to perform: <action> ..." */
+    char who[256] = "";
+    const char *user = strstr(err->msg, "User: ");
+    if (ctx->caller_arn)
+        snprintf(who, sizeof who, "%s", ctx->caller_arn);
+    else if (user)
+        sscanf(user + 6, "%255[^ ]", who);
     set(d, "access_denied", "Access denied");
     snprintf(d->cause, sizeof d->cause, "The IAM principal %s lacks %s",
-             ctx->caller_arn ? ctx->caller_arn : "", *act ? act : "a required ecr: action");
+             *who ? who : "(unknown)", *act ? act : "a required ecr: action");
     snprintf(d->fix, sizeof d->fix,
              "Attach the minimum policy from docs/iam.md: ecr:GetAuthorizationToken on \"*\", and "
              "ecr:DescribeRepositories, ecr:ListImages, ecr:DescribeImages, ecr:BatchGetImage, "

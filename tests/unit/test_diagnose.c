@@ -141,6 +141,11 @@ static void test_access_denied_names_action(void **state)
     hgf_diag_classify(&e, &c, &d);
     assert_string_equal(d.code, "access_denied");
     HAS(d.cause, "ecr:DescribeImages");
+    HAS(d.cause, "harborguard-sensor/s");
+    /* A sync does not know its caller: AWS's message names it. */
+    c.caller_arn = NULL;
+    hgf_diag_classify(&e, &c, &d);
+    HAS(d.cause, "The IAM principal arn:aws:iam::1:user/ci lacks ecr:DescribeImages");
 }
 
 static void test_offset_parse(void **state)
