@@ -651,7 +651,7 @@ static int get_lifecycle_policy(hgf_sim_ecr *ecr, target *t, json_t *in, json_t 
                             "in the registry with id '%s'",
                             name, t->account);
     /* ECR evaluates lifecycle policies about once a day. */
-    if (!rc && json_object_update(out, json_pack("{s:s, s:s, s:s, s:f}", "registryId",
+    if (!rc && json_object_update_new(out, json_pack("{s:s, s:s, s:s, s:f}", "registryId",
                                                  t->account, "repositoryName", name,
                                                  "lifecyclePolicyText", hgf_buf_str(&text),
                                                  "lastEvaluatedAt",
@@ -672,7 +672,7 @@ static int get_repository_policy(hgf_sim_ecr *ecr, target *t, json_t *in, json_t
                             "Repository policy does not exist for the repository with name '%s' "
                             "in the registry with id '%s'",
                             name, t->account);
-    if (!rc && json_object_update(out, json_pack("{s:s, s:s, s:s}", "registryId", t->account,
+    if (!rc && json_object_update_new(out, json_pack("{s:s, s:s, s:s}", "registryId", t->account,
                                                  "repositoryName", name, "policyText",
                                                  hgf_buf_str(&text))) != 0)
         rc = HGF_ENOMEM;
