@@ -177,7 +177,11 @@ assert set(codes) <= {200, 400}, codes
 PY
 after=$(rss)
 echo "serve RSS before ${before} kB, after ${after} kB"
-(( after - before < 8192 )) || hgf_fail "serve grew by $(( after - before )) kB over 10,000 bad bodies"
+if [[ ${HGF_SANITIZED:-0} == 1 ]]; then
+  echo "RSS bound not checked under ASan: its quarantine holds freed memory; LeakSanitizer checks serve at exit"
+else
+  (( after - before < 8192 )) || hgf_fail "serve grew by $(( after - before )) kB over 10,000 bad bodies"
+fi
 curl -fsS "$base/healthz" >/dev/null || hgf_fail "serve died"
 
 # --- database down: 503 so EventBridge retries, and nothing is lost ---
