@@ -58,6 +58,11 @@ int hgf_sync_payload(const json_t *payload, int64_t job_id, int64_t *connection_
 int hgf_sync_start_job(hgf_runtime *rt, const json_t *payload, int64_t job_id, hgf_sync_cb cb,
                        void *arg, hgf_err *err);
 
+/* Queues a new connection's first sync (the guide's "Save" step), which
+ * collects posture too, so that a sweep started meanwhile, which joins the
+ * job rather than doubling it, still finds posture. *job_id: the job. */
+int hgf_sync_queue_first(hgf_store *s, int64_t connection_id, int64_t *job_id, hgf_err *err);
+
 /* Tag filter semantics: a tag is kept when it matches an include glob (or
  * there are none) and no exclude glob. A tagged image with no tag kept is
  * dropped; an untagged image is kept only when there are no include globs.

@@ -7,6 +7,7 @@
 #include "hgfleet/jobs.h"
 #include "hgfleet/schedule.h"
 #include "hgfleet/secret.h"
+#include "hgfleet/sync.h"
 
 #include <ev.h>
 #include <getopt.h>
@@ -219,14 +220,6 @@ static int seal_secret(const add_opts *o, hgf_buf *sealed, hgf_err *err)
     return rc;
 }
 
-static int queue_first_sync(hgf_runtime *rt, const hgf_connection *c, int64_t *job, hgf_err *err)
-{
-    char payload[64], key[64];
-    snprintf(payload, sizeof payload, "{\"connection_id\":%lld}", (long long)c->id);
-    snprintf(key, sizeof key, "sync:%lld", (long long)c->id);
-    return hgf_jobs_enqueue(rt->store, "sync", payload, 5, key, job, NULL, err);
-}
-
 static void free_opts(add_opts *o)
 {
     free(o->include);
@@ -310,7 +303,7 @@ static int cmd_add(int argc, char **argv)
         int64_t job = 0;
         rc = hgf_conn_insert(rt.store, &row, &err);
         if (!rc)
-            rc = queue_first_sync(&rt, &row, &job, &err);
+            rc = hgf_sync_queue_first(rt.store, row.id, &job, &err);
         if (rc)
             code = hgf_cli_fail(&err);
         else

@@ -1,4 +1,5 @@
 #include "hgfleet/provision.h"
+#include "hgfleet/sync.h"
 
 #include "hgfleet/conn.h"
 #include "hgfleet/jobs.h"
@@ -60,10 +61,7 @@ static int do_create(hgf_runtime *rt, const hgf_registry *reg, const hgf_account
     if (rc)
         return rc;
     *id = c.id;
-    char payload[64], key[64];
-    snprintf(payload, sizeof payload, "{\"connection_id\":%lld}", (long long)c.id);
-    snprintf(key, sizeof key, "sync:%lld", (long long)c.id);
-    return hgf_jobs_enqueue(rt->store, "sync", payload, 5, key, job, NULL, err);
+    return hgf_sync_queue_first(rt->store, c.id, job, err);
 }
 
 static json_t *entry(const hgf_registry *reg, const hgf_account_row *r, const char *name,

@@ -4,6 +4,7 @@
 #include "hgfleet/conntest.h"
 #include "hgfleet/diagnose.h"
 #include "hgfleet/ecr.h"
+#include "hgfleet/jobs.h"
 #include "hgfleet/log.h"
 #include "hgfleet/secret.h"
 #include "hgfleet/timeutil.h"
@@ -717,4 +718,13 @@ int hgf_sync_filter_tags(json_t *tags, char *const *include, int n_include,
             json_array_append(kept, v);
     }
     return json_array_size(kept) > 0;
+}
+
+int hgf_sync_queue_first(hgf_store *s, int64_t connection_id, int64_t *job_id, hgf_err *err)
+{
+    char payload[80], key[40];
+    snprintf(payload, sizeof payload, "{\"connection_id\":%lld,\"posture\":true}",
+             (long long)connection_id);
+    snprintf(key, sizeof key, "sync:%lld", (long long)connection_id);
+    return hgf_jobs_enqueue(s, "sync", payload, 5, key, job_id, NULL, err);
 }

@@ -80,7 +80,7 @@ want_diag = {sys.argv[3]: ("assume_role_denied", "trust policy"),
 assert rep["status"] == "partial", rep["status"]
 conns = {c["registry"]: c for c in rep["connections"]}
 assert len(conns) == 90, len(conns)
-failed = 0
+failed = posture_checked = 0
 for reg in truth["registries"]:
     c = conns[reg["registry"]]
     if reg["account_id"] in want_diag:
@@ -98,9 +98,22 @@ for reg in truth["registries"]:
     assert (c["repositories"], c["images"]) == (len(repos), n_images), \
         (reg["registry"], c["repositories"], c["images"], len(repos), n_images)
     assert c["images_scanned"] == n_images, (reg["registry"], c["images_scanned"], n_images)
+    # Posture, per registry, from ecrsim's per-repository facts (the race
+    # check depends on schedules: test_posture covers it).
+    want = {"no_lifecycle_policy": sum(not r["lifecycle_policy"] for r in repos),
+            "repository_policy_allows_everyone":
+                sum(bool(r["repository_policy_allows_everyone"]) for r in repos),
+            "image_runs_as_root": sum(im["runs_as_root"] for r in repos for im in r["images"]),
+            "scan_on_push_disabled": sum(not r["scan_on_push"] for r in repos),
+            "tag_mutability_mutable": sum(r["tag_mutability"] == "MUTABLE" for r in repos)}
+    for k, v in want.items():
+        assert c["posture"][k] == v, (reg["registry"], k, c["posture"][k], v)
+    posture_checked += 1
 assert failed == 9, failed
 assert rep["totals"]["connections_failed"] == 9, rep["totals"]
-print(f"report equals truth: {rep['totals']['images']} images in 81 registries, 9 failed as diagnosed")
+assert posture_checked == 81, posture_checked
+print(f"report equals truth: {rep['totals']['images']} images in 81 registries, 9 failed as diagnosed, "
+      f"posture of 5 checks equal in all 81")
 PY
 }
 
