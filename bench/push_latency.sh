@@ -3,17 +3,21 @@
 # delivers each EventBridge event to a running `hgfleet serve`; the figure is
 # jobs.claimed_at - jobs.created_at per push scan (both on PostgreSQL's clock),
 # printed as p50, p99 and max beside the target (p99 under 50 ms).
-#   bench/push_latency.sh [--events N] [--rate R] [--workers W]
+#   bench/push_latency.sh [--events N] [--rate R] [--workers W] [--json FILE] [--db URL]
+# --json FILE also writes the figures as one JSON object (bench/run reads it).
+# --db URL uses that empty database instead of starting a PostgreSQL.
 # Needs a build (build/ or $HGF_BUILD_DIR) and PostgreSQL 15 (scripts/deps).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-events=1000 rate=500 workers=16
+events=1000 rate=500 workers=16 json_out='' db=''
 while [[ $# -gt 0 ]]; do
   case $1 in
     --events) events=$2; shift 2 ;;
     --rate) rate=$2; shift 2 ;;
     --workers) workers=$2; shift 2 ;;
-    *) echo "usage: $0 [--events N] [--rate R] [--workers W]" >&2; exit 2 ;;
+    --json) json_out=$2; shift 2 ;;
+    --db) db=$2; shift 2 ;;
+    *) echo "usage: $0 [--events N] [--rate R] [--workers W] [--json FILE] [--db URL]" >&2; exit 2 ;;
   esac
 done
 build=${HGF_BUILD_DIR:-$root/build}
@@ -22,12 +26,13 @@ tmp=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  "$root/scripts/pg-harness" stop "$tmp/pg" >/dev/null 2>&1 || true
+  [[ -n $db ]] || "$root/scripts/pg-harness" stop "$tmp/pg" >/dev/null 2>&1 || true
   rm -rf "$tmp"
 }
 trap cleanup EXIT
 
-export HGFLEET_DATABASE_URL; HGFLEET_DATABASE_URL=$("$root/scripts/pg-harness" start "$tmp/pg" | tail -1)
+export HGFLEET_DATABASE_URL=$db
+[[ -n $db ]] || HGFLEET_DATABASE_URL=$("$root/scripts/pg-harness" start "$tmp/pg" | tail -1)
 token=$(openssl rand -hex 24)
 export HGFLEET_WEBHOOK_TOKEN=$token HGFLEET_LOG_LEVEL=warn AWS_EC2_METADATA_DISABLED=true
 export AWS_ACCESS_KEY_ID=AKIDECRSIMDEFAULT AWS_SECRET_ACCESS_KEY=ecrsim-default-secret
@@ -56,13 +61,17 @@ for _ in $(seq 1200); do
 done
 secs=$(python3 -c "import time; print(round(time.time() - $start, 2))")
 q "select extract(epoch from claimed_at - created_at) * 1000 from jobs where kind = 'scan' and priority = 10 and claimed_at is not null" >"$tmp/lat"
-python3 - "$tmp/lat" "$events" "$rate" "$secs" <<'PY'
-import sys
+python3 - "$tmp/lat" "$events" "$rate" "$secs" "$json_out" <<'PY'
+import json, sys
 lat = sorted(float(x) for x in open(sys.argv[1]) if x.strip())
 n, rate, secs = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 if not lat:
     print("no push scan was claimed"); sys.exit(1)
 pct = lambda p: lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))]
+if sys.argv[5]:
+    with open(sys.argv[5], "w") as f:
+        json.dump({"events": n, "claimed": len(lat), "rate": rate, "wall_seconds": float(secs),
+                   "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": lat[-1]}, f)
 print(f"push event -> scan job claimed, {len(lat)} of {n} events at {rate}/s ({secs} s wall)")
 print(f"{'figure':<10} {'hgfleet':>10} {'target':>10}")
 print(f"{'p50 ms':<10} {pct(50):>10.1f} {'':>10}")

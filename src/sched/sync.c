@@ -660,8 +660,8 @@ int hgf_sync_payload(const json_t *payload, int64_t job_id, int64_t *connection_
 int hgf_sync_start_job(hgf_runtime *rt, const json_t *payload, int64_t job_id, hgf_sync_cb cb,
                        void *arg, hgf_err *err)
 {
-    int64_t id;
-    hgf_sync_opts o;
+    int64_t id = 0;
+    hgf_sync_opts o = {0};
     int rc = hgf_sync_payload(payload, job_id, &id, &o, err);
     return rc ? rc : hgf_sync_start_opts(rt, id, &o, cb, arg, err);
 }

@@ -105,7 +105,7 @@ static void assert_summary(const hgf_scan_summary *s, int c, int h, int m, int l
 
 static void parse_file(const char *format, const char *file, hgf_scan_summary *sum)
 {
-    size_t len;
+    size_t len = 0;
     char *text = fixture(file, &len);
     json_t *report = NULL;
     hgf_err err;

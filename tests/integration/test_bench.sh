@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The benchmark harness keeps working: bench/run --preset ci against this
+# build prints its table with a number in every hgfleet figure and in the
+# bound. Times are never judged here (benchmarks print, they do not pass or
+# fail on speed); only that each figure was measured.
+set -euo pipefail
+# shellcheck source=tests/integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+tmp=$(hgf_tmpdir)
+[[ -n ${HGF_BUILD_DIR:-} ]] || hgf_fail "HGF_BUILD_DIR is not set (run through ctest)"
+for t in bench-lowerbound bench-rusage; do
+  [[ -x $HGF_BUILD_DIR/$t ]] || hgf_fail "$HGF_BUILD_DIR/$t is missing: build the whole tree first"
+done
+
+# bench/run makes its own PostgreSQL and ecrsim, and cleans them up.
+TMPDIR=$tmp "$HGF_SOURCE_DIR/bench/run" --preset ci --no-build --build-dir "$HGF_BUILD_DIR" \
+  --results "$tmp/results" >"$tmp/table.txt" 2>"$tmp/run.err" ||
+  hgf_fail "bench/run failed: $(tail -n 20 "$tmp/run.err")"
+cat "$tmp/table.txt"
+
+table=$(<"$tmp/table.txt")
+hgf_assert_contains "$table" "figure" "the table has its header"
+hgf_assert_contains "$table" "preset ci:" "the fleet is described"
+
+# figure_cell ROW COLUMN: the cell of the first row starting with ROW.
+figure_cell() {
+  awk -F'|' -v row="$1" -v col="$2" 'index($1, row) == 1 { gsub(/^ +| +$/, "", $col); print $col; exit }' \
+    "$tmp/table.txt"
+}
+number='^>?[0-9][0-9,]*(\.[0-9]+)?'
+for row in "full sync: wall s" "full sync: CPU s" "full sync: peak RSS MiB" \
+  "full sync: rows written (all)" "unchanged re-sync: wall s" \
+  "unchanged re-sync: rows written (all)" "full sweep: wall s" "push->claim p50 ms" \
+  "push->claim p99 ms" "idle serve CPU % core"; do
+  cell=$(figure_cell "$row" 2)
+  [[ $cell =~ $number ]] || hgf_fail "no number for '$row' (got '$cell')"
+done
+bound=$(figure_cell "full sync: wall s" 3)
+[[ $bound =~ ^bound\ [0-9.]+\ \(fetch\ [0-9.]+\ \+\ COPY\ [0-9.]+\)$ ]] ||
+  hgf_fail "the bound is not fetch + COPY: '$bound'"
+# The baseline needs the npm registry (scripts/fetch-awscli); without it the
+# harness says n/a rather than failing, and so does this test.
+boto=$(figure_cell "full sync vs boto: wall s" 3)
+[[ $boto =~ ^boto\ [0-9.]+$ || $boto == n/a ]] || hgf_fail "bad baseline cell: '$boto'"
+
+# Every process the harness started is gone with it.
+if pgrep -f "$tmp/" >/dev/null; then hgf_fail "bench/run left processes behind"; fi
+echo "PASS: bench"
