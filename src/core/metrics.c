@@ -20,7 +20,11 @@ typedef struct family {
     struct family *next;
     char *name, *help;
     enum hgf_metric_type type;
-    series *series;
+    series *series, **tail;  /* in creation order, for a stable output */
+    /* Open-addressing index over the series: a gauge per connection means
+     * ten thousand series, refreshed every few seconds. */
+    series **slots;
+    size_t n_slots, n_series;
 } family;
 
 struct hgf_metrics {
@@ -49,6 +53,7 @@ void hgf_metrics_free(hgf_metrics *m)
     for (family *f = m->families; f;) {
         family *n = f->next;
         free_series(f->series);
+        free(f->slots);
         free(f->name);
         free(f->help);
         free(f);
@@ -75,6 +80,7 @@ static family *get_family(hgf_metrics *m, const char *name, enum hgf_metric_type
         return NULL;
     f->name = strdup(name);
     f->type = type;
+    f->tail = &f->series;
     /* Keep declaration order so the output is stable. */
     family **tail = &m->families;
     while (*tail)
@@ -94,18 +100,59 @@ void hgf_metrics_describe(hgf_metrics *m, const char *name, enum hgf_metric_type
     f->help = strdup(help);
 }
 
+static size_t hash(const char *text)
+{
+    size_t h = 1469598103934665603u; /* FNV-1a */
+    for (; *text; text++)
+        h = (h ^ (unsigned char)*text) * 1099511628211u;
+    return h;
+}
+
+static series **slot_of(const family *f, const char *labels)
+{
+    size_t mask = f->n_slots - 1, i = hash(labels) & mask;
+    while (f->slots[i] && strcmp(f->slots[i]->labels, labels))
+        i = (i + 1) & mask;
+    return &f->slots[i];
+}
+
+/* Keeps the index at most half full. */
+static int grow(family *f)
+{
+    if (2 * (f->n_series + 1) <= f->n_slots)
+        return 0;
+    size_t n = f->n_slots ? 2 * f->n_slots : 16;
+    series **slots = calloc(n, sizeof *slots);
+    if (!slots)
+        return -1;
+    free(f->slots);
+    f->slots = slots;
+    f->n_slots = n;
+    for (series *s = f->series; s; s = s->next)
+        *slot_of(f, s->labels) = s;
+    return 0;
+}
+
+static series *find_series(const family *f, const char *labels)
+{
+    return f->n_slots ? *slot_of(f, labels ? labels : "") : NULL;
+}
+
 static series *get_series(family *f, const char *labels)
 {
     labels = labels ? labels : "";
-    series **pp = &f->series;
-    for (; *pp; pp = &(*pp)->next)
-        if (!strcmp((*pp)->labels, labels))
-            return *pp;
-    series *s = calloc(1, sizeof *s);
-    if (!s)
+    series *s = find_series(f, labels);
+    if (s || grow(f))
+        return s;
+    s = calloc(1, sizeof *s);
+    if (!s || !(s->labels = strdup(labels))) {
+        free(s);
         return NULL;
-    s->labels = strdup(labels);
-    *pp = s;
+    }
+    *f->tail = s;
+    f->tail = &s->next;
+    *slot_of(f, labels) = s;
+    f->n_series++;
     return s;
 }
 
@@ -141,10 +188,8 @@ void hgf_metrics_observe(hgf_metrics *m, const char *name, const char *labels, d
 double hgf_metrics_get(const hgf_metrics *m, const char *name, const char *labels)
 {
     family *f = find_family(m, name);
-    for (series *s = f ? f->series : NULL; s; s = s->next)
-        if (!strcmp(s->labels, labels ? labels : ""))
-            return s->value;
-    return 0;
+    series *s = f ? find_series(f, labels) : NULL;
+    return s ? s->value : 0;
 }
 
 void hgf_metrics_clear(hgf_metrics *m, const char *name)
@@ -152,7 +197,11 @@ void hgf_metrics_clear(hgf_metrics *m, const char *name)
     family *f = find_family(m, name);
     if (f) {
         free_series(f->series);
+        free(f->slots);
         f->series = NULL;
+        f->tail = &f->series;
+        f->slots = NULL;
+        f->n_slots = f->n_series = 0;
     }
 }
 
