@@ -161,9 +161,11 @@ for (( i = 0; i < 600; i++ )); do
   read -r phase running <<<"$(q "select s.phase || ' ' || count(j.id) from sweeps s left join jobs j
       on j.state = 'running' and j.lease_owner like '%:$victim:%' where s.id = $sweep group by s.phase")"
   if [[ $phase == syncing || $phase == scanning ]] && (( running > 0 )); then
-    q "select id from jobs where state = 'running' and lease_owner like '%:$victim:%'" >"$tmp/victim-jobs"
     kill -KILL "$victim"
-    killed=$running
+    # Read after the kill: what the dead replica still held, not what it
+    # held a moment before (a job may end in between).
+    q "select id from jobs where state = 'running' and lease_owner like '%:$victim:%'" >"$tmp/victim-jobs"
+    killed=$(grep -c . "$tmp/victim-jobs" || true)
     break
   fi
   [[ $phase != done ]] || break
