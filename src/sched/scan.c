@@ -36,7 +36,8 @@ typedef struct scan_job {
     int need_config;         /* the image's config user was never read */
     int token_refreshed;     /* a refused token was replaced once already */
     int head_retries;
-    ev_timer head_timer;
+    int already_ok;          /* this job's scan was stored by a run that died */
+    ev_timer head_timer;     /* a HEAD retry, or ending an already stored scan */
     /* the outcome, kept until it is stored */
     const char *fin_status;
     hgf_err fin_err;
@@ -403,26 +404,48 @@ static int copy_payload(scan_job *j, json_t *payload, hgf_err *err)
     return hgf_conn_get(j->rt->store, json_integer_value(cid), &j->conn, err);
 }
 
-static int open_scan_row(scan_job *j, hgf_err *err)
+/* The job's own ok scan, if a run that died stored one; else a new row. */
+static const char OPEN_SQL[] =
+    "WITH done AS (SELECT id FROM scans WHERE job_id = $3::bigint AND status = 'ok' LIMIT 1), "
+    "ins AS (INSERT INTO scans (image_id, scanner, status, started_at, job_id) "
+    " SELECT $1, $2, 'running', now(), $3::bigint WHERE NOT EXISTS (SELECT 1 FROM done) "
+    " RETURNING id) "
+    "SELECT coalesce((SELECT id FROM ins), (SELECT id FROM done)), "
+    " (SELECT config_read_at IS NULL FROM images WHERE id = $1), EXISTS (SELECT 1 FROM done)";
+
+static int open_scan_row(scan_job *j, int64_t job_id, hgf_err *err)
 {
-    char iid[24];
+    char iid[24], jid[24];
     snprintf(iid, sizeof iid, "%lld", (long long)j->image_id);
-    const char *p[] = {iid, hgf_scanner_name(j->rt->scanner)};
+    snprintf(jid, sizeof jid, "%lld", (long long)job_id);
+    const char *p[] = {iid, hgf_scanner_name(j->rt->scanner), job_id ? jid : NULL};
     PGresult *r;
-    int rc = hgf_store_exec(j->rt->store,
-                            "INSERT INTO scans (image_id, scanner, status, started_at) "
-                            "VALUES ($1, $2, 'running', now()) RETURNING id, "
-                            "(SELECT config_read_at IS NULL FROM images WHERE id = $1)",
-                            2, p, &r, err);
+    int rc = hgf_store_exec(j->rt->store, OPEN_SQL, 3, p, &r, err);
     if (!rc) {
         j->scan_id = atoll(PQgetvalue(r, 0, 0));
         j->need_config = !strcmp(PQgetvalue(r, 0, 1), "t");
+        j->already_ok = !strcmp(PQgetvalue(r, 0, 2), "t");
         PQclear(r);
     }
     return rc;
 }
 
-int hgf_scan_start(hgf_runtime *rt, json_t *payload, hgf_scan_done_cb cb, void *arg, hgf_err *err)
+/* From the loop, as every outcome: the stored scan stands. */
+static void on_already_ok(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    scan_job *j = w->data;
+    hgf_log_info("scan.already_done", "registry=%s repository=%s digest=%s scan=%lld",
+                 j->conn.reg.host, j->repo, j->digest, (long long)j->scan_id);
+    json_t *result = json_pack("{s:I, s:s, s:s, s:s, s:b}", "scan_id", (json_int_t)j->scan_id,
+                               "status", "ok", "repository", j->repo, "digest", j->digest,
+                               "already_stored", 1);
+    j->cb("ok", NULL, 0, result, j->arg);
+    json_decref(result);
+    job_free(j);
+}
+
+int hgf_scan_start(hgf_runtime *rt, int64_t job_id, json_t *payload, hgf_scan_done_cb cb,
+                   void *arg, hgf_err *err)
 {
     scan_job *j = calloc(1, sizeof *j);
     if (!j)
@@ -438,7 +461,13 @@ int hgf_scan_start(hgf_runtime *rt, json_t *payload, hgf_scan_done_cb cb, void *
         rc = hgf_endpoint_service_url("ECR", &j->conn.reg, j->ecr_endpoint, sizeof j->ecr_endpoint,
                                       err);
     if (!rc)
-        rc = open_scan_row(j, err);
+        rc = open_scan_row(j, job_id, err);
+    if (!rc && j->already_ok) {
+        ev_timer_init(&j->head_timer, on_already_ok, 0., 0.);
+        j->head_timer.data = j;
+        ev_timer_start(rt->loop, &j->head_timer);
+        return 0;
+    }
     if (!rc)
         rc = hgf_limiter_acquire(rt->scans, j->conn.reg.host, on_slot, j);
     if (rc == HGF_ENOMEM)

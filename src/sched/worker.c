@@ -52,7 +52,7 @@ static void on_scan_done(const char *status, const hgf_err *err, int retry, json
 
 static int exec_scan(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, hgf_err *err)
 {
-    return hgf_scan_start(rt, job->payload, on_scan_done, wj, err);
+    return hgf_scan_start(rt, job->id, job->payload, on_scan_done, wj, err);
 }
 
 /* One step of a sweep, run here and now (the step only issues short

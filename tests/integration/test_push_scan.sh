@@ -100,4 +100,21 @@ assert r["tag_moves"] == 2, r   # 1.0 moved to the new digest; "again" is new
 ' <<<"$(last_sync)"
 hgf_assert_eq 1 "$(q "select count(*) from jobs where kind = 'scan' and dedup_key like '%@$d3'")" \
   "the sync queued one scan for the re-tagged immutable digest"
+
+# A replica that died after storing a scan but before marking its job done
+# leaves the job to run again: the re-run finds its own ok scan and ends
+# without scanning the digest a second time.
+job=$(q "select s.job_id from scans s join images i on i.id = s.image_id
+         where i.digest = '$d1' and s.status = 'ok'")
+[[ -n $job ]] || hgf_fail "the scan of $d1 does not name its job"
+q "update jobs set state = 'queued', run_at = now(), finished_at = null, result = null
+   where id = $job" >/dev/null
+for (( i = 0; i < 100; i++ )); do
+  [[ $(q "select state from jobs where id = $job") == done ]] && break
+  sleep 0.1
+done
+hgf_assert_eq "done true" "$(q "select state || ' ' || coalesce(result->>'already_stored', 'absent') from jobs where id = $job")" \
+  "the re-run job ended on its stored scan"
+hgf_assert_eq 1 "$(q "select count(*) from scans s join images i on i.id = s.image_id where i.digest = '$d1'")" \
+  "no second scan of $d1"
 echo "PASS: push to scan"

@@ -130,6 +130,7 @@ while :; do
     r=$(printf 'abc' | cut -c$(( kills % 3 + 1 )))
     victims+=("${pid[$r]}")
     kill -KILL "${pid[$r]}" 2>/dev/null || true
+    wait "${pid[$r]}" 2>/dev/null || true   # reaped here, so bash does not report it
     kills=$((kills + 1))
     echo "  ${now}s: replica $r (pid ${pid[$r]}) killed with SIGKILL ($kills), started again"
     start_replica "$r"
