@@ -120,7 +120,23 @@ PY
 scans_before=$(db "select count(*) from jobs where kind = 'scan'")
 tags_before=$(db "select count(*) from tag_events")
 scanrows_before=$(db "select count(*) from scans")
+# Rows the catalog took (the sweep's own bookkeeping, jobs and sweeps, is not
+# the catalog); a backend's counts reach the view when it ends.
+writes_to() {
+  db "select coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) from pg_stat_user_tables
+      where relname in ($1)"
+}
+CATALOG="'repositories', 'images', 'image_tags', 'tag_events', 'scans'"
+catalog_before=$(writes_to "$CATALOG") conns_before=$(writes_to "'connections'")
 hgf_expect_exit 1 "$H" sweep --wait --json --format csv --report "$tmp/r.csv"
+sleep 1
+catalog=$(( $(writes_to "$CATALOG") - catalog_before ))
+conns=$(( $(writes_to "'connections'") - conns_before ))
+n_conns=$(db "select count(*) from connections")
+echo "unchanged sweep: $catalog catalog rows and $conns connection-row updates for $n_conns connections"
+hgf_assert_eq 0 "$catalog" "catalog rows an unchanged sweep wrote"
+# A connection's row records when it was synced and when its posture was read.
+(( conns <= 2 * n_conns )) || hgf_fail "an unchanged sweep updated connection rows $conns times for $n_conns connections"
 hgf_assert_eq "$scans_before" "$(db "select count(*) from jobs where kind = 'scan'")" "no new scan jobs"
 hgf_assert_eq "$tags_before" "$(db "select count(*) from tag_events")" "no tag events"
 hgf_assert_eq "$scanrows_before" "$(db "select count(*) from scans")" "no new scans"
