@@ -74,6 +74,13 @@ static void ignore(PGresult *res, const hgf_err *err, void *arg)
 
 /* Records the outcome (the scan row, and for a vanished image the image
  * row) and ends the job. */
+/* The job's result: which scan, of what, ending how. */
+static json_t *scan_result(const scan_job *j, const char *status)
+{
+    return json_pack("{s:I, s:s, s:s, s:s}", "scan_id", (json_int_t)j->scan_id, "status", status,
+                     "repository", j->repo, "digest", j->digest);
+}
+
 /* The worker hears of the outcome only once it is stored: a scan whose row
  * could not be written (the database went away) is run again, never
  * reported done with nothing to show for it. */
@@ -124,8 +131,7 @@ static void finish(scan_job *j, const char *status, const hgf_err *err, int retr
     if (err)
         j->fin_err = *err;
     j->fin_retry = retry;
-    j->fin_result = json_pack("{s:I, s:s, s:s, s:s}", "scan_id", (json_int_t)j->scan_id, "status",
-                              status, "repository", j->repo, "digest", j->digest);
+    j->fin_result = scan_result(j, status);
     if (summary)
         json_object_set_new(j->fin_result, "summary", summary);
     if (!strcmp(status, "skipped")) {
@@ -436,9 +442,8 @@ static void on_already_ok(struct ev_loop *loop, ev_timer *w, int revents)
     scan_job *j = w->data;
     hgf_log_info("scan.already_done", "registry=%s repository=%s digest=%s scan=%lld",
                  j->conn.reg.host, j->repo, j->digest, (long long)j->scan_id);
-    json_t *result = json_pack("{s:I, s:s, s:s, s:s, s:b}", "scan_id", (json_int_t)j->scan_id,
-                               "status", "ok", "repository", j->repo, "digest", j->digest,
-                               "already_stored", 1);
+    json_t *result = scan_result(j, "ok");
+    json_object_set_new(result, "already_stored", json_true());
     j->cb("ok", NULL, 0, result, j->arg);
     json_decref(result);
     job_free(j);

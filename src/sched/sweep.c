@@ -45,20 +45,23 @@ static int parse_ids(const char *text, int64_t **ids, int *n, hgf_err *err)
     return 0;
 }
 
-/* The first column of every row as ids; caller frees *ids. */
-static int select_ids(hgf_store *s, const char *sql, int np, const char *const *p, int64_t **ids,
-                      int *n, hgf_err *err)
+/* The first column of every row of r as ids, and clears r; caller frees *ids. */
+static int take_ids(PGresult *r, int64_t **ids, int *n, hgf_err *err)
 {
-    PGresult *r = NULL;
-    int rc = hgf_store_exec(s, sql, np, p, &r, err);
-    if (rc)
-        return rc;
     *n = PQntuples(r);
     *ids = calloc((size_t)*n + 1, sizeof **ids);
     for (int i = 0; *ids && i < *n; i++)
         (*ids)[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
     PQclear(r);
     return *ids ? 0 : hgf_err_set(err, HGF_ENOMEM, "out of memory");
+}
+
+static int select_ids(hgf_store *s, const char *sql, int np, const char *const *p, int64_t **ids,
+                      int *n, hgf_err *err)
+{
+    PGresult *r = NULL;
+    int rc = hgf_store_exec(s, sql, np, p, &r, err);
+    return rc ? rc : take_ids(r, ids, n, err);
 }
 
 /* Runs a statement with an id array as $1 and the extra text parameters. */
@@ -267,14 +270,7 @@ static int enqueue_syncs(hgf_store *s, const int64_t *conns, int n_conns, int64_
     if (rc)
         return rc;
     rc = exec_with_ids(s, ENQUEUE_SYNCS_SQL, conns, n_conns, more, 1, &r, err);
-    if (rc)
-        return rc;
-    *n_jobs = PQntuples(r);
-    *jobs = calloc((size_t)*n_jobs + 1, sizeof **jobs);
-    for (int i = 0; *jobs && i < *n_jobs; i++)
-        (*jobs)[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-    PQclear(r);
-    return *jobs ? 0 : hgf_err_set(err, HGF_ENOMEM, "out of memory");
+    return rc ? rc : take_ids(r, jobs, n_jobs, err);
 }
 
 static int save_syncing(hgf_store *s, const sweep_row *w, const int64_t *conns, int n_conns,
