@@ -18,6 +18,7 @@ typedef struct hgf_config {
     char *database_url;      /* HGFLEET_DATABASE_URL, else DATABASE_URL, else "" (libpq PG* defaults) */
     char *listen;            /* HGFLEET_LISTEN, default 0.0.0.0:8080 */
     int workers;             /* HGFLEET_WORKERS, default 32 */
+    int db_connections;      /* HGFLEET_DB_CONNECTIONS, default 4: the main one plus bulk ones */
     int per_registry_inflight; /* HGFLEET_REGISTRY_INFLIGHT, default 4 */
     int total_inflight;      /* HGFLEET_TOTAL_INFLIGHT, default 256 */
     int lease_seconds;       /* HGFLEET_LEASE_SECONDS, default 15 */

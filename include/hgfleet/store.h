@@ -1,5 +1,12 @@
-/* The PostgreSQL store: one libpq connection driven asynchronously on the
+/* The PostgreSQL store: libpq connections driven asynchronously on the
  * libev loop, in pipeline mode so many queries can be in flight at once.
+ *
+ * One main connection carries every hgf_store_query, in order, and every
+ * LISTEN. A pipeline runs its statements one after another in one backend,
+ * so a long statement (a registry's whole catalog applied) would hold up
+ * short ones queued behind it (a push event, a job claim). Such statements go
+ * through hgf_store_query_bulk to one of the optional bulk connections, which
+ * also lets the server run several of them at once.
  *
  * The database may go away and come back. A broken connection fails every
  * pending query with HGF_EDB, and the store reconnects in the background
@@ -36,6 +43,9 @@ typedef void (*hgf_store_cb)(PGresult *res, const hgf_err *err, void *arg);
  * HGF_EDB and a message naming the host, port and database tried, never a
  * password. */
 hgf_store *hgf_store_open(struct ev_loop *loop, const char *conninfo, hgf_err *err);
+/* Starts n more connections for hgf_store_query_bulk, connecting in the
+ * background (and reconnecting like the main one). HGF_ENOMEM on failure. */
+int hgf_store_add_bulk(hgf_store *s, int n);
 /* Fails every pending query's callback with HGF_EDB, then closes. */
 void hgf_store_close(hgf_store *s);
 
@@ -44,6 +54,12 @@ void hgf_store_close(hgf_store *s);
  * this call. HGF_EDB (and no callback) when the store is down. */
 int hgf_store_query(hgf_store *s, const char *sql, int nparams, const char *const *params,
                     hgf_store_cb cb, void *arg);
+
+/* As hgf_store_query, on the least busy bulk connection that is up (the main
+ * one when none is). For self-contained statements only: it is not ordered
+ * with respect to any other query. */
+int hgf_store_query_bulk(hgf_store *s, const char *sql, int nparams, const char *const *params,
+                         hgf_store_cb cb, void *arg);
 
 /* Sends and runs the loop until this query finishes. For CLI commands; never
  * call it from inside a loop callback. *out receives the result on success. */
@@ -59,9 +75,10 @@ int hgf_store_exec_script(hgf_store *s, const char *script, hgf_err *err);
  * message (and SQLSTATE); unique violations become HGF_EEXIST. */
 int hgf_store_check(const PGresult *res, hgf_err *err);
 
+/* Queries sent and not yet called back, over every connection. */
 int hgf_store_pending(const hgf_store *s);
 
-/* 1 while connected; 0 while the connection is down or being re-made. */
+/* 1 while the main connection is up; 0 while it is down or being re-made. */
 int hgf_store_is_up(const hgf_store *s);
 /* Why the last connection attempt or the connection itself failed ("" when
  * up). Owned by the store; valid until its next state change. */

@@ -167,6 +167,8 @@ int hgf_config_load(hgf_config *cfg, hgf_err *err)
     cfg->scanner = dup_env("HGFLEET_SCANNER", "none");
     int rc = int_env("HGFLEET_WORKERS", 32, 1, 4096, &cfg->workers, err);
     if (!rc)
+        rc = int_env("HGFLEET_DB_CONNECTIONS", 4, 1, 64, &cfg->db_connections, err);
+    if (!rc)
         rc = int_env("HGFLEET_REGISTRY_INFLIGHT", 4, 1, 1000, &cfg->per_registry_inflight, err);
     if (!rc)
         rc = int_env("HGFLEET_TOTAL_INFLIGHT", 256, 1, 100000, &cfg->total_inflight, err);

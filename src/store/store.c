@@ -28,9 +28,11 @@ typedef struct listener {
     void *arg;
 } listener;
 
-struct hgf_store {
-    struct ev_loop *loop;
-    char *conninfo;
+/* One libpq connection with its own pipeline. Link 0 is the main one: it
+ * carries ordinary queries and every LISTEN; the others carry bulk work. */
+typedef struct link {
+    hgf_store *st;
+    int index;
     PGconn *conn;
     int state;
     int reconnect;         /* 0 during hgf_store_open: its failure is returned, not retried */
@@ -40,28 +42,40 @@ struct hgf_store {
     ev_timer timer;        /* connect timeout while connecting, backoff while down */
     pending *head, *tail;
     int npending;
+    char last_error[512];
+} link;
+
+struct hgf_store {
+    struct ev_loop *loop;
+    char *conninfo;
+    link **links;          /* each link apart: libev holds its watchers by address */
+    int nlinks;
     long rows_written;
     listener *listeners;
     int n_listeners;
     char where[256];
-    char last_error[512];
 };
 
-static void connect_start(hgf_store *s);
+static void connect_start(link *l);
 
-static void set_error(hgf_store *s, const char *why)
+static void set_error(link *l, const char *why)
 {
-    snprintf(s->last_error, sizeof s->last_error, "%s", why && *why ? why : "unknown error");
-    s->last_error[strcspn(s->last_error, "\n")] = '\0';
+    snprintf(l->last_error, sizeof l->last_error, "%s", why && *why ? why : "unknown error");
+    l->last_error[strcspn(l->last_error, "\n")] = '\0';
 }
 
-static void fail_all(hgf_store *s, const char *why)
+static const char *link_name(const link *l)
+{
+    return l->index ? "bulk connection" : "connection";
+}
+
+static void fail_all(link *l, const char *why)
 {
     hgf_err e;
-    hgf_err_set(&e, HGF_EDB, "database connection lost (%s): %s", s->where, why);
-    pending *p = s->head;
-    s->head = s->tail = NULL;
-    s->npending = 0;
+    hgf_err_set(&e, HGF_EDB, "database %s lost (%s): %s", link_name(l), l->st->where, why);
+    pending *p = l->head;
+    l->head = l->tail = NULL;
+    l->npending = 0;
     while (p) {
         pending *n = p->next;
         if (p->res)
@@ -72,39 +86,41 @@ static void fail_all(hgf_store *s, const char *why)
     }
 }
 
-static void schedule_retry(hgf_store *s)
+static void schedule_retry(link *l)
 {
-    ev_timer_stop(s->loop, &s->timer);
-    ev_timer_set(&s->timer, s->backoff, 0.);
-    ev_timer_start(s->loop, &s->timer);
-    s->backoff = s->backoff * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : s->backoff * 2;
+    struct ev_loop *loop = l->st->loop;
+    ev_timer_stop(loop, &l->timer);
+    ev_timer_set(&l->timer, l->backoff, 0.);
+    ev_timer_start(loop, &l->timer);
+    l->backoff = l->backoff * 2 > BACKOFF_MAX_S ? BACKOFF_MAX_S : l->backoff * 2;
 }
 
 /* The state changes before any callback runs, so callbacks that send more
- * queries get HGF_EDB at once instead of touching a dead connection. */
-static void mark_broken(hgf_store *s)
+ * queries get HGF_EDB (or another link) at once instead of a dead connection. */
+static void mark_broken(link *l)
 {
-    set_error(s, PQerrorMessage(s->conn));
-    ev_io_stop(s->loop, &s->rio);
-    ev_io_stop(s->loop, &s->wio);
-    PQfinish(s->conn);
-    s->conn = NULL;
-    s->state = ST_DOWN;
-    hgf_log_error("store.broken", "%s: %s; reconnecting", s->where, s->last_error);
-    s->backoff = BACKOFF_FIRST_S;
-    schedule_retry(s);
-    char why[sizeof s->last_error];
-    memcpy(why, s->last_error, sizeof why);
-    fail_all(s, why);
+    set_error(l, PQerrorMessage(l->conn));
+    ev_io_stop(l->st->loop, &l->rio);
+    ev_io_stop(l->st->loop, &l->wio);
+    PQfinish(l->conn);
+    l->conn = NULL;
+    l->state = ST_DOWN;
+    hgf_log_error("store.broken", "%s (%s): %s; reconnecting", l->st->where, link_name(l),
+                  l->last_error);
+    l->backoff = BACKOFF_FIRST_S;
+    schedule_retry(l);
+    char why[sizeof l->last_error];
+    memcpy(why, l->last_error, sizeof why);
+    fail_all(l, why);
 }
 
-static void finish_head(hgf_store *s)
+static void finish_head(link *l)
 {
-    pending *p = s->head;
-    s->head = p->next;
-    if (!s->head)
-        s->tail = NULL;
-    s->npending--;
+    pending *p = l->head;
+    l->head = p->next;
+    if (!l->head)
+        l->tail = NULL;
+    l->npending--;
     PGresult *res = p->res;
     hgf_err e;
     hgf_err_clear(&e);
@@ -113,7 +129,7 @@ static void finish_head(hgf_store *s)
     else if (PQresultStatus(res) == PGRES_COMMAND_OK) {
         const char *n = PQcmdTuples(res);
         if (n && *n && strncmp(PQcmdStatus(res), "SELECT", 6))
-            s->rows_written += atol(n);
+            l->st->rows_written += atol(n);
     }
     p->cb(res, res ? NULL : &e, p->arg);
     free(p);
@@ -121,32 +137,33 @@ static void finish_head(hgf_store *s)
 
 /* Pipeline results arrive as: the query's result(s), NULL, then PIPELINE_SYNC.
  * A callback may break the connection, hence the state check each round. */
-static void drain(hgf_store *s)
+static void drain(link *l)
 {
-    while (s->state == ST_UP && s->head && !PQisBusy(s->conn)) {
-        PGresult *r = PQgetResult(s->conn);
+    while (l->state == ST_UP && l->head && !PQisBusy(l->conn)) {
+        PGresult *r = PQgetResult(l->conn);
         if (!r) {
-            if (s->head->saw_end)
+            if (l->head->saw_end)
                 break; /* nothing more buffered yet */
-            s->head->saw_end = 1;
+            l->head->saw_end = 1;
             continue;
         }
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_PIPELINE_SYNC) {
             PQclear(r);
-            finish_head(s);
-        } else if (!s->head->res) {
-            s->head->res = r;
+            finish_head(l);
+        } else if (!l->head->res) {
+            l->head->res = r;
         } else {
             PQclear(r);
         }
     }
 }
 
-static void deliver_notifies(hgf_store *s)
+static void deliver_notifies(link *l)
 {
+    hgf_store *s = l->st;
     PGnotify *n;
-    while (s->state == ST_UP && (n = PQnotifies(s->conn)) != NULL) {
+    while (l->state == ST_UP && (n = PQnotifies(l->conn)) != NULL) {
         for (int i = 0; i < s->n_listeners; i++)
             if (!strcmp(s->listeners[i].channel, n->relname))
                 s->listeners[i].cb(n->relname, n->extra ? n->extra : "", s->listeners[i].arg);
@@ -156,27 +173,27 @@ static void deliver_notifies(hgf_store *s)
 
 static void on_read(struct ev_loop *loop, ev_io *w, int revents)
 {
-    hgf_store *s = w->data;
-    if (!PQconsumeInput(s->conn)) {
-        mark_broken(s);
+    link *l = w->data;
+    if (!PQconsumeInput(l->conn)) {
+        mark_broken(l);
         return;
     }
-    drain(s);
-    deliver_notifies(s);
-    if (s->state == ST_UP && PQstatus(s->conn) == CONNECTION_BAD)
-        mark_broken(s);
+    drain(l);
+    deliver_notifies(l);
+    if (l->state == ST_UP && PQstatus(l->conn) == CONNECTION_BAD)
+        mark_broken(l);
 }
 
 static void on_write(struct ev_loop *loop, ev_io *w, int revents)
 {
-    hgf_store *s = w->data;
-    if (s->state != ST_UP) {
+    link *l = w->data;
+    if (l->state != ST_UP) {
         ev_io_stop(loop, w);
         return;
     }
-    int rc = PQflush(s->conn);
-    if (rc < 0 || PQstatus(s->conn) == CONNECTION_BAD)
-        mark_broken(s);
+    int rc = PQflush(l->conn);
+    if (rc < 0 || PQstatus(l->conn) == CONNECTION_BAD)
+        mark_broken(l);
     else if (rc == 0)
         ev_io_stop(loop, w);
 }
@@ -206,72 +223,70 @@ static void send_listen(hgf_store *s, const listener *l)
     hgf_store_query(s, sql, 0, NULL, listen_done, NULL);
 }
 
-static void connect_failed(hgf_store *s, const char *why)
+static void connect_failed(link *l, const char *why)
 {
-    set_error(s, why);
-    ev_io_stop(s->loop, &s->cio);
-    ev_timer_stop(s->loop, &s->timer);
-    PQfinish(s->conn);
-    s->conn = NULL;
-    s->state = ST_DOWN;
-    if (!s->reconnect)
+    set_error(l, why);
+    ev_io_stop(l->st->loop, &l->cio);
+    ev_timer_stop(l->st->loop, &l->timer);
+    PQfinish(l->conn);
+    l->conn = NULL;
+    l->state = ST_DOWN;
+    if (!l->reconnect)
         return;
-    hgf_log_warn("store.connect_failed", "%s: %s; retrying in %.2fs", s->where, s->last_error,
-                 s->backoff);
-    schedule_retry(s);
+    hgf_log_warn("store.connect_failed", "%s (%s): %s; retrying in %.2fs", l->st->where,
+                 link_name(l), l->last_error, l->backoff);
+    schedule_retry(l);
 }
 
-static void connected(hgf_store *s)
+static void connected(link *l)
 {
-    ev_io_stop(s->loop, &s->cio);
-    ev_timer_stop(s->loop, &s->timer);
-    if (PQsetnonblocking(s->conn, 1) || !PQenterPipelineMode(s->conn)) {
-        connect_failed(s, "cannot enter pipeline mode");
+    hgf_store *s = l->st;
+    ev_io_stop(s->loop, &l->cio);
+    ev_timer_stop(s->loop, &l->timer);
+    if (PQsetnonblocking(l->conn, 1) || !PQenterPipelineMode(l->conn)) {
+        connect_failed(l, "cannot enter pipeline mode");
         return;
     }
-    ev_io_init(&s->rio, on_read, PQsocket(s->conn), EV_READ);
-    ev_io_init(&s->wio, on_write, PQsocket(s->conn), EV_WRITE);
-    s->rio.data = s->wio.data = s;
-    ev_io_start(s->loop, &s->rio);
-    s->state = ST_UP;
-    s->last_error[0] = '\0';
-    s->backoff = BACKOFF_FIRST_S;
-    if (s->reconnect)
-        hgf_log_info("store.connected", "%s: connection re-made", s->where);
-    for (int i = 0; i < s->n_listeners && s->state == ST_UP; i++)
+    ev_io_init(&l->rio, on_read, PQsocket(l->conn), EV_READ);
+    ev_io_init(&l->wio, on_write, PQsocket(l->conn), EV_WRITE);
+    l->rio.data = l->wio.data = l;
+    ev_io_start(s->loop, &l->rio);
+    l->state = ST_UP;
+    int again = l->last_error[0] && l->reconnect;
+    l->last_error[0] = '\0';
+    l->backoff = BACKOFF_FIRST_S;
+    if (again)
+        hgf_log_info("store.connected", "%s (%s): connection re-made", s->where, link_name(l));
+    for (int i = 0; l->index == 0 && i < s->n_listeners && l->state == ST_UP; i++)
         send_listen(s, &s->listeners[i]);
 }
 
-static void wait_for(hgf_store *s, PostgresPollingStatusType want)
+static void wait_for(link *l, PostgresPollingStatusType want)
 {
-    ev_io_stop(s->loop, &s->cio);
-    ev_io_set(&s->cio, PQsocket(s->conn), want == PGRES_POLLING_READING ? EV_READ : EV_WRITE);
-    ev_io_start(s->loop, &s->cio);
-}
-
-static void poll_connect(hgf_store *s)
-{
-    PostgresPollingStatusType st = PQconnectPoll(s->conn);
-    if (st == PGRES_POLLING_OK)
-        connected(s);
-    else if (st == PGRES_POLLING_FAILED)
-        connect_failed(s, PQerrorMessage(s->conn));
-    else
-        wait_for(s, st);
+    ev_io_stop(l->st->loop, &l->cio);
+    ev_io_set(&l->cio, PQsocket(l->conn), want == PGRES_POLLING_READING ? EV_READ : EV_WRITE);
+    ev_io_start(l->st->loop, &l->cio);
 }
 
 static void on_connect_io(struct ev_loop *loop, ev_io *w, int revents)
 {
-    poll_connect(w->data);
+    link *l = w->data;
+    PostgresPollingStatusType st = PQconnectPoll(l->conn);
+    if (st == PGRES_POLLING_OK)
+        connected(l);
+    else if (st == PGRES_POLLING_FAILED)
+        connect_failed(l, PQerrorMessage(l->conn));
+    else
+        wait_for(l, st);
 }
 
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    hgf_store *s = w->data;
-    if (s->state == ST_CONNECTING)
-        connect_failed(s, "timeout expired while connecting");
-    else if (s->state == ST_DOWN)
-        connect_start(s);
+    link *l = w->data;
+    if (l->state == ST_CONNECTING)
+        connect_failed(l, "timeout expired while connecting");
+    else if (l->state == ST_DOWN)
+        connect_start(l);
 }
 
 /* Defaults come before dbname so that a conninfo naming them wins. */
@@ -285,27 +300,65 @@ static PGconn *start_conn(const char *conninfo)
     return PQconnectStartParams(keys, vals, 1);
 }
 
-static void connect_start(hgf_store *s)
+static void connect_start(link *l)
 {
-    s->conn = start_conn(s->conninfo);
-    if (!s->conn || PQstatus(s->conn) == CONNECTION_BAD) {
-        connect_failed(s, s->conn ? PQerrorMessage(s->conn) : "out of memory");
+    l->conn = start_conn(l->st->conninfo);
+    if (!l->conn || PQstatus(l->conn) == CONNECTION_BAD) {
+        connect_failed(l, l->conn ? PQerrorMessage(l->conn) : "out of memory");
         return;
     }
-    PQsetNoticeProcessor(s->conn, on_notice, NULL);
-    s->state = ST_CONNECTING;
-    ev_timer_stop(s->loop, &s->timer);
-    ev_timer_set(&s->timer, CONNECT_TIMEOUT_S, 0.);
-    ev_timer_start(s->loop, &s->timer);
+    PQsetNoticeProcessor(l->conn, on_notice, NULL);
+    l->state = ST_CONNECTING;
+    ev_timer_stop(l->st->loop, &l->timer);
+    ev_timer_set(&l->timer, CONNECT_TIMEOUT_S, 0.);
+    ev_timer_start(l->st->loop, &l->timer);
     /* libpq: before the first poll, behave as if it asked for writing. */
-    wait_for(s, PGRES_POLLING_WRITING);
+    wait_for(l, PGRES_POLLING_WRITING);
+}
+
+static void link_init(hgf_store *s, link *l, int index, int reconnect)
+{
+    memset(l, 0, sizeof *l);
+    l->st = s;
+    l->index = index;
+    l->reconnect = reconnect;
+    l->backoff = BACKOFF_FIRST_S;
+    ev_init(&l->cio, on_connect_io);
+    ev_init(&l->timer, on_timer);
+    l->cio.data = l->timer.data = l;
+}
+
+static void link_close(link *l)
+{
+    struct ev_loop *loop = l->st->loop;
+    int was = l->state;
+    l->state = ST_CLOSED;
+    ev_io_stop(loop, &l->rio);
+    ev_io_stop(loop, &l->wio);
+    ev_io_stop(loop, &l->cio);
+    ev_timer_stop(loop, &l->timer);
+    fail_all(l, was == ST_UP ? "store closed" : l->last_error);
+    PQfinish(l->conn);
+    l->conn = NULL;
+}
+
+static void store_free(hgf_store *s)
+{
+    for (int i = 0; s->links && i < s->nlinks; i++)
+        free(s->links[i]);
+    free(s->links);
+    free(s->listeners);
+    free(s->conninfo);
+    free(s);
 }
 
 hgf_store *hgf_store_open(struct ev_loop *loop, const char *conninfo, hgf_err *err)
 {
     hgf_store *s = calloc(1, sizeof *s);
-    if (!s || !(s->conninfo = strdup(conninfo ? conninfo : ""))) {
-        free(s);
+    if (!s || !(s->conninfo = strdup(conninfo ? conninfo : "")) ||
+        !(s->links = calloc(1, sizeof *s->links)) || !(s->links[0] = malloc(sizeof(link)))) {
+        if (s)
+            store_free(s);
         hgf_err_set(err, HGF_ENOMEM, "out of memory");
         return NULL;
     }
@@ -313,49 +366,59 @@ hgf_store *hgf_store_open(struct ev_loop *loop, const char *conninfo, hgf_err *e
     snprintf(s->where, sizeof s->where, "%s", where);
     free(where);
     s->loop = loop;
-    s->backoff = BACKOFF_FIRST_S;
-    ev_init(&s->cio, on_connect_io);
-    ev_init(&s->timer, on_timer);
-    s->cio.data = s->timer.data = s;
-    connect_start(s);
-    while (s->state == ST_CONNECTING)
+    s->nlinks = 1;
+    link *main_link = s->links[0];
+    link_init(s, main_link, 0, 0);
+    connect_start(main_link);
+    while (main_link->state == ST_CONNECTING)
         ev_run(loop, EVRUN_ONCE);
-    if (s->state != ST_UP) {
+    if (main_link->state != ST_UP) {
         hgf_err_set(err, HGF_EDB, "cannot connect to the database (%s): %s", s->where,
-                    s->last_error);
-        free(s->conninfo);
-        free(s);
+                    main_link->last_error);
+        store_free(s);
         return NULL;
     }
-    s->reconnect = 1;
+    main_link->reconnect = 1;
     return s;
+}
+
+int hgf_store_add_bulk(hgf_store *s, int n)
+{
+    if (n <= 0)
+        return 0;
+    link **more = realloc(s->links, (size_t)(s->nlinks + n) * sizeof *more);
+    if (!more)
+        return HGF_ENOMEM;
+    s->links = more;
+    for (int i = 0; i < n; i++) {
+        link *l = malloc(sizeof *l);
+        if (!l)
+            return HGF_ENOMEM;
+        link_init(s, l, s->nlinks, 1);
+        s->links[s->nlinks++] = l;
+        connect_start(l);
+    }
+    return 0;
 }
 
 void hgf_store_close(hgf_store *s)
 {
     if (!s)
         return;
-    int was = s->state;
-    s->state = ST_CLOSED;
-    ev_io_stop(s->loop, &s->rio);
-    ev_io_stop(s->loop, &s->wio);
-    ev_io_stop(s->loop, &s->cio);
-    ev_timer_stop(s->loop, &s->timer);
-    fail_all(s, was == ST_UP ? "store closed" : s->last_error);
-    PQfinish(s->conn);
-    free(s->listeners);
-    free(s->conninfo);
-    free(s);
+    for (int i = 0; i < s->nlinks; i++)
+        link_close(s->links[i]);
+    store_free(s);
 }
 
 int hgf_store_is_up(const hgf_store *s)
 {
-    return s && s->state == ST_UP;
+    return s && s->links[0]->state == ST_UP;
 }
 
 const char *hgf_store_last_error(const hgf_store *s)
 {
-    return s->state == ST_UP ? "" : s->last_error[0] ? s->last_error : "not connected";
+    const link *l = s->links[0];
+    return l->state == ST_UP ? "" : l->last_error[0] ? l->last_error : "not connected";
 }
 
 static int channel_ok(const char *c)
@@ -381,7 +444,7 @@ int hgf_store_listen(hgf_store *s, const char *channel, hgf_store_notify_cb cb, 
     snprintf(l->channel, sizeof l->channel, "%s", channel);
     l->cb = cb;
     l->arg = arg;
-    if (s->state == ST_UP)
+    if (s->links[0]->state == ST_UP)
         send_listen(s, l);
     return 0;
 }
@@ -401,7 +464,7 @@ void hgf_store_unlisten(hgf_store *s, const char *channel, hgf_store_notify_cb c
             still = 1;
         }
     }
-    if (!still && s->state == ST_UP && channel_ok(channel)) {
+    if (!still && s->links[0]->state == ST_UP && channel_ok(channel)) {
         char sql[MAX_CHANNEL + 16];
         snprintf(sql, sizeof sql, "UNLISTEN \"%s\"", channel);
         hgf_store_query(s, sql, 0, NULL, listen_done, NULL);
@@ -410,37 +473,61 @@ void hgf_store_unlisten(hgf_store *s, const char *channel, hgf_store_notify_cb c
 
 /* Never breaks the connection (and so never calls back) from inside
  * hgf_store_query: callers may not be ready for their own callback yet. */
-static void defer_write_check(hgf_store *s)
+static void defer_write_check(link *l)
 {
-    ev_io_start(s->loop, &s->wio);
-    ev_feed_event(s->loop, &s->wio, EV_WRITE);
+    ev_io_start(l->st->loop, &l->wio);
+    ev_feed_event(l->st->loop, &l->wio, EV_WRITE);
+}
+
+static int link_send(link *l, const char *sql, int nparams, const char *const *params,
+                     hgf_store_cb cb, void *arg)
+{
+    if (l->state != ST_UP)
+        return HGF_EDB;
+    pending *p = calloc(1, sizeof *p);
+    if (!p)
+        return HGF_ENOMEM;
+    if (!PQsendQueryParams(l->conn, sql, nparams, NULL, params, NULL, NULL, 0) ||
+        !PQpipelineSync(l->conn)) {
+        free(p);
+        defer_write_check(l);
+        return HGF_EDB;
+    }
+    p->cb = cb;
+    p->arg = arg;
+    if (l->tail)
+        l->tail->next = p;
+    else
+        l->head = p;
+    l->tail = p;
+    l->npending++;
+    if (PQflush(l->conn) != 0) /* 1: more to send; -1: on_write finds the break */
+        defer_write_check(l);
+    return 0;
 }
 
 int hgf_store_query(hgf_store *s, const char *sql, int nparams, const char *const *params,
                     hgf_store_cb cb, void *arg)
 {
-    if (s->state != ST_UP)
-        return HGF_EDB;
-    pending *p = calloc(1, sizeof *p);
-    if (!p)
-        return HGF_ENOMEM;
-    if (!PQsendQueryParams(s->conn, sql, nparams, NULL, params, NULL, NULL, 0) ||
-        !PQpipelineSync(s->conn)) {
-        free(p);
-        defer_write_check(s);
-        return HGF_EDB;
+    return link_send(s->links[0], sql, nparams, params, cb, arg);
+}
+
+/* The least busy bulk link that is up; the main link when none is. */
+static link *pick_bulk(hgf_store *s)
+{
+    link *best = NULL;
+    for (int i = 1; i < s->nlinks; i++) {
+        link *l = s->links[i];
+        if (l->state == ST_UP && (!best || l->npending < best->npending))
+            best = l;
     }
-    p->cb = cb;
-    p->arg = arg;
-    if (s->tail)
-        s->tail->next = p;
-    else
-        s->head = p;
-    s->tail = p;
-    s->npending++;
-    if (PQflush(s->conn) != 0) /* 1: more to send; -1: on_write finds the break */
-        defer_write_check(s);
-    return 0;
+    return best ? best : s->links[0];
+}
+
+int hgf_store_query_bulk(hgf_store *s, const char *sql, int nparams, const char *const *params,
+                         hgf_store_cb cb, void *arg)
+{
+    return link_send(pick_bulk(s), sql, nparams, params, cb, arg);
 }
 
 typedef struct exec_wait {
@@ -468,7 +555,7 @@ int hgf_store_exec(hgf_store *s, const char *sql, int nparams, const char *const
     int rc = hgf_store_query(s, sql, nparams, params, exec_done, &w);
     if (rc)
         return hgf_err_set(err, rc, "database (%s): %s", s->where,
-                           s->state != ST_UP ? hgf_store_last_error(s) : "cannot send query");
+                           hgf_store_is_up(s) ? "cannot send query" : hgf_store_last_error(s));
     while (!w.done)
         ev_run(s->loop, EVRUN_ONCE);
     if (!w.res)
@@ -495,7 +582,10 @@ int hgf_store_check(const PGresult *res, hgf_err *err)
 
 int hgf_store_pending(const hgf_store *s)
 {
-    return s->npending;
+    int n = 0;
+    for (int i = 0; i < s->nlinks; i++)
+        n += s->links[i]->npending;
+    return n;
 }
 
 long hgf_store_rows_written(const hgf_store *s)
@@ -510,22 +600,23 @@ void hgf_store_add_rows_written(hgf_store *s, long n)
 
 int hgf_store_exec_script(hgf_store *s, const char *script, hgf_err *err)
 {
-    if (s->state != ST_UP || s->npending)
+    link *l = s->links[0];
+    if (l->state != ST_UP || l->npending)
         return hgf_err_set(err, HGF_EINPUT, "database (%s): script needs an idle connection",
                            s->where);
-    if (!PQexitPipelineMode(s->conn) || PQsetnonblocking(s->conn, 0))
+    if (!PQexitPipelineMode(l->conn) || PQsetnonblocking(l->conn, 0))
         return hgf_err_set(err, HGF_EDB, "database (%s): cannot leave pipeline mode", s->where);
-    PGresult *r = PQexec(s->conn, script);
+    PGresult *r = PQexec(l->conn, script);
     int rc = r ? hgf_store_check(r, err)
-               : hgf_err_set(err, HGF_EDB, "database (%s): %s", s->where, PQerrorMessage(s->conn));
+               : hgf_err_set(err, HGF_EDB, "database (%s): %s", s->where, PQerrorMessage(l->conn));
     PQclear(r);
     if (rc) {
-        PGresult *rb = PQexec(s->conn, "ROLLBACK");
+        PGresult *rb = PQexec(l->conn, "ROLLBACK");
         PQclear(rb);
     }
-    PQsetNoticeProcessor(s->conn, on_notice, NULL);
-    if (PQsetnonblocking(s->conn, 1) || !PQenterPipelineMode(s->conn)) {
-        mark_broken(s);
+    PQsetNoticeProcessor(l->conn, on_notice, NULL);
+    if (PQsetnonblocking(l->conn, 1) || !PQenterPipelineMode(l->conn)) {
+        mark_broken(l);
         return hgf_err_set(err, HGF_EDB, "database (%s): cannot re-enter pipeline mode", s->where);
     }
     return rc;
