@@ -53,6 +53,7 @@ struct hgf_store {
     long rows_written;
     listener *listeners;
     int n_listeners;
+    int closing;           /* pending LISTENs failed by hgf_store_close are no news */
     char where[256];
 };
 
@@ -208,8 +209,9 @@ static void on_notice(void *arg, const char *message)
 
 static void listen_done(PGresult *res, const hgf_err *err, void *arg)
 {
+    const hgf_store *s = arg;
     hgf_err e;
-    if (err)
+    if (err && !s->closing)
         hgf_log_warn("store.listen", "%s", err->msg);
     else if (hgf_store_check(res, &e))
         hgf_log_warn("store.listen", "%s", e.msg);
@@ -220,7 +222,7 @@ static void send_listen(hgf_store *s, const listener *l)
 {
     char sql[MAX_CHANNEL + 16];
     snprintf(sql, sizeof sql, "LISTEN \"%s\"", l->channel);
-    hgf_store_query(s, sql, 0, NULL, listen_done, NULL);
+    hgf_store_query(s, sql, 0, NULL, listen_done, s);
 }
 
 static void connect_failed(link *l, const char *why)
@@ -405,6 +407,7 @@ void hgf_store_close(hgf_store *s)
 {
     if (!s)
         return;
+    s->closing = 1;
     for (int i = 0; i < s->nlinks; i++)
         link_close(s->links[i]);
     store_free(s);
@@ -467,7 +470,7 @@ void hgf_store_unlisten(hgf_store *s, const char *channel, hgf_store_notify_cb c
     if (!still && s->links[0]->state == ST_UP && channel_ok(channel)) {
         char sql[MAX_CHANNEL + 16];
         snprintf(sql, sizeof sql, "UNLISTEN \"%s\"", channel);
-        hgf_store_query(s, sql, 0, NULL, listen_done, NULL);
+        hgf_store_query(s, sql, 0, NULL, listen_done, s);
     }
 }
 
