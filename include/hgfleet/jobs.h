@@ -23,6 +23,8 @@
 #include "hgfleet/store.h"
 
 #define HGF_JOBS_CHANNEL "hgfleet_jobs"
+/* The priority of scans queued by push events (hgf_apply_push, sql/004). */
+#define HGF_JOBS_PUSH_PRIORITY 10
 
 typedef struct hgf_job {
     int64_t id;
@@ -44,7 +46,9 @@ typedef struct hgf_jobs_claim_opts {
     int n_kinds;
     const int64_t *ids;        /* and only among these, or NULL for any */
     int n_ids;
-    int limit;
+    int limit;                 /* jobs of any priority */
+    int ahead;                 /* and up to this many more of at least ahead_min_priority */
+    int ahead_min_priority;
 } hgf_jobs_claim_opts;
 
 /* err is NULL on success; then jobs[0..n) are the claimed jobs (highest

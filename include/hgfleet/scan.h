@@ -24,9 +24,10 @@ typedef void (*hgf_scan_done_cb)(const char *status, const hgf_err *err, int ret
                                  json_t *result, void *arg);
 
 /* Starts scan job `job_id` from its payload {connection_id, image_id,
- * repository, digest, tag?}. Outside loop callbacks (it uses blocking set-up
- * queries). A job that already stored an ok scan (its replica died before
- * marking it done) ends ok at once, without scanning again. */
+ * repository, digest, tag?}. Asynchronous from the first statement, so it may
+ * be called from loop callbacks; cb runs later, never from inside this call.
+ * A job that already stored an ok scan (its replica died before marking it
+ * done) ends ok at once, without scanning again. */
 int hgf_scan_start(hgf_runtime *rt, int64_t job_id, json_t *payload, hgf_scan_done_cb cb,
                    void *arg, hgf_err *err);
 

@@ -9,6 +9,11 @@
  * A pool claims when told (NOTIFY on HGF_JOBS_CHANNEL), when a slot frees,
  * and every 1.5 s as a fallback; it renews the leases of its jobs every third
  * of HGFLEET_LEASE_SECONDS and re-queues expired leases of any replica.
+ * Claiming is decoupled from running: a pool that works any job (a server,
+ * not a drain) also claims push-priority scans beyond its free workers, up
+ * to a fixed bound, so a burst of push events is leased as it arrives
+ * instead of waiting in the queue for workers. Claimed jobs start by
+ * priority, then in claim order, as workers free.
  * Outcomes that cannot be recorded because the database is down are kept and
  * recorded once it is back.
  *

@@ -118,11 +118,14 @@ static void apply(hgf_server_req *req, hgf_runtime *rt, int64_t start, const hgf
     hgf_time_format_iso(ev->time ? hgf_time_parse_iso(ev->time) : time(NULL), at, sizeof at);
     const char *params[] = {ev->account, ev->region, ev->repo, ev->digest, ev->tag, ev->action, at};
     hgf_server_suspend(req);
-    int rc = hgf_store_query(rt->store,
-                             "SELECT hgf_apply_push(c.id, $3, $4, $5, $6, $7::timestamptz)::text "
-                             "FROM connections c WHERE c.account_id = $1 AND c.region = $2 "
-                             "AND c.removed_at IS NULL",
-                             7, params, on_applied, p);
+    /* Self-contained, so off the main connection: a push never queues behind
+     * the claims and outcomes it causes, and its NOTIFY wakes the claimer. */
+    int rc = hgf_store_query_bulk(rt->store,
+                                  "SELECT hgf_apply_push(c.id, $3, $4, $5, $6, "
+                                  "$7::timestamptz)::text FROM connections c "
+                                  "WHERE c.account_id = $1 AND c.region = $2 "
+                                  "AND c.removed_at IS NULL",
+                                  7, params, on_applied, p);
     if (rc) {
         reply(req, rt, start, 503, json_pack("{s:s}", "error", "database unavailable; retry later"));
         free(p);

@@ -22,6 +22,12 @@
 
 #define HEAD_MAX_RETRIES 4
 
+/* A scan's own rows (its scans row, the image's config user) are written
+ * through the bulk connections: the main one carries the job claims, which a
+ * burst of push events must not find queued behind the scans they caused.
+ * Each statement stands alone; the worker records the job's outcome on the
+ * main connection only after the scans row is written. */
+
 typedef struct scan_job {
     hgf_runtime *rt;
     hgf_connection conn;
@@ -37,7 +43,7 @@ typedef struct scan_job {
     int token_refreshed;     /* a refused token was replaced once already */
     int head_retries;
     int already_ok;          /* this job's scan was stored by a run that died */
-    ev_timer head_timer;     /* a HEAD retry, or ending an already stored scan */
+    ev_timer head_timer;     /* a HEAD retry */
     /* the outcome, kept until it is stored */
     const char *fin_status;
     hgf_err fin_err;
@@ -136,15 +142,17 @@ static void finish(scan_job *j, const char *status, const hgf_err *err, int retr
         json_object_set_new(j->fin_result, "summary", summary);
     if (!strcmp(status, "skipped")) {
         const char *q[] = {iid};
-        hgf_store_query(j->rt->store,
-                        "UPDATE images SET deleted_at = coalesce(deleted_at, now()) WHERE id = $1",
-                        1, q, ignore, NULL);
+        hgf_store_query_bulk(j->rt->store,
+                             "UPDATE images SET deleted_at = coalesce(deleted_at, now()) "
+                             "WHERE id = $1",
+                             1, q, ignore, NULL);
     }
     const char *p[] = {sid, status, sum_text, rep_text, err ? err->msg : NULL};
-    int rc = hgf_store_query(j->rt->store,
-                             "UPDATE scans SET status = $2, finished_at = now(), summary = $3::jsonb, "
-                             "report = $4::jsonb, error = $5 WHERE id = $1",
-                             5, p, on_recorded, j);
+    int rc = hgf_store_query_bulk(j->rt->store,
+                                  "UPDATE scans SET status = $2, finished_at = now(), "
+                                  "summary = $3::jsonb, report = $4::jsonb, error = $5 "
+                                  "WHERE id = $1",
+                                  5, p, on_recorded, j);
     free(sum_text);
     free(rep_text);
     if (rc) {
@@ -166,8 +174,9 @@ static void store_diagnosis(scan_job *j, const hgf_err *err, long status)
     char id[24];
     snprintf(id, sizeof id, "%lld", (long long)j->conn.id);
     const char *p[] = {id, text};
-    hgf_store_query(j->rt->store, "UPDATE connections SET last_diagnosis = $2::jsonb WHERE id = $1",
-                    2, p, ignore, NULL);
+    hgf_store_query_bulk(j->rt->store,
+                         "UPDATE connections SET last_diagnosis = $2::jsonb WHERE id = $1", 2, p,
+                         ignore, NULL);
     free(text);
 }
 
@@ -217,10 +226,10 @@ static void store_config(scan_job *j, const char *kind, const char *user)
     char iid[24];
     snprintf(iid, sizeof iid, "%lld", (long long)j->image_id);
     const char *p[] = {iid, kind, user};
-    hgf_store_query(j->rt->store,
-                    "UPDATE images SET config_kind = $2, config_user = $3, config_read_at = now() "
-                    "WHERE id = $1",
-                    3, p, ignore, NULL);
+    hgf_store_query_bulk(j->rt->store,
+                         "UPDATE images SET config_kind = $2, config_user = $3, "
+                         "config_read_at = now() WHERE id = $1",
+                         3, p, ignore, NULL);
 }
 
 /* What a config blob holds: an image's user, or no image at all. */
@@ -403,43 +412,23 @@ static int copy_payload(scan_job *j, json_t *payload, hgf_err *err)
         strlen(repo) >= sizeof j->repo || !hgf_registry_is_digest(digest))
         return hgf_err_set(err, HGF_EINPUT, "scan payload needs connection_id, image_id, "
                                             "repository and a sha256 digest");
+    j->conn.id = json_integer_value(cid);
     j->image_id = json_integer_value(iid);
     snprintf(j->repo, sizeof j->repo, "%s", repo);
     snprintf(j->digest, sizeof j->digest, "%s", digest);
     snprintf(j->tag, sizeof j->tag, "%s", tag ? tag : "");
-    return hgf_conn_get(j->rt->store, json_integer_value(cid), &j->conn, err);
+    return 0;
 }
 
-/* The job's own ok scan, if a run that died stored one; else a new row. */
-static const char OPEN_SQL[] =
-    "WITH done AS (SELECT id FROM scans WHERE job_id = $3::bigint AND status = 'ok' LIMIT 1), "
-    "ins AS (INSERT INTO scans (image_id, scanner, status, started_at, job_id) "
-    " SELECT $1, $2, 'running', now(), $3::bigint WHERE NOT EXISTS (SELECT 1 FROM done) "
-    " RETURNING id) "
-    "SELECT coalesce((SELECT id FROM ins), (SELECT id FROM done)), "
-    " (SELECT config_read_at IS NULL FROM images WHERE id = $1), EXISTS (SELECT 1 FROM done)";
-
-static int open_scan_row(scan_job *j, int64_t job_id, hgf_err *err)
+/* Ends a job that never got as far as a scan row: nothing to record. */
+static void end_early(scan_job *j, const hgf_err *err)
 {
-    char iid[24], jid[24];
-    snprintf(iid, sizeof iid, "%lld", (long long)j->image_id);
-    snprintf(jid, sizeof jid, "%lld", (long long)job_id);
-    const char *p[] = {iid, hgf_scanner_name(j->rt->scanner), job_id ? jid : NULL};
-    PGresult *r;
-    int rc = hgf_store_exec(j->rt->store, OPEN_SQL, 3, p, &r, err);
-    if (!rc) {
-        j->scan_id = atoll(PQgetvalue(r, 0, 0));
-        j->need_config = !strcmp(PQgetvalue(r, 0, 1), "t");
-        j->already_ok = !strcmp(PQgetvalue(r, 0, 2), "t");
-        PQclear(r);
-    }
-    return rc;
+    j->cb("failed", err, !hgf_worker_error_is_permanent(err), NULL, j->arg);
+    job_free(j);
 }
 
-/* From the loop, as every outcome: the stored scan stands. */
-static void on_already_ok(struct ev_loop *loop, ev_timer *w, int revents)
+static void end_already_ok(scan_job *j)
 {
-    scan_job *j = w->data;
     hgf_log_info("scan.already_done", "registry=%s repository=%s digest=%s scan=%lld",
                  j->conn.reg.host, j->repo, j->digest, (long long)j->scan_id);
     json_t *result = scan_result(j, "ok");
@@ -447,6 +436,73 @@ static void on_already_ok(struct ev_loop *loop, ev_timer *w, int revents)
     j->cb("ok", NULL, 0, result, j->arg);
     json_decref(result);
     job_free(j);
+}
+
+/* The connection, and the job's own ok scan if a run that died stored one
+ * (else a new row), in one round trip sent from the loop: a start never
+ * waits on the database, so a burst of claimed jobs starts at once. The
+ * last three columns follow HGF_CONN_COLUMNS. */
+static const char OPEN_SQL[] =
+    "WITH c AS (SELECT %s FROM connections WHERE id = $4::bigint AND removed_at IS NULL), "
+    "done AS (SELECT id FROM scans WHERE job_id = $3::bigint AND status = 'ok' LIMIT 1), "
+    "ins AS (INSERT INTO scans (image_id, scanner, status, started_at, job_id) "
+    " SELECT $1, $2, 'running', now(), $3::bigint "
+    " WHERE NOT EXISTS (SELECT 1 FROM done) AND EXISTS (SELECT 1 FROM c) RETURNING id) "
+    "SELECT c.*, coalesce((SELECT id FROM ins), (SELECT id FROM done)), "
+    " (SELECT config_read_at IS NULL FROM images WHERE id = $1), EXISTS (SELECT 1 FROM done) "
+    "FROM c";
+
+static int prepare(scan_job *j, const PGresult *r, hgf_err *err)
+{
+    int last = PQnfields(r) - 1;
+    if (PQntuples(r) == 0)
+        return hgf_err_set(err, HGF_ENOTFOUND, "no connection with id %lld",
+                           (long long)j->conn.id);
+    j->scan_id = atoll(PQgetvalue(r, 0, last - 2));
+    j->need_config = !strcmp(PQgetvalue(r, 0, last - 1), "t");
+    j->already_ok = !strcmp(PQgetvalue(r, 0, last), "t");
+    int rc = hgf_conn_from_row(r, 0, &j->conn, err);
+    if (!rc)
+        rc = hgf_conntest_auth_spec(j->rt, &j->conn, &j->spec, &j->secret, err);
+    if (!rc)
+        rc = hgf_endpoint_service_url("ECR", &j->conn.reg, j->ecr_endpoint,
+                                      sizeof j->ecr_endpoint, err);
+    return rc;
+}
+
+static void on_opened(PGresult *res, const hgf_err *db_err, void *arg)
+{
+    scan_job *j = arg;
+    hgf_err e;
+    hgf_err_clear(&e);
+    int rc = db_err ? hgf_err_set(&e, db_err->code, "%s", db_err->msg)
+                    : hgf_store_check(res, &e);
+    if (!rc)
+        rc = prepare(j, res, &e);
+    PQclear(res);
+    if (!rc && j->already_ok) {
+        end_already_ok(j);
+        return;
+    }
+    if (!rc && (rc = hgf_limiter_acquire(j->rt->scans, j->conn.reg.host, on_slot, j)))
+        hgf_err_set(&e, rc, "out of memory");
+    if (rc && j->scan_id && !j->already_ok) /* the row is open: it says why */
+        finish(j, "failed", &e, !hgf_worker_error_is_permanent(&e), NULL, NULL);
+    else if (rc)
+        end_early(j, &e);
+}
+
+static int open_scan(scan_job *j, int64_t job_id, hgf_err *err)
+{
+    char sql[sizeof OPEN_SQL + 1024], iid[24], jid[24], cid[24];
+    if (snprintf(sql, sizeof sql, OPEN_SQL, HGF_CONN_COLUMNS) >= (int)sizeof sql)
+        return hgf_err_set(err, HGF_EFAIL, "scan: connection columns outgrew the query buffer");
+    snprintf(iid, sizeof iid, "%lld", (long long)j->image_id);
+    snprintf(jid, sizeof jid, "%lld", (long long)job_id);
+    snprintf(cid, sizeof cid, "%lld", (long long)j->conn.id);
+    const char *p[] = {iid, hgf_scanner_name(j->rt->scanner), job_id ? jid : NULL, cid};
+    int rc = hgf_store_query_bulk(j->rt->store, sql, 4, p, on_opened, j);
+    return rc ? hgf_err_set(err, rc, "the database is unreachable") : 0;
 }
 
 int hgf_scan_start(hgf_runtime *rt, int64_t job_id, json_t *payload, hgf_scan_done_cb cb,
@@ -461,22 +517,7 @@ int hgf_scan_start(hgf_runtime *rt, int64_t job_id, json_t *payload, hgf_scan_do
     int rc = rt->scanner ? copy_payload(j, payload, err)
                          : hgf_err_set(err, HGF_EINPUT, "no scanner configured");
     if (!rc)
-        rc = hgf_conntest_auth_spec(rt, &j->conn, &j->spec, &j->secret, err);
-    if (!rc)
-        rc = hgf_endpoint_service_url("ECR", &j->conn.reg, j->ecr_endpoint, sizeof j->ecr_endpoint,
-                                      err);
-    if (!rc)
-        rc = open_scan_row(j, job_id, err);
-    if (!rc && j->already_ok) {
-        ev_timer_init(&j->head_timer, on_already_ok, 0., 0.);
-        j->head_timer.data = j;
-        ev_timer_start(rt->loop, &j->head_timer);
-        return 0;
-    }
-    if (!rc)
-        rc = hgf_limiter_acquire(rt->scans, j->conn.reg.host, on_slot, j);
-    if (rc == HGF_ENOMEM)
-        hgf_err_set(err, rc, "out of memory");
+        rc = open_scan(j, job_id, err);
     if (rc)
         job_free(j);
     return rc;

@@ -15,6 +15,12 @@
 #define POLL_S 1.5
 #define REQUEUE_EVERY_MS 1000
 #define DRAIN_TICK_S 0.25
+/* Push scans a pool that works any job claims beyond its free workers, to
+ * wait here for one: two seconds of push events at the 500/s the design
+ * targets. Claiming them is cheap (a row each, leases renewed in one
+ * statement); leaving them queued makes every push wait for a worker to
+ * free, and the queue grows without bound once a burst outruns the scans. */
+#define CLAIM_AHEAD 1024
 
 /* ---- executors ------------------------------------------------------- */
 
@@ -132,6 +138,7 @@ enum phase { PH_READY, PH_RUNNING, PH_RECORDING, PH_UNRECORDED, N_PHASES };
 struct hgf_worker_job {
     hgf_worker_pool *pool;
     hgf_worker_job *prev, *next;
+    hgf_worker_job *ready_next; /* while ready: the next to start */
     hgf_job job;
     enum phase phase;
     int64_t started_ms;
@@ -147,6 +154,7 @@ struct hgf_worker_pool {
     int64_t *ids;
     const char *kinds[N_EXECUTORS];
     hgf_worker_job *head;
+    hgf_worker_job *ready_head, *ready_tail; /* highest priority first, then oldest */
     int count[N_PHASES];
     int claiming, claim_limit, want_claim, stopping, listening;
     long recorded;          /* outcomes recorded so far (drain watches it) */
@@ -171,9 +179,42 @@ static void link_job(hgf_worker_pool *p, hgf_worker_job *wj)
     p->count[wj->phase]++;
 }
 
+/* Ready jobs start by priority, then in claim order: a push scan claimed
+ * ahead starts before sweep work claimed later, and never after it. */
+static void ready_push(hgf_worker_pool *p, hgf_worker_job *wj)
+{
+    hgf_worker_job **at = &p->ready_head;
+    if (p->ready_tail && p->ready_tail->job.priority >= wj->job.priority)
+        at = &p->ready_tail->ready_next;
+    else
+        while (*at && (*at)->job.priority >= wj->job.priority)
+            at = &(*at)->ready_next;
+    wj->ready_next = *at;
+    *at = wj;
+    if (!wj->ready_next)
+        p->ready_tail = wj;
+}
+
+static void ready_unlink(hgf_worker_pool *p, hgf_worker_job *wj)
+{
+    hgf_worker_job **at = &p->ready_head, *before = NULL;
+    while (*at && *at != wj) {
+        before = *at;
+        at = &(*at)->ready_next;
+    }
+    if (!*at)
+        return;
+    *at = wj->ready_next;
+    if (p->ready_tail == wj)
+        p->ready_tail = before;
+    wj->ready_next = NULL;
+}
+
 static void free_job(hgf_worker_job *wj)
 {
     hgf_worker_pool *p = wj->pool;
+    if (wj->phase == PH_READY)
+        ready_unlink(p, wj);
     if (wj->prev)
         wj->prev->next = wj->next;
     else
@@ -314,6 +355,7 @@ void hgf_worker_job_continue(hgf_worker_job *wj, int delay_s, json_t *result)
 
 static void start_job(hgf_worker_pool *p, hgf_worker_job *wj)
 {
+    ready_unlink(p, wj);
     set_phase(wj, PH_RUNNING);
     wj->started_ms = hgf_time_now_ms();
     hgf_err e;
@@ -326,12 +368,11 @@ static void start_job(hgf_worker_pool *p, hgf_worker_job *wj)
 }
 
 /* Start functions may run the loop (hgf_store_exec), which can free any job
- * but a running one, so the list is searched afresh each time. */
+ * but a running one, so the queue's head is read afresh each time. */
 static void start_ready(hgf_worker_pool *p)
 {
-    hgf_worker_job *wj;
-    while (!p->stopping && p->count[PH_READY] && (wj = first_in(p, PH_READY)))
-        start_job(p, wj);
+    while (!p->stopping && p->ready_head && p->count[PH_RUNNING] < p->o.concurrency)
+        start_job(p, p->ready_head);
 }
 
 static void retry_unrecorded(hgf_worker_pool *p)
@@ -379,6 +420,7 @@ static void claimed(hgf_job *jobs, int n, const hgf_err *err, void *arg)
         wj->continue_in = -1;
         jobs[i].payload = NULL;
         link_job(p, wj);
+        ready_push(p, wj);
     }
     hgf_jobs_free(jobs, n);
     if (p->stopping)
@@ -387,10 +429,23 @@ static void claimed(hgf_job *jobs, int n, const hgf_err *err, void *arg)
         p->want_claim = 1;
 }
 
+/* Free workers take any job; beyond them, a pool that works any job (not a
+ * drain's own ids) holds up to CLAIM_AHEAD push scans until one frees. */
+static void claim_limits(const hgf_worker_pool *p, int *limit, int *ahead)
+{
+    int held = p->count[PH_READY] + p->count[PH_RUNNING];
+    int free_slots = p->o.concurrency - held;
+    *limit = free_slots > 0 ? free_slots : 0;
+    *ahead = p->o.ids ? 0 : CLAIM_AHEAD - (free_slots < 0 ? -free_slots : 0);
+    if (*ahead < 0)
+        *ahead = 0;
+}
+
 static void claim(hgf_worker_pool *p)
 {
-    int limit = p->o.concurrency - p->count[PH_READY] - p->count[PH_RUNNING];
-    if (p->stopping || !p->want_claim || p->claiming || limit <= 0 ||
+    int limit, ahead;
+    claim_limits(p, &limit, &ahead);
+    if (p->stopping || !p->want_claim || p->claiming || limit + ahead <= 0 ||
         !hgf_store_is_up(p->rt->store))
         return;
     p->want_claim = 0;
@@ -401,8 +456,9 @@ static void claim(hgf_worker_pool *p)
     }
     hgf_jobs_claim_opts o = {.owner = p->rt->owner, .lease_seconds = p->rt->cfg->lease_seconds,
                              .kinds = p->kinds, .n_kinds = N_EXECUTORS, .ids = p->ids,
-                             .n_ids = p->o.n_ids, .limit = limit};
-    p->claim_limit = limit;
+                             .n_ids = p->o.n_ids, .limit = limit, .ahead = ahead,
+                             .ahead_min_priority = HGF_JOBS_PUSH_PRIORITY};
+    p->claim_limit = limit + ahead;
     if (hgf_jobs_claim(p->rt->store, &o, claimed, p) == 0)
         p->claiming = 1;
 }

@@ -137,20 +137,31 @@ static int kinds_array(const char *const *kinds, int n, hgf_buf *out)
     return 0;
 }
 
+/* The first $5 claimable jobs, plus the first $5 + $6 of priority >= $7: the
+ * second part reads only the jobs_claim index's high-priority end, so asking
+ * for push scans ahead never locks a backlog of sweep scans. */
+#define CLAIMABLE                                                                  \
+    "SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now()"               \
+    " AND kind = ANY($3::text[]) AND ($4::bigint[] IS NULL OR id = ANY($4))"
+
 static const char CLAIM_SQL[] =
-    "UPDATE jobs SET state = 'running', lease_owner = $1, attempts = attempts + 1,"
+    "WITH any_job AS (" CLAIMABLE " ORDER BY priority DESC, run_at, id LIMIT $5::int"
+    " FOR UPDATE SKIP LOCKED),"
+    " urgent AS (" CLAIMABLE " AND priority >= $7::int ORDER BY priority DESC, run_at, id"
+    " LIMIT $5::int + $6::int FOR UPDATE SKIP LOCKED)"
+    " UPDATE jobs SET state = 'running', lease_owner = $1, attempts = attempts + 1,"
     " lease_expires_at = now() + make_interval(secs => $2::int), updated_at = now(),"
     " claimed_at = coalesce(claimed_at, clock_timestamp())"
-    " WHERE id IN (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now()"
-    " AND kind = ANY($3::text[]) AND ($4::bigint[] IS NULL OR id = ANY($4))"
-    " ORDER BY priority DESC, run_at, id LIMIT $5::int FOR UPDATE SKIP LOCKED)"
+    " WHERE id IN (SELECT id FROM any_job UNION SELECT id FROM urgent)"
     " RETURNING id, kind, payload::text, attempts, max_attempts, priority";
 
 int hgf_jobs_claim(hgf_store *s, const hgf_jobs_claim_opts *o, hgf_jobs_claim_cb cb, void *arg)
 {
-    char lease[16], lim[16];
+    char lease[16], lim[16], ahead[16], prio[16];
     snprintf(lease, sizeof lease, "%d", o->lease_seconds);
     snprintf(lim, sizeof lim, "%d", o->limit);
+    snprintf(ahead, sizeof ahead, "%d", o->ahead > 0 ? o->ahead : 0);
+    snprintf(prio, sizeof prio, "%d", o->ahead_min_priority);
     hgf_buf kinds = HGF_BUF_INIT, ids = HGF_BUF_INIT;
     int rc = kinds_array(o->kinds, o->n_kinds, &kinds);
     if (o->ids)
@@ -158,8 +169,9 @@ int hgf_jobs_claim(hgf_store *s, const hgf_jobs_claim_opts *o, hgf_jobs_claim_cb
     claim_ctx *c = rc ? NULL : malloc(sizeof *c);
     if (c) {
         *c = (claim_ctx){cb, arg};
-        const char *p[] = {o->owner, lease, kinds.data, o->ids ? ids.data : NULL, lim};
-        rc = hgf_store_query(s, CLAIM_SQL, 5, p, claimed, c);
+        const char *p[] = {o->owner, lease, kinds.data, o->ids ? ids.data : NULL, lim, ahead,
+                           prio};
+        rc = hgf_store_query(s, CLAIM_SQL, 7, p, claimed, c);
         if (rc)
             free(c);
     } else if (!rc) {
@@ -249,11 +261,13 @@ int hgf_jobs_heartbeat(hgf_store *s, const char *owner, int lease_seconds, const
     hgf_buf arr = HGF_BUF_INIT;
     hgf_jobs_id_array(ids, n_ids, &arr);
     const char *p[] = {owner, lease, arr.data};
-    int rc = hgf_store_query(s,
-                             "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => "
-                             "$2::int) WHERE id = ANY($3::bigint[]) AND lease_owner = $1 AND "
-                             "state = 'running'",
-                             3, p, ignore_result, NULL);
+    /* A pool holding jobs claimed ahead renews a thousand rows at once: off
+     * the main connection, where it would hold up the claims behind it. */
+    int rc = hgf_store_query_bulk(s,
+                                  "UPDATE jobs SET lease_expires_at = now() + "
+                                  "make_interval(secs => $2::int) WHERE id = ANY($3::bigint[]) "
+                                  "AND lease_owner = $1 AND state = 'running'",
+                                  3, p, ignore_result, NULL);
     hgf_buf_free(&arr);
     return rc;
 }
