@@ -6,6 +6,13 @@
  * and queues a scan for every new digest. Nothing is written when any call
  * fails, so an AWS error leaves the stored catalog as it was.
  *
+ * The listing's fingerprint (SHA-256 of every stored field, sorted, so the
+ * order ECR answers in does not matter) is stored with each apply
+ * (sql/009). A listing whose fingerprint is still the stored one (no one
+ * wrote that connection's catalog since: triggers forget the fingerprint)
+ * is not sent: one small statement returns the last apply's counts with
+ * "unchanged": true and nothing new.
+ *
  * With posture (hgf_sync_opts.posture, a job payload's "posture": true),
  * each repository also gets GetLifecyclePolicy and GetRepositoryPolicy, at
  * the same time as its DescribeImages and under the same limits; then
@@ -30,7 +37,8 @@ typedef struct hgf_sync_stats {
     int posture_denied;   /* policy calls refused (AccessDenied) */
     int posture_errors;   /* policy calls that failed otherwise: nothing stored for them */
     double seconds;
-    json_t *applied;   /* hgf_apply_sync's counts; borrowed during the callback */
+    json_t *applied;   /* hgf_apply_sync's counts (or, unchanged, the last apply's with
+                          "unchanged": true); borrowed during the callback */
 } hgf_sync_stats;
 
 /* rc is 0 or the failure (err set). Called once, from the loop, unless

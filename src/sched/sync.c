@@ -6,10 +6,12 @@
 #include "hgfleet/ecr.h"
 #include "hgfleet/jobs.h"
 #include "hgfleet/log.h"
+#include "hgfleet/metrics.h"
 #include "hgfleet/secret.h"
 #include "hgfleet/timeutil.h"
 
 #include <fnmatch.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,21 @@ typedef struct repo {
 } repo;
 
 typedef struct sync_job sync_job;
+
+/* One record of the listing's canonical form, in sync_job.canon: the kind
+ * ('R' repository, 'I' image, 'T' tag) and its identifying fields make the
+ * key, the other stored fields follow. */
+typedef struct canon_rec {
+    size_t off, len, key;
+} canon_rec;
+
+/* A record by address, for sorting once the arena stops growing. */
+typedef struct canon_ref {
+    const unsigned char *p;
+    size_t len, key;
+} canon_ref;
+
+#define FP_HEX_LEN 64
 
 enum call_kind { CALL_REPOS, CALL_IMAGES, CALL_LIFECYCLE, CALL_POLICY };
 static const char *const CALL_OP[] = {"DescribeRepositories", "DescribeImages",
@@ -64,6 +81,12 @@ struct sync_job {
     char *ok_diag;       /* the diagnosis a successful sync records (zero repositories) */
     int next_repo, active;
     hgf_buf images;      /* comma-separated compact JSON objects */
+    hgf_buf canon;       /* the listing's canonical records, for its fingerprint */
+    canon_rec *recs;
+    size_t n_recs, cap_recs, rec_start;
+    int canon_broken;    /* out of memory while recording: no fingerprint */
+    char fp[FP_HEX_LEN + 1];   /* "" when the listing has none */
+    int unchanged;       /* the stored catalog already was this listing */
     int failed;
     char fail_step[48];
     long fail_status;
@@ -101,6 +124,8 @@ static void job_free(sync_job *j)
     free(j->list.next);
     hgf_creds_clear(&j->list.creds);
     hgf_buf_free(&j->images);
+    hgf_buf_free(&j->canon);
+    free(j->recs);
     if (j->secret) {
         hgf_secret_wipe(j->secret, strlen(j->secret));
         free(j->secret);
@@ -118,10 +143,12 @@ static void finish(sync_job *j, int rc, json_t *applied)
                      (long long)j->conn_id, j->st.registry, j->err.msg);
     else
         hgf_log_info("sync.done", "connection=%lld registry=%s repositories=%d images=%d "
-                     "pages=%d posture=%s posture_denied=%d posture_errors=%d seconds=%.3f",
+                     "pages=%d catalog=%s posture=%s posture_denied=%d posture_errors=%d "
+                     "seconds=%.3f",
                      (long long)j->conn_id, j->st.registry, j->st.repositories, j->st.images,
-                     j->st.pages, j->posture ? "yes" : "no", j->st.posture_denied,
-                     j->st.posture_errors, j->st.seconds);
+                     j->st.pages, j->unchanged ? "unchanged" : "applied",
+                     j->posture ? "yes" : "no", j->st.posture_denied, j->st.posture_errors,
+                     j->st.seconds);
     j->cb(rc, rc ? &j->err : NULL, &j->st, j->arg);
     job_free(j);
 }
@@ -240,15 +267,21 @@ static void apply_posture(sync_job *j)
     }
 }
 
-static void on_applied(PGresult *res, const hgf_err *err, void *arg)
+/* What the job did with its listing, for /metrics: "unchanged" skipped
+ * hgf_apply_sync. */
+static void count_catalog(sync_job *j)
 {
-    sync_job *j = arg;
-    if (check_result(j, res, err))
-        return;
-    j->applied = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
-    PQclear(res);
-    hgf_store_add_rows_written(
-        j->rt->store, (long)json_integer_value(json_object_get(j->applied, "rows_written")));
+    hgf_metrics_describe(j->rt->metrics, "hgfleet_sync_catalog_total", HGF_METRIC_COUNTER,
+                         "Successful syncs by what they did with the listing: applied, or "
+                         "skipped as unchanged (its fingerprint was the stored one).");
+    hgf_metrics_inc(j->rt->metrics, "hgfleet_sync_catalog_total",
+                    j->unchanged ? "outcome=\"unchanged\"" : "outcome=\"applied\"", 1);
+}
+
+/* The catalog is stored (or already was): the diagnosis, then posture. */
+static void catalog_stored(sync_job *j)
+{
+    count_catalog(j);
     if (j->st.repositories == 0) {
         hgf_diag_ctx dc = {.step = "DescribeRepositories", .registry_account = j->conn.reg.account_id,
                            .region = j->conn.reg.region, .clock_offset = HGF_DIAG_NO_OFFSET};
@@ -262,6 +295,18 @@ static void on_applied(PGresult *res, const hgf_err *err, void *arg)
         succeed(j);
 }
 
+static void on_applied(PGresult *res, const hgf_err *err, void *arg)
+{
+    sync_job *j = arg;
+    if (check_result(j, res, err))
+        return;
+    j->applied = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    PQclear(res);
+    hgf_store_add_rows_written(
+        j->rt->store, (long)json_integer_value(json_object_get(j->applied, "rows_written")));
+    catalog_stored(j);
+}
+
 static void put_repo_json(hgf_buf *b, const repo *r)
 {
     json_t *o = json_pack("{s:s, s:s?, s:s?, s:b, s:s?, s:f}", "n", r->name, "a", r->arn, "m",
@@ -272,7 +317,9 @@ static void put_repo_json(hgf_buf *b, const repo *r)
     json_decref(o);
 }
 
-static void apply(sync_job *j)
+/* The whole listing to hgf_apply_listing (sql/009), which also stores its
+ * fingerprint (NULL when it has none). */
+static void send_listing(sync_job *j)
 {
     hgf_buf repos = HGF_BUF_INIT, images = HGF_BUF_INIT;
     hgf_buf_putc(&repos, '[');
@@ -290,14 +337,210 @@ static void apply(sync_job *j)
     hgf_buf_free(&j->images);
     char id[24];
     snprintf(id, sizeof id, "%lld", (long long)j->conn_id);
-    const char *p[] = {id, repos.data, images.data};
-    int rc = hgf_store_query(j->rt->store,
-                             "SELECT hgf_apply_sync($1, $2::jsonb, $3::jsonb, 'sync')::text", 3, p,
-                             on_applied, j);
+    const char *p[] = {id, repos.data, images.data, j->fp[0] ? j->fp : NULL};
+    /* A whole catalog takes a while: off the main connection (store.h). */
+    int rc = hgf_store_query_bulk(j->rt->store,
+                                  "SELECT hgf_apply_listing($1, $2::jsonb, $3::jsonb, $4)::text",
+                                  4, p, on_applied, j);
     hgf_buf_free(&repos);
     hgf_buf_free(&images);
     if (rc) {
         hgf_err_set(&j->err, rc, "database unavailable while saving the catalog");
+        fail(j);
+    }
+}
+
+static void on_unchanged(PGresult *res, const hgf_err *err, void *arg)
+{
+    sync_job *j = arg;
+    if (check_result(j, res, err))
+        return;
+    if (PQgetisnull(res, 0, 0)) {
+        PQclear(res);
+        send_listing(j);
+        return;
+    }
+    j->applied = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    PQclear(res);
+    j->unchanged = 1;
+    catalog_stored(j);
+}
+
+/* ---- the listing's fingerprint ------------------------------------------ */
+
+/* Fields are length-prefixed ("5:hello"), NULL is "-": no two listings
+ * encode alike. */
+static void canon_field(sync_job *j, const char *s, size_t n)
+{
+    int rc = s ? hgf_buf_printf(&j->canon, "%zu:", n) : hgf_buf_putc(&j->canon, '-');
+    if (!rc && s)
+        rc = hgf_buf_append(&j->canon, s, n);
+    j->canon_broken |= rc != 0;
+}
+
+static void canon_str(sync_job *j, const char *s)
+{
+    canon_field(j, s, s ? strlen(s) : 0);
+}
+
+/* Times as the text that identifies them exactly (jansson sends them so). */
+static void canon_real(sync_job *j, double v)
+{
+    char t[40];
+    snprintf(t, sizeof t, "%.17g", v);
+    canon_str(j, t);
+}
+
+static void canon_int(sync_job *j, long long v)
+{
+    char t[24];
+    snprintf(t, sizeof t, "%lld", v);
+    canon_str(j, t);
+}
+
+static void canon_begin(sync_job *j, char kind)
+{
+    j->rec_start = j->canon.len;
+    j->canon_broken |= hgf_buf_putc(&j->canon, kind) != 0;
+}
+
+/* Ends a record whose key fields end at key_end. */
+static void canon_end(sync_job *j, size_t key_end)
+{
+    if (j->n_recs == j->cap_recs) {
+        size_t cap = j->cap_recs ? 2 * j->cap_recs : 256;
+        canon_rec *p = realloc(j->recs, cap * sizeof *p);
+        if (!p) {
+            j->canon_broken = 1;
+            return;
+        }
+        j->recs = p;
+        j->cap_recs = cap;
+    }
+    j->recs[j->n_recs++] = (canon_rec){j->rec_start, j->canon.len - j->rec_start,
+                                       key_end - j->rec_start};
+}
+
+static void canon_repo(sync_job *j, const repo *r)
+{
+    canon_begin(j, 'R');
+    canon_str(j, r->name);
+    size_t key = j->canon.len;
+    canon_str(j, r->arn);
+    canon_str(j, r->mut);
+    canon_int(j, r->sop != 0);
+    canon_str(j, r->enc);
+    canon_real(j, r->created);
+    canon_end(j, key);
+}
+
+/* An image, and one record per kept tag: a tag's key is its repository and
+ * name, so a tag the listing puts on two digests is seen. */
+static void canon_image(sync_job *j, const char *repo_name, const hgf_ecr_image *im,
+                        json_t *kept)
+{
+    canon_begin(j, 'I');
+    canon_str(j, repo_name);
+    canon_str(j, im->digest);
+    size_t key = j->canon.len;
+    canon_str(j, im->media_type);
+    canon_str(j, im->artifact_media_type);
+    canon_int(j, im->size_bytes);
+    canon_real(j, im->pushed_at);
+    canon_end(j, key);
+    size_t i;
+    json_t *t;
+    json_array_foreach(kept, i, t)
+    {
+        canon_begin(j, 'T');
+        canon_str(j, repo_name);
+        canon_field(j, json_string_value(t), json_string_length(t));
+        key = j->canon.len;
+        canon_str(j, im->digest);
+        canon_end(j, key);
+    }
+}
+
+static int ref_cmp(const void *a, const void *b)
+{
+    const canon_ref *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->p, y->p, n);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static int same_key(const canon_ref *x, const canon_ref *y)
+{
+    return x->key == y->key && !memcmp(x->p, y->p, x->key);
+}
+
+/* Hashes the sorted records, identical ones once. Returns -1 when two
+ * records share a key but differ (a repository listed twice with other
+ * fields, a tag on two digests while it moved during the listing): which one
+ * hgf_apply_sync keeps depends on their order, so no fingerprint can stand
+ * for the listing. */
+static int hash_refs(const canon_ref *refs, size_t n, unsigned char *md, unsigned *md_len)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+             EVP_DigestUpdate(ctx, "hgf-catalog-1", 13);
+    for (size_t i = 0; ok && i < n; i++) {
+        if (i && same_key(&refs[i - 1], &refs[i])) {
+            ok = refs[i - 1].len == refs[i].len && !memcmp(refs[i - 1].p, refs[i].p, refs[i].len);
+            continue;
+        }
+        ok = EVP_DigestUpdate(ctx, refs[i].p, refs[i].len);
+    }
+    ok = ok && EVP_DigestFinal_ex(ctx, md, md_len);
+    EVP_MD_CTX_free(ctx);
+    return ok ? 0 : -1;
+}
+
+/* Fills j->fp from every record; leaves it "" when the listing has none. */
+static void fingerprint(sync_job *j)
+{
+    for (int i = 0; i < j->n_repos; i++)
+        if (!j->repos[i].gone)
+            canon_repo(j, &j->repos[i]);
+    j->fp[0] = '\0';
+    canon_ref *refs = j->canon_broken ? NULL : calloc(j->n_recs + 1, sizeof *refs);
+    if (!refs)
+        return;
+    const unsigned char *base = (const unsigned char *)j->canon.data;
+    for (size_t i = 0; i < j->n_recs; i++)
+        refs[i] = (canon_ref){base + j->recs[i].off, j->recs[i].len, j->recs[i].key};
+    qsort(refs, j->n_recs, sizeof *refs, ref_cmp);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    if (hash_refs(refs, j->n_recs, md, &md_len) == 0)
+        for (unsigned i = 0; i < md_len && 2 * i < FP_HEX_LEN; i++)
+            snprintf(j->fp + 2 * i, 3, "%02x", md[i]);
+    free(refs);
+    if (!j->fp[0])
+        hgf_log_info("sync.no_fingerprint", "connection=%lld registry=%s", (long long)j->conn_id,
+                     j->st.registry);
+}
+
+/* With a fingerprint, one small statement first: a listing equal to the
+ * one last applied (and not changed since by anyone else) is not sent. */
+static void apply(sync_job *j)
+{
+    fingerprint(j);
+    hgf_buf_free(&j->canon);
+    free(j->recs);
+    j->recs = NULL;
+    j->n_recs = j->cap_recs = 0;
+    if (!j->fp[0]) {
+        send_listing(j);
+        return;
+    }
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)j->conn_id);
+    const char *p[] = {id, j->fp};
+    int rc = hgf_store_query(j->rt->store, "SELECT hgf_sync_unchanged($1, $2)::text", 2, p,
+                             on_unchanged, j);
+    if (rc) {
+        hgf_err_set(&j->err, rc, "database unavailable while comparing the catalog");
         fail(j);
     }
 }
@@ -332,6 +575,7 @@ static void add_image(sync_job *j, json_t *item)
             hgf_buf_putc(&j->images, ',');
         hgf_buf_puts(&j->images, t);
         j->st.images++;
+        canon_image(j, json_string_value(json_object_get(item, "repositoryName")), &im, kept);
     }
     free(t);
     json_decref(o);
