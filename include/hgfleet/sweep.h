@@ -7,9 +7,11 @@
  * time) whose every run is a short step, hgf_sweep_step: it advances the
  * phase kept in the sweeps row (start -> syncing -> scanning -> done) and
  * asks to run again a second later while the syncs or scans it queued are
- * still live. All its state is in the database, so a replica killed in the
- * middle of a sweep loses nothing: the job's lease expires and another
- * replica takes the next step. `hgfleet sweep --wait` works the same job
+ * still live. Every job a sweep waits for carries its id (jobs.sweep_id,
+ * sql/011), so that check, done every second, is an index probe that costs
+ * the same at a million scans as at ten. All its state is in the database,
+ * so a replica killed in the middle of a sweep loses nothing: the job's
+ * lease expires and another replica takes the next step. `hgfleet sweep --wait` works the same job
  * and its syncs and scans in its own process (hgf_sweep_wait), beside any
  * servers, so it completes with or without them.
  *

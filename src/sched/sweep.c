@@ -247,29 +247,32 @@ static const char POSTURE_SQL[] =
     " WHERE dedup_key IN (SELECT 'sync:' || c FROM unnest($1::bigint[]) c) "
     "   AND state = 'queued' AND payload->'posture' IS DISTINCT FROM 'true'::jsonb";
 
+/* The syncs are tagged with the sweep (the ones already live too, even when
+ * an older sweep had tagged them): the sweep's checks count its live jobs
+ * through that tag and the jobs_sweep_live index, never through the array. */
 static const char ENQUEUE_SYNCS_SQL[] =
     "WITH c AS (SELECT unnest($1::bigint[]) AS id), "
-    "ins AS (INSERT INTO jobs (kind, payload, priority, dedup_key) "
+    "ins AS (INSERT INTO jobs (kind, payload, priority, dedup_key, sweep_id) "
     " SELECT 'sync', jsonb_build_object('connection_id', id, 'posture', true), $2::int, "
-    "        'sync:' || id FROM c "
-    " ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING RETURNING id) "
-    "SELECT id FROM ins UNION "
-    "SELECT j.id FROM jobs j JOIN c ON j.dedup_key = 'sync:' || c.id "
-    " WHERE j.state IN ('queued', 'running') ORDER BY 1";
+    "        'sync:' || id, $3::bigint FROM c "
+    " ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING RETURNING id), "
+    "old AS (UPDATE jobs j SET sweep_id = $3::bigint FROM c "
+    " WHERE j.dedup_key = 'sync:' || c.id AND j.state IN ('queued', 'running') RETURNING j.id) "
+    "SELECT id FROM ins UNION SELECT id FROM old ORDER BY 1";
 
 /* Queues (or finds) the sync of every connection; *jobs are their job ids. */
-static int enqueue_syncs(hgf_store *s, const int64_t *conns, int n_conns, int64_t **jobs,
-                         int *n_jobs, hgf_err *err)
+static int enqueue_syncs(hgf_store *s, const sweep_row *w, const int64_t *conns, int n_conns,
+                         int64_t **jobs, int *n_jobs, hgf_err *err)
 {
     char prio[16];
     snprintf(prio, sizeof prio, "%d", HGF_SWEEP_SYNC_PRIORITY);
-    const char *more[] = {prio};
+    const char *more[] = {prio, w->ids};
     PGresult *r = NULL;
     int rc = exec_with_ids(s, POSTURE_SQL, conns, n_conns, NULL, 0, &r, err);
     PQclear(r);
     if (rc)
         return rc;
-    rc = exec_with_ids(s, ENQUEUE_SYNCS_SQL, conns, n_conns, more, 1, &r, err);
+    rc = exec_with_ids(s, ENQUEUE_SYNCS_SQL, conns, n_conns, more, 2, &r, err);
     return rc ? rc : take_ids(r, jobs, n_jobs, err);
 }
 
@@ -295,7 +298,7 @@ static int phase_start(hgf_store *s, sweep_row *w, hgf_err *err)
     int rc = select_ids(s, "SELECT id FROM connections WHERE removed_at IS NULL ORDER BY id", 0,
                         NULL, &conns, &n_conns, err);
     if (!rc)
-        rc = enqueue_syncs(s, conns, n_conns, &jobs, &n_jobs, err);
+        rc = enqueue_syncs(s, w, conns, n_conns, &jobs, &n_jobs, err);
     if (!rc)
         rc = save_syncing(s, w, conns, n_conns, jobs, n_jobs, err);
     if (!rc)
@@ -307,23 +310,37 @@ static int phase_start(hgf_store *s, sweep_row *w, hgf_err *err)
 
 /* ---- waiting ----------------------------------------------------------- */
 
-/* Scans parked in a long retry backoff by a server are not waited for: the
- * report shows those images unscanned rather than hold the sweep. */
-static const char LIVE_SQL[] =
-    "SELECT count(*) FROM sweeps s JOIN jobs j "
-    "  ON j.id = ANY(CASE WHEN s.phase = 'syncing' THEN s.sync_jobs ELSE s.scan_jobs END) "
-    " WHERE s.id = $1 AND j.state IN ('queued', 'running') "
-    "   AND (s.phase = 'syncing' OR j.state = 'running' "
-    "        OR j.run_at <= now() + interval '30 seconds')";
-
-static int count_live(hgf_store *s, const sweep_row *w, long *live, hgf_err *err)
+/* The kind of job a phase waits for. */
+static const char *phase_kind(const char *phase)
 {
-    const char *p[] = {w->ids};
+    return !strcmp(phase, "syncing") ? "sync" : "scan";
+}
+
+/* One range probe of the jobs_sweep_live index, however many jobs the
+ * sweep has: this runs every HGF_SWEEP_STEP_DELAY_S. The kind keeps a phase
+ * from waiting for the other phase's jobs (scans tagged by a step that died
+ * before it left the syncing phase). Scans parked in a long retry backoff by
+ * a server are not waited for: the report shows those images unscanned
+ * rather than hold the sweep. A running job is always waited for: it was
+ * claimed once due, so its run_at is past. ORDER BY, which only that index
+ * serves presorted, rather than EXISTS: EXISTS would let the planner prefer
+ * walking every live job of the queue (jobs_state_id) when it believes most
+ * of them are this sweep's. */
+static const char LIVE_SQL[] =
+    "SELECT run_at FROM jobs WHERE sweep_id = $1::bigint AND kind = $2::text "
+    "   AND state IN ('queued', 'running') "
+    "   AND run_at <= CASE WHEN $2::text = 'sync' THEN 'infinity'::timestamptz "
+    "                      ELSE now() + interval '30 seconds' END "
+    " ORDER BY run_at LIMIT 1";
+
+static int any_live(hgf_store *s, const sweep_row *w, int *live, hgf_err *err)
+{
+    const char *p[] = {w->ids, phase_kind(w->phase)};
     PGresult *r = NULL;
-    int rc = hgf_store_exec(s, LIVE_SQL, 1, p, &r, err);
+    int rc = hgf_store_exec(s, LIVE_SQL, 2, p, &r, err);
     if (rc)
         return rc;
-    *live = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    *live = PQntuples(r) > 0;
     PQclear(r);
     return 0;
 }
@@ -344,18 +361,32 @@ static const char ENQUEUE_SCANS_SQL[] =
     "  WHERE c.id = ANY($1::bigint[]) AND c.removed_at IS NULL "
     "    AND (ls IS NULL OR (coalesce(ls.finished_at, '-infinity') < now() - make_interval(secs => $2::bigint) "
     "         AND coalesce(i.pushed_at, now()) >= now() - make_interval(secs => $3::bigint)))), "
-    "ins AS (INSERT INTO jobs (kind, payload, priority, dedup_key) "
+    "ins AS (INSERT INTO jobs (kind, payload, priority, dedup_key, sweep_id) "
     " SELECT 'scan', jsonb_build_object('connection_id', cid, 'image_id', iid, 'repository', repo, "
-    "        'digest', digest, 'reason', 'sweep'), $4::int, 'scan:' || registry || '/' || repo || '@' || digest "
+    "        'digest', digest, 'reason', 'sweep'), $4::int, "
+    "        'scan:' || registry || '/' || repo || '@' || digest, $5::bigint "
     "   FROM cand ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING RETURNING id) "
     "SELECT count(*) FROM ins";
 
-/* Every scan job live for these connections: ours, the ones their syncs
- * queued for new digests, and push scans. */
-static const char LIVE_SCANS_SQL[] =
-    "SELECT id FROM jobs WHERE kind = 'scan' AND state IN ('queued', 'running') "
+/* Every other scan job live for these connections becomes the sweep's too:
+ * the ones their syncs queued for new digests, push scans, and scans an
+ * older sweep had tagged. Ours were tagged when inserted and are not
+ * written twice. */
+static const char TAG_SCANS_SQL[] =
+    "UPDATE jobs SET sweep_id = $2::bigint WHERE kind = 'scan' AND state IN ('queued', 'running') "
     "   AND (payload->>'connection_id')::bigint = ANY($1::bigint[]) "
-    "   AND run_at <= now() + interval '30 seconds' ORDER BY id";
+    "   AND run_at <= now() + interval '30 seconds' AND sweep_id IS DISTINCT FROM $2::bigint";
+
+/* The scans waited for, once: kept as the sweep's record, and their number
+ * is the total that progress counts against. */
+static const char SAVE_SCANNING_SQL[] =
+    "UPDATE sweeps s SET phase = 'scanning', failed_ids = $2::bigint[], "
+    "       scans_queued = scans_queued + $3::bigint, scan_jobs = w.ids, "
+    "       scans_waited = cardinality(w.ids) "
+    "  FROM (SELECT coalesce(array_agg(id ORDER BY id), '{}') AS ids FROM jobs "
+    "         WHERE sweep_id = $1::bigint AND kind = 'scan' AND state IN ('queued', 'running') "
+    "           AND run_at <= now() + interval '30 seconds') w "
+    " WHERE s.id = $1::bigint AND s.phase = 'syncing' RETURNING s.scans_waited";
 
 /* Whoever ran a sync (here or a server), its final state decides. */
 static const char FAILED_SQL[] =
@@ -385,9 +416,9 @@ static int enqueue_scans(hgf_store *s, const sweep_row *w, const int64_t *ok, in
     id_text(w->o.rescan_after_s, rescan, sizeof rescan);
     id_text(w->o.active_within_s, active, sizeof active);
     snprintf(prio, sizeof prio, "%d", HGF_SWEEP_SCAN_PRIORITY);
-    const char *more[] = {rescan, active, prio};
+    const char *more[] = {rescan, active, prio, w->ids};
     PGresult *r = NULL;
-    int rc = exec_with_ids(s, ENQUEUE_SCANS_SQL, ok, n_ok, more, 3, &r, err);
+    int rc = exec_with_ids(s, ENQUEUE_SCANS_SQL, ok, n_ok, more, 4, &r, err);
     if (rc)
         return rc;
     *queued = strtol(PQgetvalue(r, 0, 0), NULL, 10);
@@ -395,21 +426,30 @@ static int enqueue_scans(hgf_store *s, const sweep_row *w, const int64_t *ok, in
     return 0;
 }
 
-static int save_scanning(hgf_store *s, const sweep_row *w, const int64_t *scans, int n_scans,
-                         long queued, hgf_err *err)
+static int tag_scans(hgf_store *s, const sweep_row *w, const int64_t *ok, int n_ok, hgf_err *err)
 {
-    hgf_buf f = HGF_BUF_INIT, j = HGF_BUF_INIT;
+    const char *more[] = {w->ids};
+    PGresult *r = NULL;
+    int rc = exec_with_ids(s, TAG_SCANS_SQL, ok, n_ok, more, 1, &r, err);
+    PQclear(r);
+    return rc;
+}
+
+/* *waited: the scans the scanning phase waits for; 0 when another runner of
+ * this step had already moved the phase on. */
+static int save_scanning(hgf_store *s, const sweep_row *w, long queued, long *waited,
+                         hgf_err *err)
+{
+    hgf_buf f = HGF_BUF_INIT;
     hgf_jobs_id_array(w->failed, w->n_failed, &f);
-    hgf_jobs_id_array(scans, n_scans, &j);
     char q[24];
     id_text(queued, q, sizeof q);
-    const char *p[] = {w->ids, hgf_buf_str(&f), hgf_buf_str(&j), q};
-    int rc = exec_update(s, "UPDATE sweeps SET phase = 'scanning', failed_ids = $2::bigint[], "
-                            "scan_jobs = $3::bigint[], scans_queued = scans_queued + $4::bigint "
-                            "WHERE id = $1 AND phase = 'syncing'",
-                         4, p, err);
+    const char *p[] = {w->ids, hgf_buf_str(&f), q};
+    PGresult *r = NULL;
+    int rc = hgf_store_exec(s, SAVE_SCANNING_SQL, 3, p, &r, err);
     hgf_buf_free(&f);
-    hgf_buf_free(&j);
+    *waited = !rc && PQntuples(r) == 1 ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
     return rc;
 }
 
@@ -420,22 +460,21 @@ static int phase_scans(hgf_store *s, sweep_row *w, hgf_err *err)
     w->failed = NULL;
     if (!rc)
         rc = ids_query(s, FAILED_SQL, w->syncs, w->n_syncs, &w->failed, &w->n_failed, err);
-    int64_t *ok = NULL, *scans = NULL;
-    int n_ok = 0, n_scans = 0;
-    long queued = 0;
+    int64_t *ok = NULL;
+    int n_ok = 0;
+    long queued = 0, waited = 0;
     if (!rc)
         rc = ok_connections(w, &ok, &n_ok, err);
     if (!rc)
         rc = enqueue_scans(s, w, ok, n_ok, &queued, err);
     if (!rc)
-        rc = ids_query(s, LIVE_SCANS_SQL, ok, n_ok, &scans, &n_scans, err);
+        rc = tag_scans(s, w, ok, n_ok, err);
     if (!rc)
-        rc = save_scanning(s, w, scans, n_scans, queued, err);
+        rc = save_scanning(s, w, queued, &waited, err);
     if (!rc)
         hgf_log_info("sweep.scanning", "sweep=%s failed_connections=%d scans_queued=%ld "
-                     "scans_waited_for=%d", w->ids, w->n_failed, queued, n_scans);
+                     "scans_waited_for=%ld", w->ids, w->n_failed, queued, waited);
     free(ok);
-    free(scans);
     return rc;
 }
 
@@ -511,13 +550,13 @@ static json_t *step_result(const sweep_row *w)
 /* One phase forward, or *waiting when the phase's jobs are still live. */
 static int advance(hgf_store *s, sweep_row *w, int *waiting, hgf_err *err)
 {
-    long live = 0;
+    int live = 0;
     *waiting = 0;
     if (!strcmp(w->phase, "start"))
         return phase_start(s, w, err);
-    int rc = count_live(s, w, &live, err);
-    if (rc || live > 0) {
-        *waiting = live > 0;
+    int rc = any_live(s, w, &live, err);
+    if (rc || live) {
+        *waiting = live;
         return rc;
     }
     return !strcmp(w->phase, "syncing") ? phase_scans(s, w, err) : phase_finish(s, w, err);

@@ -25,7 +25,10 @@ typedef struct waiter {
     char status[16];
     int job_live;
     int64_t last_watch_ms, last_progress_ms;
-    char last_line[256];
+    char syncs[160];          /* the progress line's sync part... */
+    char throttles[24];
+    int syncs_final;          /* ...final once the scans began: not asked again */
+    char last_line[320];
 } waiter;
 
 static const char HEAD_SQL[] =
@@ -33,48 +36,89 @@ static const char HEAD_SQL[] =
     "                                    AND j.state IN ('queued', 'running')) "
     "  FROM sweeps s WHERE s.id = $1";
 
+/* The phase's live jobs, found through their tag (the jobs_sweep_live
+ * index): what the sweep waits for is what the pool may claim. */
 static const char IDS_SQL[] =
-    "SELECT (CASE phase WHEN 'syncing' THEN sync_jobs WHEN 'scanning' THEN scan_jobs "
-    "        ELSE '{}' END)::text FROM sweeps WHERE id = $1";
+    "SELECT id FROM jobs WHERE sweep_id = $1::bigint AND kind = $2::text "
+    "   AND state IN ('queued', 'running') ORDER BY id";
 
-static const char PROGRESS_SQL[] =
-    "SELECT cardinality(s.connection_ids), y.done, y.failed, y.images, y.throttles, "
-    "       cardinality(s.scan_jobs), z.done, z.failed "
+/* At most a few thousand syncs: cheap, and final once the phase is past
+ * syncing, when it is no longer asked. */
+static const char SYNC_PROGRESS_SQL[] =
+    "SELECT s.phase IN ('scanning', 'done'), cardinality(s.connection_ids), y.done, y.failed, "
+    "       y.images, y.throttles "
     "  FROM sweeps s, "
     "  LATERAL (SELECT count(*) FILTER (WHERE state IN ('done', 'failed')) AS done, "
     "                  count(*) FILTER (WHERE state = 'failed') AS failed, "
     "                  coalesce(sum((result->>'images')::bigint), 0) AS images, "
     "                  coalesce(sum((result->>'throttles')::bigint), 0) AS throttles "
-    "             FROM jobs WHERE id = ANY(s.sync_jobs)) y, "
-    "  LATERAL (SELECT count(*) FILTER (WHERE state IN ('done', 'failed')) AS done, "
-    "                  count(*) FILTER (WHERE state = 'failed') AS failed "
-    "             FROM jobs WHERE id = ANY(s.scan_jobs)) z "
+    "             FROM jobs WHERE id = ANY(s.sync_jobs)) y "
+    " WHERE s.id = $1";
+
+/* Asked every second through up to a million scans: it reads only the
+ * partial indexes of live and failed tagged jobs, and the total stored when
+ * the scanning phase began, never scan_jobs. */
+static const char SCAN_PROGRESS_SQL[] =
+    "SELECT s.scans_waited, greatest(s.scans_waited - l.n, 0), f.n "
+    "  FROM sweeps s, "
+    "  LATERAL (SELECT count(*) AS n FROM jobs j WHERE j.sweep_id = s.id AND j.kind = 'scan' "
+    "              AND j.state IN ('queued', 'running')) l, "
+    "  LATERAL (SELECT count(*) AS n FROM jobs j WHERE j.sweep_id = s.id AND j.kind = 'scan' "
+    "              AND j.state = 'failed') f "
     " WHERE s.id = $1";
 
 /* ---- progress ----------------------------------------------------------- */
 
-/* A line when the numbers changed, at most one a second unless forced. */
+/* w->syncs and w->throttles; kept once the syncs are all over. */
+static int sync_progress(waiter *w)
+{
+    if (w->syncs_final)
+        return 0;
+    const char *p[] = {w->ids};
+    PGresult *r = NULL;
+    hgf_err e;
+    if (hgf_store_exec(w->rt->store, SYNC_PROGRESS_SQL, 1, p, &r, &e) || PQntuples(r) != 1) {
+        PQclear(r);
+        return -1;
+    }
+#define V(c) PQgetvalue(r, 0, c)
+    snprintf(w->syncs, sizeof w->syncs, "connections %s/%s (%s failed), images %s", V(2), V(1),
+             V(3), V(4));
+    snprintf(w->throttles, sizeof w->throttles, "%s", V(5));
+#undef V
+    w->syncs_final = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    return 0;
+}
+
+static int scan_progress(waiter *w, char *out, size_t n)
+{
+    const char *p[] = {w->ids};
+    PGresult *r = NULL;
+    hgf_err e;
+    if (hgf_store_exec(w->rt->store, SCAN_PROGRESS_SQL, 1, p, &r, &e) || PQntuples(r) != 1) {
+        PQclear(r);
+        return -1;
+    }
+    snprintf(out, n, "scans %s/%s (%s failed)", PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 0),
+             PQgetvalue(r, 0, 2));
+    PQclear(r);
+    return 0;
+}
+
+/* A line when the numbers changed, at most one a second unless forced.
+ * Progress is best effort: the watch reports real failures. */
 static void print_progress(waiter *w, int force)
 {
     int64_t now = hgf_time_now_ms();
     if (!w->show || (!force && now - w->last_progress_ms < PROGRESS_EVERY_MS))
         return;
     w->last_progress_ms = now;
-    const char *p[] = {w->ids};
-    PGresult *r = NULL;
-    hgf_err e;
-    if (hgf_store_exec(w->rt->store, PROGRESS_SQL, 1, p, &r, &e) || PQntuples(r) != 1) {
-        PQclear(r);
-        return; /* progress is best effort; the watch reports real failures */
-    }
-#define V(c) PQgetvalue(r, 0, c)
-    char line[256];
-    snprintf(line, sizeof line,
-             "sweep: connections %s/%s (%s failed), images %s, scans %s/%s (%s failed), "
-             "throttles %s\n",
-             V(1), V(0), V(2), V(3), V(6), V(5), V(7), V(4));
-#undef V
-    PQclear(r);
+    char scans[96];
+    if (sync_progress(w) || scan_progress(w, scans, sizeof scans))
+        return;
+    char line[320];
+    snprintf(line, sizeof line, "sweep: %s, %s, throttles %s\n", w->syncs, scans, w->throttles);
     if (strcmp(line, w->last_line))
         fputs(line, stderr);
     snprintf(w->last_line, sizeof w->last_line, "%s", line);
@@ -85,29 +129,21 @@ static void print_progress(waiter *w, int force)
 /* The pool claims the sweep job plus the jobs its current phase waits for. */
 static int follow_phase(hgf_worker_pool *p, waiter *w, hgf_err *err)
 {
-    const char *prm[] = {w->ids};
+    int waits = !strcmp(w->phase, "syncing") || !strcmp(w->phase, "scanning");
+    const char *prm[] = {w->ids, !strcmp(w->phase, "syncing") ? "sync" : "scan"};
     PGresult *r = NULL;
-    int rc = hgf_store_exec(w->rt->store, IDS_SQL, 1, prm, &r, err);
+    int rc = waits ? hgf_store_exec(w->rt->store, IDS_SQL, 2, prm, &r, err) : 0;
     if (rc)
         return rc;
-    const char *text = PQntuples(r) ? PQgetvalue(r, 0, 0) : "{}";
-    int slots = 2;
-    for (const char *c = text; *c; c++)
-        slots += *c == ',';
-    int64_t *ids = malloc(sizeof *ids * (size_t)slots);
-    int n = 0;
+    int n = r ? PQntuples(r) : 0;
+    int64_t *ids = malloc(sizeof *ids * (size_t)(n + 1));
     if (ids) {
-        ids[n++] = w->job_id;
-        for (const char *c = text; *c;) {
-            char *end;
-            long long v = strtoll(c, &end, 10);
-            if (end != c)
-                ids[n++] = v;
-            c = end != c ? end : c + 1;
-        }
+        ids[0] = w->job_id;
+        for (int i = 0; i < n; i++)
+            ids[i + 1] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
     }
     PQclear(r);
-    rc = ids ? hgf_worker_pool_set_ids(p, ids, n) : HGF_ENOMEM;
+    rc = ids ? hgf_worker_pool_set_ids(p, ids, n + 1) : HGF_ENOMEM;
     free(ids);
     return rc ? hgf_err_set(err, rc, "out of memory") : 0;
 }
