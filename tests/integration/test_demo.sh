@@ -6,10 +6,20 @@ set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-before=$(find /tmp -maxdepth 1 -name 'hgfleet-demo-??????' | wc -l)
+tmp=$(hgf_tmpdir)
+# The demo's cluster lives in /tmp/hgfleet-demo-XXXXXX, and other demos may
+# run meanwhile (the sanitized suite runs beside the normal one), so the
+# checks below look at this demo's directory only. It is the directory of the
+# scenario the demo hands ecrsim, which this wrapper records.
+cat >"$tmp/ecrsim" <<EOF
+#!/usr/bin/env bash
+printf '%s\\n' "\$*" >>"$tmp/ecrsim.args"
+exec "$ECRSIM_BIN" "\$@"
+EOF
+chmod +x "$tmp/ecrsim"
 # 6 accounts: the third's role does not trust the demo's user, the sixth's
 # lacks ecr:DescribeImages; a seventh account is suspended.
-hgf_expect_exit 0 env -u HGFLEET_DATABASE_URL ECRSIM_BIN="$ECRSIM_BIN" \
+hgf_expect_exit 0 env -u HGFLEET_DATABASE_URL ECRSIM_BIN="$tmp/ecrsim" \
   "$HGFLEET_BIN" demo --accounts 6 --regions us-east-1,eu-west-1
 echo "$HGF_OUT"
 hgf_assert_contains "$HGF_OUT" "discovered through AWS Organizations (SIMULATED): 7 accounts, 12 connections created, 1 skipped" \
@@ -42,7 +52,8 @@ assert r["totals"]["images_scanned"] == r["totals"]["images"] > 0, r["totals"]
 assert list(csv.reader(open(f"{d}/sweep.csv")))
 assert "<html" in open(f"{d}/sweep.html").read().lower()
 PY
-after=$(find /tmp -maxdepth 1 -name 'hgfleet-demo-??????' | wc -l)
-hgf_assert_eq "$before" "$after" "the throwaway cluster directory is removed"
-if pgrep -f 'hgfleet-demo-' >/dev/null; then hgf_fail "a demo PostgreSQL is still running"; fi
+cluster=$(sed -n 's|.*--scenario \(/tmp/hgfleet-demo-[A-Za-z0-9]\{6\}\)/iam\.json.*|\1|p' "$tmp/ecrsim.args")
+[[ -n $cluster ]] || hgf_fail "the demo ran ecrsim without a scenario in its directory: $(cat "$tmp/ecrsim.args")"
+[[ ! -e $cluster ]] || hgf_fail "the throwaway cluster directory $cluster is left behind"
+if pgrep -f "$cluster" >/dev/null; then hgf_fail "the demo's PostgreSQL ($cluster) is still running"; fi
 echo "PASS: demo"
