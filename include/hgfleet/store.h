@@ -43,9 +43,10 @@ typedef void (*hgf_store_cb)(PGresult *res, const hgf_err *err, void *arg);
  * HGF_EDB and a message naming the host, port and database tried, never a
  * password. */
 hgf_store *hgf_store_open(struct ev_loop *loop, const char *conninfo, hgf_err *err);
-/* Starts n more connections for hgf_store_query_bulk, connecting in the
- * background (and reconnecting like the main one). HGF_ENOMEM on failure. */
-int hgf_store_add_bulk(hgf_store *s, int n);
+/* Asks for n more connections for hgf_store_query_bulk. They are made at the
+ * first bulk query, in the background (its statement goes to the main
+ * connection until one is up), and reconnect like the main one. */
+void hgf_store_add_bulk(hgf_store *s, int n);
 /* Fails every pending query's callback with HGF_EDB, then closes. */
 void hgf_store_close(hgf_store *s);
 

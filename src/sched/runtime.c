@@ -24,13 +24,7 @@ int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err)
         rt->metrics = NULL;
         return err ? err->code : HGF_EDB;
     }
-    if (hgf_store_add_bulk(rt->store, cfg->db_connections - 1)) {
-        hgf_store_close(rt->store);
-        hgf_metrics_free(rt->metrics);
-        rt->store = NULL;
-        rt->metrics = NULL;
-        return hgf_err_set(err, HGF_ENOMEM, "out of memory");
-    }
+    hgf_store_add_bulk(rt->store, cfg->db_connections - 1);
     hgf_http_opts o = {.max_total = cfg->total_inflight,
                        .max_per_key = cfg->per_registry_inflight,
                        .ca_bundle = cfg->ca_bundle};

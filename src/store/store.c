@@ -50,6 +50,7 @@ struct hgf_store {
     char *conninfo;
     link **links;          /* each link apart: libev holds its watchers by address */
     int nlinks;
+    int bulk_wanted;       /* bulk links to start at the first bulk query */
     long rows_written;
     listener *listeners;
     int n_listeners;
@@ -384,10 +385,17 @@ hgf_store *hgf_store_open(struct ev_loop *loop, const char *conninfo, hgf_err *e
     return s;
 }
 
-int hgf_store_add_bulk(hgf_store *s, int n)
+void hgf_store_add_bulk(hgf_store *s, int n)
 {
-    if (n <= 0)
-        return 0;
+    s->bulk_wanted = n > 0 ? n : 0;
+}
+
+/* Bulk links are made at the first bulk query, so a short CLI command that
+ * sends none never opens them (a backend each on the server). */
+static int start_bulk(hgf_store *s)
+{
+    int n = s->bulk_wanted;
+    s->bulk_wanted = 0;
     link **more = realloc(s->links, (size_t)(s->nlinks + n) * sizeof *more);
     if (!more)
         return HGF_ENOMEM;
@@ -530,6 +538,8 @@ static link *pick_bulk(hgf_store *s)
 int hgf_store_query_bulk(hgf_store *s, const char *sql, int nparams, const char *const *params,
                          hgf_store_cb cb, void *arg)
 {
+    if (s->bulk_wanted && start_bulk(s))
+        hgf_log_warn("store.bulk", "%s: out of memory for bulk connections", s->where);
     return link_send(pick_bulk(s), sql, nparams, params, cb, arg);
 }
 
