@@ -105,15 +105,20 @@ static void report_outcome(scan_job *j, const hgf_err *db_err)
 
 static void on_recorded(PGresult *res, const hgf_err *err, void *arg)
 {
+    hgf_err e;
     if (!err && res && PQresultStatus(res) != PGRES_COMMAND_OK) {
-        hgf_err e;
         hgf_store_check(res, &e);
         PQclear(res);
         report_outcome(arg, &e);
         return;
     }
+    /* No row: the job's lease passed to another run (its lease expired while
+     * the database was away); that run's result is the one that counts. */
+    int fenced = !err && res && !strcmp(PQcmdTuples(res), "0");
     PQclear(res);
-    report_outcome(arg, err);
+    if (fenced)
+        hgf_err_set(&e, HGF_EDB, "scan result not stored: this job's lease has passed to another run");
+    report_outcome(arg, fenced ? &e : err);
 }
 
 static void finish(scan_job *j, const char *status, const hgf_err *err, int retry,
@@ -147,12 +152,17 @@ static void finish(scan_job *j, const char *status, const hgf_err *err, int retr
                              "WHERE id = $1",
                              1, q, ignore, NULL);
     }
-    const char *p[] = {sid, status, sum_text, rep_text, err ? err->msg : NULL};
+    const char *p[] = {sid, status, sum_text, rep_text, err ? err->msg : NULL, j->rt->owner};
+    /* Fenced by the lease: a run whose job was taken over (its lease expired
+     * during a database outage while it scanned) stores nothing, so a digest
+     * is never stored as scanned twice. */
     int rc = hgf_store_query_bulk(j->rt->store,
                                   "UPDATE scans SET status = $2, finished_at = now(), "
                                   "summary = $3::jsonb, report = $4::jsonb, error = $5 "
-                                  "WHERE id = $1",
-                                  5, p, on_recorded, j);
+                                  "WHERE id = $1 AND (scans.job_id IS NULL OR EXISTS "
+                                  "(SELECT 1 FROM jobs WHERE jobs.id = scans.job_id "
+                                  "AND jobs.state = 'running' AND jobs.lease_owner = $6))",
+                                  6, p, on_recorded, j);
     free(sum_text);
     free(rep_text);
     if (rc) {
