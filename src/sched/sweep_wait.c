@@ -69,18 +69,28 @@ static const char SCAN_PROGRESS_SQL[] =
 
 /* ---- progress ----------------------------------------------------------- */
 
+/* The one row a progress statement returns for this sweep, or NULL (progress
+ * is best effort). The caller PQclears it. */
+static PGresult *progress_row(waiter *w, const char *sql)
+{
+    const char *p[] = {w->ids};
+    PGresult *r = NULL;
+    hgf_err e;
+    if (hgf_store_exec(w->rt->store, sql, 1, p, &r, &e) || PQntuples(r) != 1) {
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
 /* w->syncs and w->throttles; kept once the syncs are all over. */
 static int sync_progress(waiter *w)
 {
     if (w->syncs_final)
         return 0;
-    const char *p[] = {w->ids};
-    PGresult *r = NULL;
-    hgf_err e;
-    if (hgf_store_exec(w->rt->store, SYNC_PROGRESS_SQL, 1, p, &r, &e) || PQntuples(r) != 1) {
-        PQclear(r);
+    PGresult *r = progress_row(w, SYNC_PROGRESS_SQL);
+    if (!r)
         return -1;
-    }
 #define V(c) PQgetvalue(r, 0, c)
     snprintf(w->syncs, sizeof w->syncs, "connections %s/%s (%s failed), images %s", V(2), V(1),
              V(3), V(4));
@@ -93,13 +103,9 @@ static int sync_progress(waiter *w)
 
 static int scan_progress(waiter *w, char *out, size_t n)
 {
-    const char *p[] = {w->ids};
-    PGresult *r = NULL;
-    hgf_err e;
-    if (hgf_store_exec(w->rt->store, SCAN_PROGRESS_SQL, 1, p, &r, &e) || PQntuples(r) != 1) {
-        PQclear(r);
+    PGresult *r = progress_row(w, SCAN_PROGRESS_SQL);
+    if (!r)
         return -1;
-    }
     snprintf(out, n, "scans %s/%s (%s failed)", PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 0),
              PQgetvalue(r, 0, 2));
     PQclear(r);
