@@ -145,24 +145,21 @@ static void finish(scan_job *j, const char *status, const hgf_err *err, int retr
     j->fin_result = scan_result(j, status);
     if (summary)
         json_object_set_new(j->fin_result, "summary", summary);
-    if (!strcmp(status, "skipped")) {
-        const char *q[] = {iid};
-        hgf_store_query_bulk(j->rt->store,
-                             "UPDATE images SET deleted_at = coalesce(deleted_at, now()) "
-                             "WHERE id = $1",
-                             1, q, ignore, NULL);
-    }
-    const char *p[] = {sid, status, sum_text, rep_text, err ? err->msg : NULL, j->rt->owner};
-    /* Fenced by the lease: a run whose job was taken over (its lease expired
-     * during a database outage while it scanned) stores nothing, so a digest
-     * is never stored as scanned twice. */
+    const char *p[] = {sid, status, sum_text, rep_text, err ? err->msg : NULL, j->rt->owner, iid};
+    /* One statement: a vanished image is marked deleted before the outcome
+     * is reported (two bulk statements could commit in either order). The
+     * scan row is fenced by the lease: a run whose job was taken over (its
+     * lease expired during a database outage while it scanned) stores
+     * nothing, so a digest is never stored as scanned twice. */
     int rc = hgf_store_query_bulk(j->rt->store,
+                                  "WITH gone AS (UPDATE images SET deleted_at = "
+                                  "coalesce(deleted_at, now()) WHERE id = $7 AND $2 = 'skipped') "
                                   "UPDATE scans SET status = $2, finished_at = now(), "
                                   "summary = $3::jsonb, report = $4::jsonb, error = $5 "
                                   "WHERE id = $1 AND (scans.job_id IS NULL OR EXISTS "
                                   "(SELECT 1 FROM jobs WHERE jobs.id = scans.job_id "
                                   "AND jobs.state = 'running' AND jobs.lease_owner = $6))",
-                                  6, p, on_recorded, j);
+                                  7, p, on_recorded, j);
     free(sum_text);
     free(rep_text);
     if (rc) {
