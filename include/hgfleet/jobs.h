@@ -44,7 +44,7 @@ typedef struct hgf_jobs_claim_opts {
     int lease_seconds;
     const char *const *kinds;  /* claim only these kinds (those this process can run) */
     int n_kinds;
-    const int64_t *ids;        /* and only among these, or NULL for any */
+    const int64_t *ids;        /* and only among these (but see below), or NULL for any */
     int n_ids;
     int limit;                 /* jobs of any priority */
     int ahead;                 /* and up to this many more of at least ahead_min_priority */
@@ -56,7 +56,11 @@ typedef struct hgf_jobs_claim_opts {
 typedef void (*hgf_jobs_claim_cb)(hgf_job *jobs, int n, const hgf_err *err, void *arg);
 
 /* Asynchronous claim. Returns HGF_EDB at once (no callback) when the store
- * is down. */
+ * is down. A `sweep` job among ids stands for its sweep's work too: while
+ * the sweep runs, the claim also takes the queued jobs its current phase
+ * waits for (those tagged with its sweep_id, of the phase's kind), found
+ * through the tag rather than listed, so `sweep --wait` passes only the
+ * sweep's job however many jobs the sweep has. */
 int hgf_jobs_claim(hgf_store *s, const hgf_jobs_claim_opts *o, hgf_jobs_claim_cb cb, void *arg);
 void hgf_jobs_free(hgf_job *jobs, int n);
 

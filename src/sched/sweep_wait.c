@@ -1,7 +1,8 @@
 /* `sweep --wait`: the sweep job and the syncs and scans it queues, worked
- * in this process by a worker pool whose set of jobs follows the sweep's
- * phase, with progress read from the database (so it counts the work of
- * every replica, not only this process's). */
+ * in this process by a worker pool limited to the sweep's job, whose claims
+ * bring in the jobs of the sweep's current phase (hgf_jobs_claim), with
+ * progress read from the database (so it counts the work of every replica,
+ * not only this process's). */
 #include "hgfleet/sweep.h"
 #include "hgfleet/jobs.h"
 #include "hgfleet/log.h"
@@ -21,7 +22,6 @@ typedef struct waiter {
     int64_t job_id;
     char ids[24];
     int show;
-    char phase[16];           /* whose jobs the pool claims now */
     char status[16];
     int job_live;
     int64_t last_watch_ms, last_progress_ms;
@@ -32,15 +32,9 @@ typedef struct waiter {
 } waiter;
 
 static const char HEAD_SQL[] =
-    "SELECT s.status, s.phase, EXISTS (SELECT 1 FROM jobs j WHERE j.id = s.job_id "
-    "                                    AND j.state IN ('queued', 'running')) "
+    "SELECT s.status, EXISTS (SELECT 1 FROM jobs j WHERE j.id = s.job_id "
+    "                           AND j.state IN ('queued', 'running')) "
     "  FROM sweeps s WHERE s.id = $1";
-
-/* The phase's live jobs, found through their tag (the jobs_sweep_live
- * index): what the sweep waits for is what the pool may claim. */
-static const char IDS_SQL[] =
-    "SELECT id FROM jobs WHERE sweep_id = $1::bigint AND kind = $2::text "
-    "   AND state IN ('queued', 'running') ORDER BY id";
 
 /* At most a few thousand syncs: cheap, and final once the phase is past
  * syncing, when it is no longer asked. */
@@ -132,29 +126,7 @@ static void print_progress(waiter *w, int force)
 
 /* ---- the watch ---------------------------------------------------------- */
 
-/* The pool claims the sweep job plus the jobs its current phase waits for. */
-static int follow_phase(hgf_worker_pool *p, waiter *w, hgf_err *err)
-{
-    int waits = !strcmp(w->phase, "syncing") || !strcmp(w->phase, "scanning");
-    const char *prm[] = {w->ids, !strcmp(w->phase, "syncing") ? "sync" : "scan"};
-    PGresult *r = NULL;
-    int rc = waits ? hgf_store_exec(w->rt->store, IDS_SQL, 2, prm, &r, err) : 0;
-    if (rc)
-        return rc;
-    int n = r ? PQntuples(r) : 0;
-    int64_t *ids = malloc(sizeof *ids * (size_t)(n + 1));
-    if (ids) {
-        ids[0] = w->job_id;
-        for (int i = 0; i < n; i++)
-            ids[i + 1] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
-    }
-    PQclear(r);
-    rc = ids ? hgf_worker_pool_set_ids(p, ids, n + 1) : HGF_ENOMEM;
-    free(ids);
-    return rc ? hgf_err_set(err, rc, "out of memory") : 0;
-}
-
-static int read_head(waiter *w, char *phase, size_t n, hgf_err *err)
+static int read_head(waiter *w, hgf_err *err)
 {
     const char *p[] = {w->ids};
     PGresult *r = NULL;
@@ -166,8 +138,7 @@ static int read_head(waiter *w, char *phase, size_t n, hgf_err *err)
         return hgf_err_set(err, HGF_ENOTFOUND, "sweep %s does not exist", w->ids);
     }
     snprintf(w->status, sizeof w->status, "%s", PQgetvalue(r, 0, 0));
-    snprintf(phase, n, "%s", PQgetvalue(r, 0, 1));
-    w->job_live = PQgetvalue(r, 0, 2)[0] == 't';
+    w->job_live = PQgetvalue(r, 0, 1)[0] == 't';
     PQclear(r);
     return 0;
 }
@@ -179,15 +150,9 @@ static int watch(hgf_worker_pool *p, void *arg, hgf_err *err)
     if (now - w->last_watch_ms < WATCH_EVERY_MS)
         return 1;
     w->last_watch_ms = now;
-    char phase[16];
-    int rc = read_head(w, phase, sizeof phase, err);
+    int rc = read_head(w, err);
     if (rc)
         return rc;
-    if (strcmp(phase, w->phase)) {
-        snprintf(w->phase, sizeof w->phase, "%s", phase);
-        if ((rc = follow_phase(p, w, err)))
-            return rc;
-    }
     print_progress(w, 0);
     if (strcmp(w->status, "running"))
         return hgf_worker_pool_busy(p) > 0; /* over: let our last outcomes be recorded */
@@ -222,7 +187,8 @@ int hgf_sweep_wait(hgf_runtime *rt, int64_t id, int64_t job_id, int progress, js
     waiter w = {.rt = rt, .job_id = job_id, .show = progress};
     snprintf(w.ids, sizeof w.ids, "%lld", (long long)id);
     /* Failures are final here, so the sweep sees them now rather than
-     * after a server's retry backoff. */
+     * after a server's retry backoff. The sweep's job alone: the claims add
+     * its phase's jobs. */
     hgf_worker_opts o = {.concurrency = rt->cfg->workers, .retry = 0, .ids = &job_id, .n_ids = 1};
     int rc = hgf_worker_drain_while(rt, &o, watch, &w, err);
     if (rc)

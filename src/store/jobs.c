@@ -144,15 +144,34 @@ static int kinds_array(const char *const *kinds, int n, hgf_buf *out)
     "SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now()"               \
     " AND kind = ANY($3::text[]) AND ($4::bigint[] IS NULL OR id = ANY($4))"
 
+/* A sweep's job among $4 (`sweep --wait`) brings in the jobs its current
+ * phase waits for, read through their tag from the jobs_sweep_live index in
+ * its run_at order, never listed as ids: the claim costs the same at ten
+ * scans as at a million. The subqueries hand the index its sweep and kind as
+ * values; a join would leave a sort of every job of the sweep. Phases as in
+ * sql/006; 'start' and 'done' wait for no job. */
+#define SWEEP_PHASE_JOBS                                                                   \
+    " waited AS (SELECT s.id, CASE s.phase WHEN 'syncing' THEN 'sync'"                    \
+    "   WHEN 'scanning' THEN 'scan' END AS kind"                                           \
+    "   FROM jobs j JOIN sweeps s ON s.id = (j.payload->>'sweep_id')::bigint"              \
+    "   WHERE j.id = ANY($4) AND j.kind = 'sweep' AND s.status = 'running' LIMIT 1),"      \
+    " phase_job AS (SELECT id FROM jobs WHERE sweep_id = (SELECT id FROM waited)"          \
+    "   AND kind = (SELECT kind FROM waited) AND state = 'queued' AND run_at <= now()"     \
+    "   AND kind = ANY($3::text[]) ORDER BY run_at LIMIT $5::int FOR UPDATE SKIP LOCKED)"
+
+/* phase_job fills what any_job left of the $5, and only the rows read from
+ * it are locked. */
 static const char CLAIM_SQL[] =
     "WITH any_job AS (" CLAIMABLE " ORDER BY priority DESC, run_at, id LIMIT $5::int"
     " FOR UPDATE SKIP LOCKED),"
     " urgent AS (" CLAIMABLE " AND priority >= $7::int ORDER BY priority DESC, run_at, id"
-    " LIMIT $5::int + $6::int FOR UPDATE SKIP LOCKED)"
+    " LIMIT $5::int + $6::int FOR UPDATE SKIP LOCKED),"
+    SWEEP_PHASE_JOBS
     " UPDATE jobs SET state = 'running', lease_owner = $1, attempts = attempts + 1,"
     " lease_expires_at = now() + make_interval(secs => $2::int), updated_at = now(),"
     " claimed_at = coalesce(claimed_at, clock_timestamp())"
-    " WHERE id IN (SELECT id FROM any_job UNION SELECT id FROM urgent)"
+    " WHERE id IN (SELECT id FROM any_job UNION SELECT id FROM urgent"
+    " UNION (SELECT id FROM phase_job LIMIT $5::int - (SELECT count(*) FROM any_job)))"
     " RETURNING id, kind, payload::text, attempts, max_attempts, priority";
 
 int hgf_jobs_claim(hgf_store *s, const hgf_jobs_claim_opts *o, hgf_jobs_claim_cb cb, void *arg)

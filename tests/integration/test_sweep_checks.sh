@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # A sweep's checks stay cheap however many jobs it has (issue #8):
 #  (a) the statements the code runs every second (LIVE_SQL in sweep.c,
-#      SCAN_PROGRESS_SQL and IDS_SQL in sweep_wait.c, read from the sources)
-#      on a sweep of 200,000 finished scan jobs plus 1,000 live ones: their
-#      plans read the jobs_sweep_* indexes, never a Seq Scan of jobs nor the
-#      scan_jobs array, within a buffer budget a walk of the sweep's jobs
-#      exceeds a hundredfold; and their answers are right (a scan parked in
-#      a long backoff is not waited for; a phase waits only for its kind);
+#      SCAN_PROGRESS_SQL in sweep_wait.c, read from the sources) on a sweep
+#      of 200,000 finished scan jobs plus 1,000 live ones: their plans read
+#      the jobs_sweep_* indexes, never a Seq Scan of jobs nor the scan_jobs
+#      array, within a buffer budget a walk of the sweep's jobs exceeds a
+#      hundredfold; and their answers are right (a scan parked in a long
+#      backoff is not waited for; a phase waits only for its kind);
+#  (a') the claim of `sweep --wait`'s pool (CLAIM_SQL in jobs.c), which names
+#      only the sweep's job: on a sweep of 200,000 queued scans it reads
+#      jobs_sweep_live, no Seq Scan of jobs, and no more buffers than for a
+#      sweep of 10 plus a few; it takes the sweep's job and the jobs of its
+#      current phase, and no other sweep's nor the other phase's;
 #  (b) a real `sweep --wait`: every job it waited for carries its sweep id,
 #      a scan still live from an older sweep is taken over and waited for,
 #      and the progress line counts every scan against scans_waited.
@@ -25,27 +30,50 @@ export HGFLEET_DATABASE_URL HGFLEET_MASTER_KEY
 db() { hgf_psql "$HGFLEET_DATABASE_URL" -c "$1"; }
 hgf_expect_exit 0 "$H" migrate
 
-# sql FILE NAME: the C string constant NAME of FILE as one SQL text.
+# sql FILE NAME: the C string constant NAME of FILE as one SQL text, with the
+# string macros it is made of (#define NAME "..." ...) expanded.
 sql() {
   python3 - "$HGF_SOURCE_DIR/$1" "$2" <<'PY'
 import re, sys
 src, name = open(sys.argv[1]).read(), sys.argv[2]
-m = re.search(r'\b%s\[\]\s*=\s*((?:\s*"(?:[^"\\]|\\.)*")+)\s*;' % re.escape(name), src)
+lit = r'"(?:[^"\\]|\\.)*"'
+macros = dict(re.findall(r'^#define\s+(\w+)\s+(.*)$', re.sub(r'\\\n', ' ', src), re.M))
+def text(body):
+    out = []
+    for tok in re.findall(r'%s|\w+' % lit, body):
+        if tok.startswith('"'):
+            out.append(tok[1:-1].encode().decode("unicode_escape"))
+        else:
+            assert tok in macros, "%s: %s is not a string macro" % (name, tok)
+            out.append(text(macros[tok]))
+    return "".join(out)
+m = re.search(r'\b%s\[\]\s*=\s*((?:\s*(?:%s|\w+))+)\s*;' % (re.escape(name), lit), src)
 assert m, "%s not found in %s" % (name, sys.argv[1])
-print("".join(p.encode().decode("unicode_escape")
-              for p in re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))))
+print(text(m.group(1)))
 PY
 }
 live_sql=$(sql src/sched/sweep.c LIVE_SQL)
 progress_sql=$(sql src/sched/sweep_wait.c SCAN_PROGRESS_SQL)
-ids_sql=$(sql src/sched/sweep_wait.c IDS_SQL)
+claim_sql=$(sql src/store/jobs.c CLAIM_SQL)
 
 # --- (a) the statements on a big sweep --------------------------------------
 # Sweep 7 is scanning: 200,000 scans finished (50 failed), 1,000 live spread
 # over the table (1 in 201), one parked in a 1 h backoff; sweep 6, older,
-# has 50,000 done scans; 20,000 untagged jobs, 2,000 of them queued.
+# has 50,000 done scans; 20,000 untagged jobs, 2,000 of them queued. For the
+# claim: sweep 9, scanning, with 200,000 queued scans; sweep 10, scanning,
+# with 10 queued scans and 5 syncs still tagged from its syncing phase; each
+# with its queued sweep job.
 db "INSERT INTO sweeps (id, requested_by, status, phase) VALUES
-      (6, 'test', 'failed', 'done'), (7, 'test', 'running', 'scanning');
+      (6, 'test', 'failed', 'done'), (7, 'test', 'running', 'scanning'),
+      (9, 'test', 'running', 'scanning'), (10, 'test', 'running', 'scanning');
+    INSERT INTO jobs (kind, payload, priority)
+    SELECT 'sweep', jsonb_build_object('sweep_id', s), 20 FROM unnest('{9,10}'::int[]) s;
+    INSERT INTO jobs (kind, state, sweep_id, dedup_key, run_at)
+    SELECT 'scan', 'queued', 9, 'scan:n/' || g, now() FROM generate_series(1, 200000) g;
+    INSERT INTO jobs (kind, state, sweep_id, dedup_key, run_at)
+    SELECT 'scan', 'queued', 10, 'scan:s/' || g, now() FROM generate_series(1, 10) g;
+    INSERT INTO jobs (kind, state, sweep_id, dedup_key, run_at)
+    SELECT 'sync', 'queued', 10, 'sync:' || g, now() FROM generate_series(1, 5) g;
     INSERT INTO jobs (kind, state, sweep_id, dedup_key, run_at)
     SELECT 'scan', CASE WHEN g % 201 = 0 THEN 'queued' WHEN g % 4020 = 1 THEN 'failed'
                         ELSE 'done' END, 7, 'scan:t/' || g, now()
@@ -105,7 +133,6 @@ for mode, line in zip(("custom", "generic"), sys.stdin.read().splitlines()):
 # (index-only once vacuumed, at most one heap page each otherwise).
 explain live "bigint, text" "$live_sql" "7, 'scan'" | check "live check" 20 jobs_sweep_live
 explain progress bigint "$progress_sql" 7 | check "scan progress" 1500 jobs_sweep_live,jobs_sweep_failed
-explain ids "bigint, text" "$ids_sql" "7, 'scan'" | check "phase ids" 1500 jobs_sweep_live
 
 # The answers.
 run() { db "PREPARE q($1) AS $2; EXECUTE q($3);"; }
@@ -113,7 +140,6 @@ live() { [[ -n $(run "bigint, text" "$live_sql" "$1, '$2'") ]] && echo t || echo
 hgf_assert_eq t "$(live 7 scan)" "live scans are waited for"
 hgf_assert_eq "201001|200000|50" "$(run bigint "$progress_sql" 7 | tr -d '\n')" \
   "progress: every scan counted, the 1,001 live ones (one parked) not finished"
-hgf_assert_eq 1001 "$(run "bigint, text" "$ids_sql" "7, 'scan'" | wc -l)" "the pool's ids are the live scans"
 hgf_assert_eq f "$(live 7 sync)" "the syncing phase waits for no scan"
 db "UPDATE jobs SET state = 'done' WHERE sweep_id = 7 AND state = 'queued' AND run_at <= now()" >/dev/null
 hgf_assert_eq f "$(live 7 scan)" "a scan parked in a 1 h backoff is not waited for"
@@ -123,6 +149,53 @@ db "INSERT INTO jobs (kind, state, sweep_id) VALUES ('sync', 'queued', 8)" >/dev
 db "UPDATE jobs SET run_at = now() + interval '1 hour' WHERE sweep_id = 8" >/dev/null
 hgf_assert_eq "t f" "$(live 8 sync) $(live 8 scan)" \
   "a live sync is waited for in the syncing phase only, even in a long backoff"
+
+# --- (a') the claim of `sweep --wait`'s pool ----------------------------------
+job9=$(db "select id from jobs where kind = 'sweep' and payload->>'sweep_id' = '9'")
+job10=$(db "select id from jobs where kind = 'sweep' and payload->>'sweep_id' = '10'")
+claim_types="text, int, text[], bigint[], int, int, int"
+# claim_args JOB LIMIT: the parameters the pool of `sweep --wait` on JOB sends.
+claim_args() { printf "'test', 60, '{sync,scan,sweep}', '{%s}', %s, 0, 10" "$1" "$2"; }
+
+# The plan of a claim of 4, rolled back. Only the custom plan: the claim is
+# sent unnamed (PQsendQueryParams), so it is always planned with its values.
+claim_plan() {
+  db "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan;
+      PREPARE c($claim_types) AS $claim_sql;
+      EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE c($(claim_args "$1" 4));
+      ROLLBACK;" | tr -d '\n'
+}
+# Reading the jobs of sweep 9 at all (one index entry and one heap tuple of
+# each) would take thousands of buffers; a claim reads a few pages of each
+# index it probes and the rows it takes.
+small=$(claim_plan "$job10" | check "claim, sweep of 10 scans" 200 jobs_sweep_live)
+big=$(claim_plan "$job9" | check "claim, sweep of 200,000 scans" 200 jobs_sweep_live)
+printf '%s\n%s\n' "$small" "$big"
+b_small=$(sed -E 's/.*: ([0-9]+) buffers.*/\1/' <<<"$small")
+b_big=$(sed -E 's/.*: ([0-9]+) buffers.*/\1/' <<<"$big")
+(( b_big <= b_small + 20 )) ||
+  hgf_fail "a claim read $b_big buffers on 200,000 scans, $b_small on 10: it grows with the sweep"
+
+# claimed JOB LIMIT [SETUP]: what that claim takes, after SETUP in the same
+# (rolled back) transaction, as "kind|sweep_id|count" lines, sweep_id - for
+# the sweep job.
+claimed() {
+  local ids
+  ids=$(db "BEGIN; ${3:-} PREPARE c($claim_types) AS $claim_sql;
+            EXECUTE c($(claim_args "$1" "$2")); ROLLBACK;" | cut -d'|' -f1 | paste -sd, -)
+  db "SELECT kind, coalesce(sweep_id::text, '-'), count(*) FROM jobs
+       WHERE id IN (${ids:-0}) GROUP BY 1, 2 ORDER BY 1, 2" | tr '\n' ' '
+}
+hgf_assert_eq "scan|9|3 sweep|-|1 " "$(claimed "$job9" 4)" \
+  "a claim of 4 takes the sweep's job and 3 of its scans"
+hgf_assert_eq "scan|9|4 " "$(claimed "$job9" 4 "UPDATE jobs SET run_at = now() + interval '1 minute'
+    WHERE id = $job9;")" "between the sweep's steps, its scans fill the claim"
+hgf_assert_eq "scan|10|10 sweep|-|1 " "$(claimed "$job10" 20)" \
+  "the scanning phase's jobs are its scans, not the syncs still tagged"
+hgf_assert_eq "sweep|-|1 sync|10|5 " "$(claimed "$job10" 20 "UPDATE sweeps SET phase = 'syncing'
+    WHERE id = 10;")" "the syncing phase's jobs are its syncs"
+hgf_assert_eq "sweep|-|1 " "$(claimed "$job10" 20 "UPDATE sweeps SET status = 'failed',
+    phase = 'done' WHERE id = 10;")" "a sweep that ended brings in no job"
 
 # --- (b) a real sweep ---------------------------------------------------------
 HGFLEET_DATABASE_URL=$(hgf_new_db sweep_checks_b)
