@@ -64,6 +64,13 @@ hgf_http *hgf_http_new(struct ev_loop *loop, const hgf_http_opts *opts, hgf_err 
 /* Cancels every queued and running request without calling their callbacks. */
 void hgf_http_free(hgf_http *h);
 
+/* Ends every request now, queued or in flight (and those their callbacks
+ * send meanwhile): each callback runs once, from inside this call, with
+ * transport_error CURLE_ABORTED_BY_CALLBACK, so whoever sent it releases
+ * what it holds for the request. Unlike hgf_http_free, nothing is dropped
+ * unheard; call it while the callers' state is still alive. */
+void hgf_http_cancel_all(hgf_http *h);
+
 /* Queues a request. The callback runs exactly once, from the loop, never from
  * inside hgf_http_send. Returns 0 or HGF_EINPUT/HGF_ENOMEM (then the callback
  * never runs). A body is only allowed with methods other than GET and HEAD.

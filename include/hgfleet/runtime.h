@@ -7,7 +7,6 @@
 #include "hgfleet/config.h"
 #include "hgfleet/credprov.h"
 #include "hgfleet/http.h"
-#include "hgfleet/limiter.h"
 #include "hgfleet/metrics.h"
 #include "hgfleet/scanner.h"
 #include "hgfleet/store.h"
@@ -23,13 +22,17 @@ typedef struct hgf_runtime {
     hgf_awsctl *awsctl;   /* retries, adaptive rate limits, clock skew: one per process */
     hgf_credmgr *creds;   /* shared credential cache: one refresh per role, not per job */
     hgf_scanner *scanner; /* HGFLEET_SCANNER's backend */
-    hgf_limiter *scans;   /* scans at once per registry (HGFLEET_SCANS_PER_REGISTRY) */
     char owner[96];   /* this process's lease owner id: host:pid:random */
 } hgf_runtime;
 
 /* Opens the store and the HTTP client on the default loop. On failure
  * everything opened is closed again and err names what failed. */
 int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err);
+/* Ends every HTTP request still in flight first (hgf_http_cancel_all: their
+ * callbacks run with an error), then frees the scanner, the credential
+ * cache, the AWS controller and the HTTP client, and closes the store (its
+ * pending callbacks run with an error). So whatever those callbacks reach
+ * (jobs, the worker pool, suspended API requests) must outlive this call. */
 void hgf_runtime_close(hgf_runtime *rt);
 
 #endif

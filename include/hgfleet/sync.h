@@ -49,12 +49,27 @@ typedef struct hgf_sync_opts {
     int posture;   /* also fetch and store each repository's policies */
 } hgf_sync_opts;
 
+/* A running sync. It owns itself and frees itself after its callback, until
+ * hgf_sync_cancel hands it to the canceller. */
+typedef struct hgf_sync hgf_sync;
+
 /* A catalog-only sync (no posture). */
 int hgf_sync_start(hgf_runtime *rt, int64_t connection_id, hgf_sync_cb cb, void *arg,
                    hgf_err *err);
-/* opts NULL: as hgf_sync_start. */
+/* opts NULL: as hgf_sync_start. *out (when out is not NULL) is the running
+ * sync, valid until its callback returns or, once cancelled, until
+ * hgf_sync_free. */
 int hgf_sync_start_opts(hgf_runtime *rt, int64_t connection_id, const hgf_sync_opts *opts,
-                        hgf_sync_cb cb, void *arg, hgf_err *err);
+                        hgf_sync_cb cb, void *arg, hgf_sync **out, hgf_err *err);
+
+/* Stops a running sync (from the loop, never from its own callback): its
+ * callback never runs, it sends nothing more, writes nothing more, and what
+ * it still has in flight (HTTP requests, credential fetches, statements)
+ * finds it cancelled when it ends. The caller now owns it and frees it with
+ * hgf_sync_free once none of those can end any more: after
+ * hgf_runtime_close, which ends them all. */
+void hgf_sync_cancel(hgf_sync *s);
+void hgf_sync_free(hgf_sync *s);
 
 /* Reads a sync job's payload {"connection_id": N, "posture"?: bool}.
  * HGF_EINPUT naming the field (job_id in the message) when it is wrong. */
@@ -62,9 +77,9 @@ int hgf_sync_payload(const json_t *payload, int64_t job_id, int64_t *connection_
                      hgf_sync_opts *opts, hgf_err *err);
 
 /* Starts the sync a job's payload asks for: hgf_sync_payload, then
- * hgf_sync_start_opts. What a worker's sync executor calls. */
+ * hgf_sync_start_opts (out as there). What a worker's sync executor calls. */
 int hgf_sync_start_job(hgf_runtime *rt, const json_t *payload, int64_t job_id, hgf_sync_cb cb,
-                       void *arg, hgf_err *err);
+                       void *arg, hgf_sync **out, hgf_err *err);
 
 /* Queues a new connection's first sync (the guide's "Save" step), which
  * collects posture too, so that a sweep started meanwhile, which joins the

@@ -17,6 +17,24 @@
  * Outcomes that cannot be recorded because the database is down are kept and
  * recorded once it is back.
  *
+ * Per-registry bound: at most HGFLEET_SCANS_PER_REGISTRY scans of one
+ * registry (a scan payload's connection_id) run in a pool at once. A scan
+ * over its registry's bound stays claimed but not started: it takes no
+ * worker, the next job of another registry starts instead, and it starts
+ * first (by priority and claim order) when its registry's slot frees. Such
+ * held-back scans do not count against the free workers a claim asks for.
+ *
+ * Sharing a burst: a server pool whose workers are idle with nothing to
+ * claim (and no held-back scan) asks the other pools, at most once a
+ * second, over NOTIFY; a pool holding more claimed-but-unstarted jobs than
+ * it has workers hands half of that surplus back to the queue (no attempt
+ * counted, first claim time kept), then claims nothing ahead for a second,
+ * so the idle pool takes it. A lone server never hands anything back.
+ *
+ * Cancelling: jobs running when hgf_worker_pool_release re-queues them, or
+ * when the pool is freed, are cancelled through their executor (no
+ * callback reaches the pool any more) and freed with the pool.
+ *
  * hgf_worker_drain is what `--wait` commands use: it works the queue beside
  * any running servers until every job in `ids` is finished, by this process
  * or by another replica. hgf_worker_drain_while is the same for work whose
@@ -45,14 +63,21 @@ typedef struct hgf_worker_job hgf_worker_job;
 
 /* Starts `job` (borrowed until the job is done). Returns 0 when the job
  * will end through hgf_worker_job_done, or an error (err set) when it ended
- * at once. Start functions run outside loop callbacks, so they may use
- * hgf_store_exec for their set-up. */
+ * at once. *run is the executor's running job for cancel and release (NULL
+ * when the job has ended by the time start returns). Start functions run
+ * outside loop callbacks, so they may use hgf_store_exec for their set-up. */
 typedef int (*hgf_worker_exec_fn)(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj,
-                                  hgf_err *err);
+                                  void **run, hgf_err *err);
 
 typedef struct hgf_worker_executor {
     const char *kind;
     hgf_worker_exec_fn start;
+    /* Stops a run: it never calls hgf_worker_job_done, and what it has in
+     * flight finds it stopped. NULL when runs end inside start. */
+    void (*cancel)(void *run);
+    /* Frees a cancelled run, once nothing it had in flight can end any more
+     * (the pool is freed after hgf_runtime_close). */
+    void (*release)(void *run);
 } hgf_worker_executor;
 
 /* The executor for a kind, or NULL when this build cannot run it. */
@@ -85,23 +110,25 @@ typedef struct hgf_worker_opts {
 } hgf_worker_opts;
 
 /* Starts claiming on rt's loop. The pool borrows rt and must be freed after
- * hgf_runtime_close (its jobs' store callbacks may fire while the store
- * closes). */
+ * hgf_runtime_close (its jobs' store and HTTP callbacks fire while the
+ * runtime closes), or once nothing runs in it (hgf_worker_pool_busy 0). */
 hgf_worker_pool *hgf_worker_pool_new(hgf_runtime *rt, const hgf_worker_opts *o, hgf_err *err);
 /* Starts claimed jobs, sends claims and retries unrecorded outcomes. Call it
  * after every ev_run(EVRUN_ONCE), never from inside a loop callback. */
 void hgf_worker_pool_pump(hgf_worker_pool *p);
 /* Stops claiming; jobs claimed but not started yet are released at once. */
 void hgf_worker_pool_stop(hgf_worker_pool *p);
-/* Claims only among these jobs from now on (copied); HGF_ENOMEM leaves the
- * old set. */
-int hgf_worker_pool_set_ids(hgf_worker_pool *p, const int64_t *ids, int n_ids);
-/* Jobs running here, or ended but not yet recorded. */
+/* Jobs claimed, running here, or ended but not yet recorded, plus a claim or
+ * a release in flight. */
 int hgf_worker_pool_busy(const hgf_worker_pool *p);
-/* Re-queues every job still running here (shutdown after the grace period).
- * done(arg) runs when that is recorded or failed; returns nonzero (and never
- * calls done) when there was nothing to release or the store is down. */
+/* Re-queues every job still running here (shutdown after the grace period)
+ * and cancels them: none records an outcome or writes anything more.
+ * done(arg) runs when the re-queue is recorded or failed; returns nonzero
+ * (and never calls done) when there was nothing to release or the store is
+ * down. */
 int hgf_worker_pool_release(hgf_worker_pool *p, void (*done)(void *), void *arg);
+/* Cancels what still runs (see hgf_worker_pool_new for when), frees every
+ * job and the pool. */
 void hgf_worker_pool_free(hgf_worker_pool *p);
 
 /* Runs the jobs in ids here (beside any servers) until none is queued or
@@ -111,8 +138,7 @@ int hgf_worker_drain(hgf_runtime *rt, const int64_t *ids, int n_ids, int concurr
 
 /* Decides whether a drain goes on: 1 yes, 0 the work is over, or a negative
  * HGF_E* with err set. Called after every outcome recorded here and every
- * 0.25 s, outside loop callbacks (so it may use hgf_store_exec and
- * hgf_worker_pool_set_ids). */
+ * 0.25 s, outside loop callbacks (so it may use hgf_store_exec). */
 typedef int (*hgf_worker_watch_fn)(hgf_worker_pool *p, void *arg, hgf_err *err);
 
 /* Runs a pool with options o here until watch says stop; returns 0 or

@@ -47,11 +47,12 @@ static const char *const SKEW_IF_EXPIRED_CODES[] = {"InvalidSignatureException",
 
 static const char *const EXPIRED_CODES[] = {"ExpiredTokenException", "ExpiredToken", NULL};
 
-/* Failures of our own making that a retry cannot fix. */
+/* Failures of our own making that a retry cannot fix; ABORTED_BY_CALLBACK
+ * is a request ended by hgf_http_cancel_all (the process is closing). */
 static const int LOCAL_CURL_ERRORS[] = {
     CURLE_UNSUPPORTED_PROTOCOL, CURLE_FAILED_INIT,     CURLE_URL_MALFORMAT,
     CURLE_NOT_BUILT_IN,         CURLE_OUT_OF_MEMORY,   CURLE_BAD_FUNCTION_ARGUMENT,
-    CURLE_UNKNOWN_OPTION,       CURLE_SSL_CACERT_BADFILE,
+    CURLE_UNKNOWN_OPTION,       CURLE_SSL_CACERT_BADFILE, CURLE_ABORTED_BY_CALLBACK,
 };
 
 static int in_list(const char *code, const char *const *list)

@@ -20,6 +20,7 @@
 #include <curl/curl.h>
 #include <ev.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -735,6 +736,38 @@ static void destroy(hgf_http *h)
     free(h->user_agent);
     free(h);
     curl_global_cleanup();
+}
+
+/* The next request to end: in flight first, then ready ones (each end
+ * hands its key slot to that key's next waiter, which joins ready). */
+static struct xfer *next_to_cancel(hgf_http *h)
+{
+    struct xfer *x = h->active.head;
+    if (x) {
+        curl_multi_remove_handle(h->multi, x->easy);
+        xl_unlink(&h->active, x);
+        return x;
+    }
+    x = xl_pop(&h->ready);
+    if (x) { /* counted as started, so started = completed + failed + in_flight */
+        h->queued--;
+        h->st.started++;
+    }
+    return x;
+}
+
+void hgf_http_cancel_all(hgf_http *h)
+{
+    if (!h || h->freeing)
+        return;
+    /* Bounded: a callback that resent on every failure would never end. */
+    size_t budget = 2 * (h->active.n + h->queued) + 256;
+    struct xfer *x;
+    while (budget-- > 0 && !h->freeing && (x = next_to_cancel(h))) {
+        snprintf(x->errbuf, sizeof x->errbuf, "cancelled: the HTTP client is shutting down");
+        finish(h, x, CURLE_ABORTED_BY_CALLBACK);
+    }
+    reap(h);
 }
 
 void hgf_http_free(hgf_http *h)

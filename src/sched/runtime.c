@@ -47,7 +47,6 @@ int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err)
         return err ? err->code : HGF_EFAIL;
     }
     hgf_credmgr_set_awsctl(rt->creds, rt->awsctl);
-    rt->scans = hgf_limiter_new(rt->loop, cfg->scans_per_registry);
     hgf_scanner_opts so = {.metrics = rt->metrics};
     if (hgf_scanner_new(rt->loop, rt->http, cfg->scanner ? cfg->scanner : "none", &so, &rt->scanner,
                         err)) {
@@ -59,11 +58,14 @@ int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err)
 
 void hgf_runtime_close(hgf_runtime *rt)
 {
+    /* First, while every layer above it is alive: each request's callback
+     * runs (with an error), so the layer that sent it frees its own state;
+     * freeing the client would drop them unheard. */
+    if (rt->http)
+        hgf_http_cancel_all(rt->http);
     if (rt->scanner)
         hgf_scanner_free(rt->scanner);
     rt->scanner = NULL;
-    hgf_limiter_free(rt->scans);
-    rt->scans = NULL;
     if (rt->creds)
         hgf_credmgr_free(rt->creds);
     rt->creds = NULL;

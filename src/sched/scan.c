@@ -28,7 +28,8 @@
  * Each statement stands alone; the worker records the job's outcome on the
  * main connection only after the scans row is written. */
 
-typedef struct scan_job {
+/* The job; hgf_scan is its public name. */
+typedef struct hgf_scan {
     hgf_runtime *rt;
     hgf_connection conn;
     hgf_auth_spec spec;
@@ -38,7 +39,6 @@ typedef struct scan_job {
     char *password;          /* decoded from the ECR token */
     char *basic;             /* the token as given (base64 "AWS:<password>") */
     char proxy[512], media_type[160];
-    int holds_slot;          /* a per-registry scan slot is held */
     int need_config;         /* the image's config user was never read */
     int token_refreshed;     /* a refused token was replaced once already */
     int head_retries;
@@ -49,6 +49,7 @@ typedef struct scan_job {
     hgf_err fin_err;
     int fin_has_err, fin_retry;
     json_t *fin_result;
+    int cancelled;           /* hgf_scan_cancel: callbacks only find it, hgf_scan_free frees it */
     hgf_scan_done_cb cb;
     void *arg;
 } scan_job;
@@ -64,8 +65,8 @@ static void drop_secret(char **p)
 
 static void job_free(scan_job *j)
 {
-    if (j->holds_slot)
-        hgf_limiter_release(j->rt->scans, j->conn.reg.host);
+    ev_timer_stop(j->rt->loop, &j->head_timer);
+    json_decref(j->fin_result);
     drop_secret(&j->secret);
     drop_secret(&j->password);
     drop_secret(&j->basic);
@@ -99,13 +100,23 @@ static void report_outcome(scan_job *j, const hgf_err *db_err)
     } else {
         j->cb(j->fin_status, j->fin_has_err ? &e : NULL, j->fin_retry, j->fin_result, j->arg);
     }
-    json_decref(j->fin_result);
     job_free(j);
+}
+
+/* A cancelled job's callbacks end here: its owner frees it. */
+static int cancelled(scan_job *j, PGresult *res)
+{
+    if (!j->cancelled)
+        return 0;
+    PQclear(res);
+    return 1;
 }
 
 static void on_recorded(PGresult *res, const hgf_err *err, void *arg)
 {
     hgf_err e;
+    if (cancelled(arg, res))
+        return;
     if (!err && res && PQresultStatus(res) != PGRES_COMMAND_OK) {
         hgf_store_check(res, &e);
         PQclear(res);
@@ -190,6 +201,8 @@ static void store_diagnosis(scan_job *j, const hgf_err *err, long status)
 static void on_scanned(const hgf_scan_result *r, void *arg)
 {
     scan_job *j = arg;
+    if (j->cancelled)
+        return;
     if (r->rc == HGF_ENOTFOUND) {
         hgf_err e;
         hgf_err_set(&e, HGF_ENOTFOUND, "%s", GONE_REMEDY);
@@ -261,6 +274,8 @@ static void judge_config(scan_job *j, const hgf_registry_image *img)
 static void on_config(const hgf_registry_image *img, void *arg)
 {
     scan_job *j = arg;
+    if (j->cancelled)
+        return;
     if (img->rc)
         hgf_log_warn("scan.config_failed", "registry=%s repository=%s digest=%s %s",
                      j->conn.reg.host, j->repo, j->digest, img->err.msg);
@@ -316,8 +331,7 @@ static int retry_head(scan_job *j, const hgf_registry_result *r)
     if (!transient || j->head_retries >= HEAD_MAX_RETRIES)
         return 0;
     double delay = hgf_awsctl_backoff(j->head_retries++, (double)rand() / RAND_MAX);
-    ev_timer_init(&j->head_timer, on_head_timer, delay, 0.);
-    j->head_timer.data = j;
+    ev_timer_set(&j->head_timer, delay, 0.);
     ev_timer_start(j->rt->loop, &j->head_timer);
     return 1;
 }
@@ -325,6 +339,8 @@ static int retry_head(scan_job *j, const hgf_registry_result *r)
 static void on_manifest(const hgf_registry_result *r, void *arg)
 {
     scan_job *j = arg;
+    if (j->cancelled)
+        return;
     if (r->rc && retry_head(j, r))
         return;
     if (r->rc == HGF_ENOTFOUND) {
@@ -374,6 +390,8 @@ static void on_token(int rc, const hgf_err *err, const char *token, const char *
 {
     scan_job *j = arg;
     hgf_err e;
+    if (j->cancelled)
+        return;
     if (rc) {
         int expired = !strcmp(err->aws_code, "ExpiredTokenException");
         if (expired)
@@ -398,14 +416,6 @@ static void request_token(scan_job *j)
     if (hgf_credmgr_ecr_token(j->rt->creds, &j->spec, j->conn.reg.account_id, j->ecr_endpoint,
                               on_token, j, &err))
         finish(j, "failed", &err, 0, NULL, NULL);
-}
-
-/* A per-registry slot is ours: now fetch the token and pull. */
-static void on_slot(void *arg)
-{
-    scan_job *j = arg;
-    j->holds_slot = 1;
-    request_token(j);
 }
 
 static int copy_payload(scan_job *j, json_t *payload, hgf_err *err)
@@ -482,6 +492,8 @@ static void on_opened(PGresult *res, const hgf_err *db_err, void *arg)
     scan_job *j = arg;
     hgf_err e;
     hgf_err_clear(&e);
+    if (cancelled(j, res))
+        return;
     int rc = db_err ? hgf_err_set(&e, db_err->code, "%s", db_err->msg)
                     : hgf_store_check(res, &e);
     if (!rc)
@@ -491,11 +503,13 @@ static void on_opened(PGresult *res, const hgf_err *db_err, void *arg)
         end_already_ok(j);
         return;
     }
-    if (!rc && (rc = hgf_limiter_acquire(j->rt->scans, j->conn.reg.host, on_slot, j)))
-        hgf_err_set(&e, rc, "out of memory");
-    if (rc && j->scan_id && !j->already_ok) /* the row is open: it says why */
+    /* No per-registry wait here: the worker starts a scan only while its
+     * registry is under HGFLEET_SCANS_PER_REGISTRY (worker.h). */
+    if (!rc)
+        request_token(j);
+    else if (j->scan_id && !j->already_ok) /* the row is open: it says why */
         finish(j, "failed", &e, !hgf_worker_error_is_permanent(&e), NULL, NULL);
-    else if (rc)
+    else
         end_early(j, &e);
 }
 
@@ -513,7 +527,7 @@ static int open_scan(scan_job *j, int64_t job_id, hgf_err *err)
 }
 
 int hgf_scan_start(hgf_runtime *rt, int64_t job_id, json_t *payload, hgf_scan_done_cb cb,
-                   void *arg, hgf_err *err)
+                   void *arg, hgf_scan **out, hgf_err *err)
 {
     scan_job *j = calloc(1, sizeof *j);
     if (!j)
@@ -521,11 +535,38 @@ int hgf_scan_start(hgf_runtime *rt, int64_t job_id, json_t *payload, hgf_scan_do
     j->rt = rt;
     j->cb = cb;
     j->arg = arg;
+    ev_init(&j->head_timer, on_head_timer);
+    j->head_timer.data = j;
     int rc = rt->scanner ? copy_payload(j, payload, err)
                          : hgf_err_set(err, HGF_EINPUT, "no scanner configured");
     if (!rc)
         rc = open_scan(j, job_id, err);
     if (rc)
         job_free(j);
+    else if (out)
+        *out = j;
     return rc;
+}
+
+void hgf_scan_cancel(hgf_scan *j)
+{
+    if (!j)
+        return;
+    j->cancelled = 1;
+    ev_timer_stop(j->rt->loop, &j->head_timer);
+}
+
+void hgf_scan_free(hgf_scan *j)
+{
+    if (j)
+        job_free(j);
+}
+
+int hgf_scan_connection(const json_t *payload, int64_t *connection_id)
+{
+    json_t *cid = json_object_get(payload, "connection_id");
+    if (!json_is_integer(cid))
+        return HGF_EINPUT;
+    *connection_id = json_integer_value(cid);
+    return 0;
 }

@@ -29,7 +29,8 @@ typedef struct repo {
     json_t *lc, *rp;             /* the parsed policies when POL_OK (NULL if unreadable) */
 } repo;
 
-typedef struct sync_job sync_job;
+/* The job; hgf_sync is its public name. */
+typedef struct hgf_sync sync_job;
 
 /* One record of the listing's canonical form, in sync_job.canon: the kind
  * ('R' repository, 'I' image, 'T' tag) and its identifying fields make the
@@ -63,7 +64,7 @@ typedef struct call {
     hgf_creds creds;     /* this request's credentials (the target borrows them) */
 } call;
 
-struct sync_job {
+struct hgf_sync {
     hgf_runtime *rt;
     int64_t conn_id;
     hgf_connection conn;
@@ -93,6 +94,7 @@ struct sync_job {
     hgf_err err;
     hgf_sync_stats st;
     int64_t started_ms;
+    int cancelled;       /* hgf_sync_cancel: callbacks only find it, hgf_sync_free frees it */
     hgf_sync_cb cb;
     void *arg;
 };
@@ -209,9 +211,14 @@ static void succeed(sync_job *j)
     finish(j, 0, j->applied);
 }
 
-/* A database error ends the job; 0 otherwise. */
+/* A database error ends the job; 0 otherwise. A cancelled job ends
+ * here too, silently: its owner frees it. */
 static int check_result(sync_job *j, PGresult *res, const hgf_err *err)
 {
+    if (j->cancelled) {
+        PQclear(res);
+        return HGF_EFAIL;
+    }
     int rc = err ? hgf_err_set(&j->err, err->code, "%s", err->msg) : hgf_store_check(res, &j->err);
     if (rc) {
         PQclear(res);
@@ -742,6 +749,8 @@ static void on_repos_page(call *c, const hgf_aws_result *res)
 static void on_result(const hgf_aws_result *res, void *arg)
 {
     call *c = arg;
+    if (c->j->cancelled)
+        return;
     c->j->st.throttles += res->throttled;
     c->j->st.retries += res->attempts > 1 ? res->attempts - 1 : 0;
     if (res->rc && !c->expired_retry && !strcmp(res->err.aws_code, "ExpiredTokenException")) {
@@ -813,6 +822,8 @@ static void on_call_creds(int rc, const hgf_err *err, const hgf_creds *creds, vo
 {
     call *c = arg;
     sync_job *j = c->j;
+    if (j->cancelled)
+        return;
     hgf_err e;
     if (!rc)
         rc = hgf_creds_copy(&c->creds, creds, &e);
@@ -882,7 +893,7 @@ static int prepare(sync_job *j)
 
 int hgf_sync_start(hgf_runtime *rt, int64_t connection_id, hgf_sync_cb cb, void *arg, hgf_err *err)
 {
-    return hgf_sync_start_opts(rt, connection_id, NULL, cb, arg, err);
+    return hgf_sync_start_opts(rt, connection_id, NULL, cb, arg, NULL, err);
 }
 
 int hgf_sync_payload(const json_t *payload, int64_t job_id, int64_t *connection_id,
@@ -902,16 +913,28 @@ int hgf_sync_payload(const json_t *payload, int64_t job_id, int64_t *connection_
 }
 
 int hgf_sync_start_job(hgf_runtime *rt, const json_t *payload, int64_t job_id, hgf_sync_cb cb,
-                       void *arg, hgf_err *err)
+                       void *arg, hgf_sync **out, hgf_err *err)
 {
     int64_t id = 0;
     hgf_sync_opts o = {0};
     int rc = hgf_sync_payload(payload, job_id, &id, &o, err);
-    return rc ? rc : hgf_sync_start_opts(rt, id, &o, cb, arg, err);
+    return rc ? rc : hgf_sync_start_opts(rt, id, &o, cb, arg, out, err);
+}
+
+void hgf_sync_cancel(hgf_sync *j)
+{
+    if (j)
+        j->cancelled = 1;
+}
+
+void hgf_sync_free(hgf_sync *j)
+{
+    if (j)
+        job_free(j);
 }
 
 int hgf_sync_start_opts(hgf_runtime *rt, int64_t connection_id, const hgf_sync_opts *opts,
-                        hgf_sync_cb cb, void *arg, hgf_err *err)
+                        hgf_sync_cb cb, void *arg, hgf_sync **out, hgf_err *err)
 {
     sync_job *j = calloc(1, sizeof *j);
     if (!j)
@@ -935,6 +958,8 @@ int hgf_sync_start_opts(hgf_runtime *rt, int64_t connection_id, const hgf_sync_o
         job_free(j);
         return rc;
     }
+    if (out)
+        *out = j;
     launch(j, &j->list, CALL_REPOS, -1);
     return 0;
 }

@@ -19,8 +19,17 @@
  * wait here for one: two seconds of push events at the 500/s the design
  * targets. Claiming them is cheap (a row each, leases renewed in one
  * statement); leaving them queued makes every push wait for a worker to
- * free, and the queue grows without bound once a burst outruns the scans. */
+ * free, and the queue grows without bound once a burst outruns the scans.
+ * It also bounds the scans held back by their registry's bound. */
 #define CLAIM_AHEAD 1024
+/* A pool with idle workers and nothing to claim says so on WANT_CHANNEL (at
+ * most every WANT_EVERY_MS); a pool holding claimed jobs beyond what its
+ * workers start next hands half of the rest back, then claims nothing ahead
+ * for HANDBACK_COOL_MS so that the asker, not itself, takes them. */
+#define WANT_CHANNEL "hgfleet_want"
+#define WANT_EVERY_MS 1000
+#define HANDBACK_COOL_MS 1000
+#define REG_BUCKETS 64
 
 /* ---- executors ------------------------------------------------------- */
 
@@ -43,9 +52,23 @@ static void on_sync_done(int rc, const hgf_err *err, const hgf_sync_stats *st, v
     json_decref(result);
 }
 
-static int exec_sync(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, hgf_err *err)
+static int exec_sync(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, void **run,
+                     hgf_err *err)
 {
-    return hgf_sync_start_job(rt, job->payload, job->id, on_sync_done, wj, err);
+    hgf_sync *s = NULL;
+    int rc = hgf_sync_start_job(rt, job->payload, job->id, on_sync_done, wj, &s, err);
+    *run = s;
+    return rc;
+}
+
+static void cancel_sync(void *run)
+{
+    hgf_sync_cancel(run);
+}
+
+static void free_sync(void *run)
+{
+    hgf_sync_free(run);
 }
 
 static void on_scan_done(const char *status, const hgf_err *err, int retry, json_t *result,
@@ -56,15 +79,32 @@ static void on_scan_done(const char *status, const hgf_err *err, int retry, json
     hgf_worker_job_done(arg, failed ? err : NULL, failed && !retry, result);
 }
 
-static int exec_scan(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, hgf_err *err)
+static int exec_scan(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, void **run,
+                     hgf_err *err)
 {
-    return hgf_scan_start(rt, job->id, job->payload, on_scan_done, wj, err);
+    hgf_scan *s = NULL;
+    int rc = hgf_scan_start(rt, job->id, job->payload, on_scan_done, wj, &s, err);
+    *run = s;
+    return rc;
+}
+
+static void cancel_scan(void *run)
+{
+    hgf_scan_cancel(run);
+}
+
+static void free_scan(void *run)
+{
+    hgf_scan_free(run);
 }
 
 /* One step of a sweep, run here and now (the step only issues short
- * statements); the job comes back in a second while the sweep waits. */
-static int exec_sweep(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, hgf_err *err)
+ * statements); the job comes back in a second while the sweep waits. It
+ * has ended by the time this returns, so there is nothing to cancel. */
+static int exec_sweep(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, void **run,
+                      hgf_err *err)
 {
+    *run = NULL;
     json_t *sid = json_object_get(job->payload, "sweep_id");
     if (!json_is_integer(sid))
         return hgf_err_set(err, HGF_EINPUT, "job %lld: payload has no integer sweep_id",
@@ -88,9 +128,9 @@ static int exec_sweep(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, h
 
 /* One row per kind this build can run. */
 static const hgf_worker_executor EXECUTORS[] = {
-    {"sync", exec_sync},
-    {"scan", exec_scan},
-    {"sweep", exec_sweep},
+    {"sync", exec_sync, cancel_sync, free_sync},
+    {"scan", exec_scan, cancel_scan, free_scan},
+    {"sweep", exec_sweep, NULL, NULL},
 };
 #define N_EXECUTORS ((int)(sizeof EXECUTORS / sizeof EXECUTORS[0]))
 
@@ -133,7 +173,9 @@ int hgf_worker_error_is_permanent(const hgf_err *err)
 
 /* ---- the pool -------------------------------------------------------- */
 
-enum phase { PH_READY, PH_RUNNING, PH_RECORDING, PH_UNRECORDED, N_PHASES };
+/* CANCELLED: released at shutdown and stopped; its executor's run is freed
+ * with the pool. */
+enum phase { PH_READY, PH_RUNNING, PH_RECORDING, PH_UNRECORDED, PH_CANCELLED, N_PHASES };
 
 struct hgf_worker_job {
     hgf_worker_pool *pool;
@@ -141,11 +183,21 @@ struct hgf_worker_job {
     hgf_worker_job *ready_next; /* while ready: the next to start */
     hgf_job job;
     enum phase phase;
+    int64_t registry;      /* a scan's connection (its registry's bound), else 0 */
+    void *run;             /* the executor's running job, while it may be cancelled */
+    int ended;             /* the executor reported its end (heard or not) */
     int64_t started_ms;
     char *error, *result;  /* the outcome, kept until it is recorded */
     int retry_after;
     int continue_in;       /* >= 0: not ended, queued again that many seconds on */
 };
+
+/* Scans of one registry held here: running, and ready to start. */
+typedef struct reg_slot {
+    struct reg_slot *next;
+    int64_t id;
+    int running, ready;
+} reg_slot;
 
 struct hgf_worker_pool {
     hgf_runtime *rt;
@@ -156,18 +208,92 @@ struct hgf_worker_pool {
     hgf_worker_job *head;
     hgf_worker_job *ready_head, *ready_tail; /* highest priority first, then oldest */
     int count[N_PHASES];
-    int claiming, claim_limit, want_claim, stopping, listening;
+    reg_slot *regs[REG_BUCKETS];
+    int per_registry;       /* HGFLEET_SCANS_PER_REGISTRY */
+    int ready_dirty;        /* a ready job may have become startable */
+    int claiming, claim_limit, claim_any, want_claim, stopping, listening, wanting;
+    int releasing;          /* hgf_worker_pool_release's statement is in flight */
     long recorded;          /* outcomes recorded so far (drain watches it) */
-    int64_t last_requeue_ms;
+    int64_t last_requeue_ms, last_want_ms, cool_until_ms;
     char last_claim_error[sizeof(((hgf_err *)0)->msg)];
     ev_timer poll, heartbeat;
 };
 
+/* ---- per-registry bounds ---------------------------------------------- */
+
+static reg_slot **reg_link(hgf_worker_pool *p, int64_t id)
+{
+    reg_slot **at = &p->regs[(uint64_t)id % REG_BUCKETS];
+    while (*at && (*at)->id != id)
+        at = &(*at)->next;
+    return at;
+}
+
+static const reg_slot *reg_find(const hgf_worker_pool *p, int64_t id)
+{
+    return *reg_link((hgf_worker_pool *)p, id);
+}
+
+/* Counts a scan in or out of a phase; only ready and running count. A
+ * registry is forgotten when nothing of it is held. */
+static void reg_count(hgf_worker_job *wj, enum phase ph, int delta)
+{
+    hgf_worker_pool *p = wj->pool;
+    if (!wj->registry || (ph != PH_READY && ph != PH_RUNNING))
+        return;
+    reg_slot **at = reg_link(p, wj->registry);
+    if (!*at && delta > 0 && (*at = calloc(1, sizeof **at)))
+        (*at)->id = wj->registry;
+    reg_slot *r = *at;
+    if (!r) /* out of memory: the scan goes unbounded rather than stuck */
+        return;
+    *(ph == PH_READY ? &r->ready : &r->running) += delta;
+    if (r->ready <= 0 && r->running <= 0) {
+        *at = r->next;
+        free(r);
+    }
+}
+
+static int may_start(const hgf_worker_pool *p, const hgf_worker_job *wj)
+{
+    const reg_slot *r = wj->registry ? reg_find(p, wj->registry) : NULL;
+    return !r || r->running < p->per_registry;
+}
+
+/* Ready scans that must wait for their registry: they hold no worker. */
+static int blocked_ready(const hgf_worker_pool *p)
+{
+    int n = 0;
+    for (int b = 0; b < REG_BUCKETS; b++)
+        for (const reg_slot *r = p->regs[b]; r; r = r->next) {
+            int room = p->per_registry - r->running;
+            n += r->ready > room ? r->ready - (room > 0 ? room : 0) : 0;
+        }
+    return n;
+}
+
+static void free_regs(hgf_worker_pool *p)
+{
+    for (int b = 0; b < REG_BUCKETS; b++)
+        while (p->regs[b]) {
+            reg_slot *r = p->regs[b];
+            p->regs[b] = r->next;
+            free(r);
+        }
+}
+
+/* ---- jobs and phases ---------------------------------------------------- */
+
 static void set_phase(hgf_worker_job *wj, enum phase ph)
 {
-    wj->pool->count[wj->phase]--;
+    hgf_worker_pool *p = wj->pool;
+    if (wj->phase == PH_RUNNING)
+        p->ready_dirty = 1; /* a worker, maybe a registry's slot, is free */
+    reg_count(wj, wj->phase, -1);
+    p->count[wj->phase]--;
     wj->phase = ph;
-    wj->pool->count[ph]++;
+    p->count[ph]++;
+    reg_count(wj, ph, 1);
 }
 
 static void link_job(hgf_worker_pool *p, hgf_worker_job *wj)
@@ -177,6 +303,7 @@ static void link_job(hgf_worker_pool *p, hgf_worker_job *wj)
         p->head->prev = wj;
     p->head = wj;
     p->count[wj->phase]++;
+    reg_count(wj, wj->phase, 1);
 }
 
 /* Ready jobs start by priority, then in claim order: a push scan claimed
@@ -193,6 +320,7 @@ static void ready_push(hgf_worker_pool *p, hgf_worker_job *wj)
     *at = wj;
     if (!wj->ready_next)
         p->ready_tail = wj;
+    p->ready_dirty = 1;
 }
 
 static void ready_unlink(hgf_worker_pool *p, hgf_worker_job *wj)
@@ -210,9 +338,24 @@ static void ready_unlink(hgf_worker_pool *p, hgf_worker_job *wj)
     wj->ready_next = NULL;
 }
 
+/* Stops a running job for good: its executor's run never calls back, and
+ * is freed with the job. */
+static void cancel_job(hgf_worker_job *wj)
+{
+    const hgf_worker_executor *x = hgf_worker_executor_find(wj->job.kind);
+    if (x && x->cancel && wj->run)
+        x->cancel(wj->run);
+    set_phase(wj, PH_CANCELLED);
+}
+
+/* A cancelled run is freed here, when the pool is: after hgf_runtime_close,
+ * so nothing it had in flight can still call it. */
 static void free_job(hgf_worker_job *wj)
 {
     hgf_worker_pool *p = wj->pool;
+    const hgf_worker_executor *x = hgf_worker_executor_find(wj->job.kind);
+    if (wj->phase == PH_CANCELLED && x && x->release && wj->run)
+        x->release(wj->run);
     if (wj->phase == PH_READY)
         ready_unlink(p, wj);
     if (wj->prev)
@@ -221,6 +364,7 @@ static void free_job(hgf_worker_job *wj)
         p->head = wj->next;
     if (wj->next)
         wj->next->prev = wj->prev;
+    reg_count(wj, wj->phase, -1);
     p->count[wj->phase]--;
     json_decref(wj->job.payload);
     free(wj->error);
@@ -316,14 +460,23 @@ static void count_outcome(hgf_worker_job *wj, const char *outcome, const hgf_err
                      !strcmp(outcome, "retry") ? wj->retry_after : -1, err->msg);
 }
 
+/* 1 when an end must not be recorded: the job was cancelled (a step
+ * already under way when it was finishes unheard), or it ended before. */
+static int end_refused(hgf_worker_job *wj)
+{
+    int refused = wj->phase != PH_RUNNING;
+    if (refused && wj->phase != PH_CANCELLED)
+        hgf_log_error("job.done_twice", "job=%lld kind=%s ended twice", (long long)wj->job.id,
+                      wj->job.kind);
+    wj->ended = 1;
+    return refused;
+}
+
 void hgf_worker_job_done(hgf_worker_job *wj, const hgf_err *err, int permanent, json_t *result)
 {
     hgf_worker_pool *p = wj->pool;
-    if (wj->phase != PH_RUNNING) {
-        hgf_log_error("job.done_twice", "job=%lld kind=%s ended twice", (long long)wj->job.id,
-                      wj->job.kind);
+    if (end_refused(wj))
         return;
-    }
     wj->retry_after = err && !permanent && p->o.retry ? hgf_jobs_backoff_seconds(wj->job.attempts)
                                                       : -1;
     wj->error = err ? strdup(err->msg[0] ? err->msg : "failed") : NULL;
@@ -336,11 +489,8 @@ void hgf_worker_job_done(hgf_worker_job *wj, const hgf_err *err, int permanent, 
 
 void hgf_worker_job_continue(hgf_worker_job *wj, int delay_s, json_t *result)
 {
-    if (wj->phase != PH_RUNNING) {
-        hgf_log_error("job.done_twice", "job=%lld kind=%s ended twice", (long long)wj->job.id,
-                      wj->job.kind);
+    if (end_refused(wj))
         return;
-    }
     wj->continue_in = delay_s < 0 ? 0 : delay_s;
     wj->result = result ? json_dumps(result, JSON_COMPACT) : NULL;
     char labels[96];
@@ -353,6 +503,15 @@ void hgf_worker_job_continue(hgf_worker_job *wj, int delay_s, json_t *result)
 
 /* ---- starting -------------------------------------------------------- */
 
+/* A start function may run the loop, and a shutdown there may cancel the
+ * job before its run exists: it is cancelled as soon as it does. */
+static void keep_run(hgf_worker_job *wj, const hgf_worker_executor *x, void *run)
+{
+    wj->run = run;
+    if (wj->phase == PH_CANCELLED && run && x->cancel)
+        x->cancel(run);
+}
+
 static void start_job(hgf_worker_pool *p, hgf_worker_job *wj)
 {
     ready_unlink(p, wj);
@@ -360,19 +519,40 @@ static void start_job(hgf_worker_pool *p, hgf_worker_job *wj)
     wj->started_ms = hgf_time_now_ms();
     hgf_err e;
     hgf_err_clear(&e);
+    void *run = NULL;
     const hgf_worker_executor *x = hgf_worker_executor_find(wj->job.kind);
-    int rc = x ? x->start(p->rt, &wj->job, wj, &e)
+    int rc = x ? x->start(p->rt, &wj->job, wj, &run, &e)
                : hgf_err_set(&e, HGF_EINPUT, "job kind %s has no executor here", wj->job.kind);
     if (rc)
         hgf_worker_job_done(wj, &e, hgf_worker_error_is_permanent(&e), NULL);
+    else if (!wj->ended) /* once ended inside start, run is gone */
+        keep_run(wj, x, run);
+}
+
+/* The first ready job that may start now, by priority and claim order: a
+ * scan whose registry is at its bound is passed over, so it holds no worker
+ * while another registry's job can run. */
+static hgf_worker_job *next_startable(const hgf_worker_pool *p)
+{
+    for (hgf_worker_job *wj = p->ready_head; wj; wj = wj->ready_next)
+        if (may_start(p, wj))
+            return wj;
+    return NULL;
 }
 
 /* Start functions may run the loop (hgf_store_exec), which can free any job
- * but a running one, so the queue's head is read afresh each time. */
+ * but a running one, so the queue is read afresh after each start. The walk
+ * only runs when something changed since one found nothing to start. */
 static void start_ready(hgf_worker_pool *p)
 {
-    while (!p->stopping && p->ready_head && p->count[PH_RUNNING] < p->o.concurrency)
-        start_job(p, p->ready_head);
+    while (!p->stopping && p->ready_dirty && p->count[PH_RUNNING] < p->o.concurrency) {
+        hgf_worker_job *wj = next_startable(p);
+        if (!wj) {
+            p->ready_dirty = 0;
+            return;
+        }
+        start_job(p, wj);
+    }
 }
 
 static void retry_unrecorded(hgf_worker_pool *p)
@@ -399,6 +579,41 @@ static void give_back_ready(hgf_worker_pool *p)
         free_job(wj);
 }
 
+static void ignore_result(PGresult *res, const hgf_err *err, void *arg)
+{
+    PQclear(res);
+}
+
+/* Idle workers and nothing to claim: asks the pools holding jobs ahead to
+ * hand some back. A pool holding scans its registries' bounds hold back is
+ * not idle for want of work, and does not ask. */
+static void ask_for_work(hgf_worker_pool *p)
+{
+    int64_t now = hgf_time_now_ms();
+    if (p->o.ids || p->stopping || !p->wanting || blocked_ready(p) > 0 ||
+        now - p->last_want_ms < WANT_EVERY_MS)
+        return;
+    p->last_want_ms = now;
+    const char *params[] = {WANT_CHANNEL, p->rt->owner};
+    hgf_store_query(p->rt->store, "SELECT pg_notify($1, $2)", 2, params, ignore_result, NULL);
+}
+
+static void adopt(hgf_worker_pool *p, hgf_job *job)
+{
+    hgf_worker_job *wj = calloc(1, sizeof *wj);
+    if (!wj) /* its lease expires and another replica runs it */
+        return;
+    wj->pool = p;
+    wj->job = *job;
+    job->payload = NULL;
+    wj->phase = PH_READY;
+    wj->continue_in = -1;
+    if (!strcmp(wj->job.kind, "scan") && hgf_scan_connection(wj->job.payload, &wj->registry))
+        wj->registry = 0; /* no registry: it fails at start, unbounded */
+    link_job(p, wj);
+    ready_push(p, wj);
+}
+
 static void claimed(hgf_job *jobs, int n, const hgf_err *err, void *arg)
 {
     hgf_worker_pool *p = arg;
@@ -410,43 +625,42 @@ static void claimed(hgf_job *jobs, int n, const hgf_err *err, void *arg)
         return; /* the poll timer tries again */
     }
     p->last_claim_error[0] = '\0';
-    for (int i = 0; i < n; i++) {
-        hgf_worker_job *wj = calloc(1, sizeof *wj);
-        if (!wj) /* its lease expires and another replica runs it */
-            continue;
-        wj->pool = p;
-        wj->job = jobs[i];
-        wj->phase = PH_READY;
-        wj->continue_in = -1;
-        jobs[i].payload = NULL;
-        link_job(p, wj);
-        ready_push(p, wj);
-    }
+    for (int i = 0; i < n; i++)
+        adopt(p, &jobs[i]);
     hgf_jobs_free(jobs, n);
     if (p->stopping)
         give_back_ready(p);
     else if (n == p->claim_limit) /* a full batch: more may be waiting */
         p->want_claim = 1;
+    else if (n < p->claim_any)
+        ask_for_work(p);
 }
 
-/* Free workers take any job; beyond them, a pool that works any job (not a
- * drain's own ids) holds up to CLAIM_AHEAD push scans until one frees. */
+/* Free workers take any job; a scan its registry's bound holds back takes
+ * no worker, so it does not count against them. Beyond them, a pool that
+ * works any job (not a drain's own ids) holds up to CLAIM_AHEAD push scans
+ * until one frees, unless it just handed jobs back. */
 static void claim_limits(const hgf_worker_pool *p, int *limit, int *ahead)
 {
-    int held = p->count[PH_READY] + p->count[PH_RUNNING];
-    int free_slots = p->o.concurrency - held;
-    *limit = free_slots > 0 ? free_slots : 0;
-    *ahead = p->o.ids ? 0 : CLAIM_AHEAD - (free_slots < 0 ? -free_slots : 0);
+    int ready = p->count[PH_READY], running = p->count[PH_RUNNING];
+    int room = p->o.concurrency + CLAIM_AHEAD - ready - running;
+    int free_slots = p->o.concurrency - running - (ready - blocked_ready(p));
+    *limit = free_slots < room ? free_slots : room;
+    if (*limit < 0)
+        *limit = 0;
+    int cooling = hgf_time_now_ms() < p->cool_until_ms;
+    *ahead = p->o.ids || cooling ? 0 : room - *limit;
     if (*ahead < 0)
         *ahead = 0;
 }
 
 static void claim(hgf_worker_pool *p)
 {
+    if (p->stopping || !p->want_claim || p->claiming || !hgf_store_is_up(p->rt->store))
+        return;
     int limit, ahead;
     claim_limits(p, &limit, &ahead);
-    if (p->stopping || !p->want_claim || p->claiming || limit + ahead <= 0 ||
-        !hgf_store_is_up(p->rt->store))
+    if (limit + ahead <= 0)
         return;
     p->want_claim = 0;
     int64_t now = hgf_time_now_ms();
@@ -459,6 +673,7 @@ static void claim(hgf_worker_pool *p)
                              .n_ids = p->o.n_ids, .limit = limit, .ahead = ahead,
                              .ahead_min_priority = HGF_JOBS_PUSH_PRIORITY};
     p->claim_limit = limit + ahead;
+    p->claim_any = limit;
     if (hgf_jobs_claim(p->rt->store, &o, claimed, p) == 0)
         p->claiming = 1;
 }
@@ -473,6 +688,55 @@ static void on_notify(const char *channel, const char *payload, void *arg)
     for (int i = 0; i < N_EXECUTORS; i++)
         if (strstr(payload, p->kinds[i]))
             p->want_claim = 1;
+}
+
+/* ---- handing jobs back -------------------------------------------------- */
+
+/* The last n ready jobs (lowest priority, claimed last), still linked;
+ * caller frees the array. */
+static hgf_worker_job **take_ready_tail(hgf_worker_pool *p, int n)
+{
+    hgf_worker_job **out = malloc(sizeof *out * (size_t)n);
+    hgf_worker_job *wj = p->ready_head;
+    for (int skip = p->count[PH_READY] - n; out && wj && skip > 0; skip--)
+        wj = wj->ready_next;
+    for (int i = 0; out && i < n && wj; i++, wj = wj->ready_next)
+        out[i] = wj;
+    return out;
+}
+
+/* Another pool is idle: half of what this one holds beyond one more job per
+ * worker goes back to the queue (no attempt counted), and for a while this
+ * pool claims nothing ahead, so the idle one takes it. */
+static void hand_back(hgf_worker_pool *p)
+{
+    int64_t now = hgf_time_now_ms();
+    int surplus = p->count[PH_READY] - p->o.concurrency;
+    if (p->o.ids || p->stopping || surplus <= 0 || now < p->cool_until_ms ||
+        !hgf_store_is_up(p->rt->store))
+        return;
+    int n = (surplus + 1) / 2;
+    hgf_worker_job **back = take_ready_tail(p, n);
+    int64_t *ids = malloc(sizeof *ids * (size_t)n);
+    if (back && ids) {
+        for (int i = 0; i < n; i++)
+            ids[i] = back[i]->job.id;
+        if (hgf_jobs_release(p->rt->store, p->rt->owner, ids, n, NULL, NULL) == 0) {
+            for (int i = 0; i < n; i++)
+                free_job(back[i]);
+            p->cool_until_ms = now + HANDBACK_COOL_MS;
+            hgf_log_info("worker.handed_back", "jobs=%d kept=%d", n, p->count[PH_READY]);
+        }
+    }
+    free(back);
+    free(ids);
+}
+
+static void on_want(const char *channel, const char *payload, void *arg)
+{
+    hgf_worker_pool *p = arg;
+    if (strcmp(payload, p->rt->owner)) /* not our own call */
+        hand_back(p);
 }
 
 static void on_poll(struct ev_loop *loop, ev_timer *w, int revents)
@@ -501,6 +765,14 @@ static void describe_metrics(hgf_metrics *m)
                          "How long jobs ran here, by kind.");
 }
 
+static void listen_all(hgf_worker_pool *p)
+{
+    hgf_store *s = p->rt->store;
+    p->listening = hgf_store_listen(s, HGF_JOBS_CHANNEL, on_notify, p) == 0;
+    /* Drains hold only their own jobs: they neither ask nor hand back. */
+    p->wanting = !p->o.ids && hgf_store_listen(s, WANT_CHANNEL, on_want, p) == 0;
+}
+
 hgf_worker_pool *hgf_worker_pool_new(hgf_runtime *rt, const hgf_worker_opts *o, hgf_err *err)
 {
     hgf_worker_pool *p = calloc(1, sizeof *p);
@@ -514,6 +786,7 @@ hgf_worker_pool *hgf_worker_pool_new(hgf_runtime *rt, const hgf_worker_opts *o, 
     p->o = *o;
     if (p->o.concurrency < 1)
         p->o.concurrency = 1;
+    p->per_registry = rt->cfg->scans_per_registry > 0 ? rt->cfg->scans_per_registry : 1;
     if (o->ids)
         memcpy(p->ids, o->ids, sizeof *p->ids * (size_t)o->n_ids);
     p->o.ids = p->ids;
@@ -521,7 +794,7 @@ hgf_worker_pool *hgf_worker_pool_new(hgf_runtime *rt, const hgf_worker_opts *o, 
         p->kinds[i] = EXECUTORS[i].kind;
     p->want_claim = 1;
     describe_metrics(rt->metrics);
-    p->listening = hgf_store_listen(rt->store, HGF_JOBS_CHANNEL, on_notify, p) == 0;
+    listen_all(p);
     ev_timer_init(&p->poll, on_poll, POLL_S, POLL_S);
     double hb = rt->cfg->lease_seconds / 3.0;
     ev_timer_init(&p->heartbeat, on_heartbeat, hb, hb);
@@ -549,28 +822,14 @@ void hgf_worker_pool_stop(hgf_worker_pool *p)
     give_back_ready(p);
 }
 
-int hgf_worker_pool_set_ids(hgf_worker_pool *p, const int64_t *ids, int n_ids)
-{
-    int64_t *copy = malloc(sizeof *copy * (size_t)(n_ids + 1));
-    if (!copy)
-        return HGF_ENOMEM;
-    if (n_ids)
-        memcpy(copy, ids, sizeof *copy * (size_t)n_ids);
-    free(p->ids);
-    p->ids = copy;
-    p->o.ids = copy;
-    p->o.n_ids = n_ids;
-    p->want_claim = !p->stopping;
-    return 0;
-}
-
 int hgf_worker_pool_busy(const hgf_worker_pool *p)
 {
-    return p->claiming + p->count[PH_READY] + p->count[PH_RUNNING] + p->count[PH_RECORDING] +
-           p->count[PH_UNRECORDED];
+    return p->claiming + p->releasing + p->count[PH_READY] + p->count[PH_RUNNING] +
+           p->count[PH_RECORDING] + p->count[PH_UNRECORDED];
 }
 
 typedef struct release_ctx {
+    hgf_worker_pool *pool;
     void (*done)(void *);
     void *arg;
 } release_ctx;
@@ -587,7 +846,17 @@ static void released(PGresult *res, const hgf_err *err, void *arg)
     else
         hgf_log_info("worker.released", "jobs=%s", PQntuples(res) ? PQgetvalue(res, 0, 0) : "0");
     PQclear(res);
+    c.pool->releasing = 0;
     c.done(c.arg);
+}
+
+/* The running jobs were released: whatever they do now is lost, so they
+ * stop at once rather than run on into a closing process. */
+static void cancel_running(hgf_worker_pool *p)
+{
+    hgf_worker_job *wj;
+    while ((wj = first_in(p, PH_RUNNING)))
+        cancel_job(wj);
 }
 
 int hgf_worker_pool_release(hgf_worker_pool *p, void (*done)(void *), void *arg)
@@ -597,12 +866,15 @@ int hgf_worker_pool_release(hgf_worker_pool *p, void (*done)(void *), void *arg)
     release_ctx *c = malloc(sizeof *c);
     int rc = -1;
     if (ids && c && n && hgf_store_is_up(p->rt->store)) {
-        *c = (release_ctx){done, arg};
+        *c = (release_ctx){p, done, arg};
         rc = hgf_jobs_release(p->rt->store, p->rt->owner, ids, n, released, c);
     }
     if (rc)
         free(c);
+    else
+        p->releasing = 1;
     free(ids);
+    cancel_running(p);
     return rc;
 }
 
@@ -614,8 +886,12 @@ void hgf_worker_pool_free(hgf_worker_pool *p)
     ev_timer_stop(p->loop, &p->heartbeat);
     if (p->listening && p->rt->store)
         hgf_store_unlisten(p->rt->store, HGF_JOBS_CHANNEL, on_notify, p);
+    if (p->wanting && p->rt->store)
+        hgf_store_unlisten(p->rt->store, WANT_CHANNEL, on_want, p);
+    cancel_running(p);
     while (p->head)
         free_job(p->head);
+    free_regs(p);
     free(p->ids);
     free(p);
 }
@@ -666,8 +942,9 @@ int hgf_worker_drain_while(hgf_runtime *rt, const hgf_worker_opts *o, hgf_worker
         return err ? err->code : HGF_ENOMEM;
     int rc = drain_loop(p, watch, arg, err);
     hgf_worker_pool_stop(p);
-    /* On a database failure, let running jobs end so nothing is freed under them. */
-    while (p->count[PH_RUNNING] > 0 || p->claiming)
+    /* On a database failure, let running jobs end and their outcomes reach
+     * the store (or fail to), so no callback finds the pool freed. */
+    while (p->count[PH_RUNNING] > 0 || p->count[PH_RECORDING] > 0 || p->claiming)
         ev_run(rt->loop, EVRUN_ONCE);
     hgf_worker_pool_free(p);
     return rc;
