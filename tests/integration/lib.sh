@@ -171,3 +171,27 @@ $HGF_OUT
 --- stderr:
 $HGF_ERR"
 }
+
+# hgf_python_on_path: the python3 function above serves this shell only;
+# scripts a test runs (scripts/pg-harness, bench/run) find python3 on PATH,
+# through the shim again. This puts the resolved interpreter first on PATH.
+hgf_python_on_path() {
+  [[ -n ${HGF_PYTHON:-} && -x $HGF_PYTHON ]] || return 0
+  mkdir -p "$_HGF_ROOT/python-bin"
+  ln -sf "$HGF_PYTHON" "$_HGF_ROOT/python-bin/python3"
+  PATH=$_HGF_ROOT/python-bin:$PATH
+  export PATH
+}
+
+# hgf_each_line JOBS LOG CMD [ARGS...] <LINES: runs CMD ARGS once per line of
+# stdin, with every {} in ARGS replaced by the line, JOBS runs at a time (for
+# many short processes such as `connection add`). Their output is appended to
+# LOG; fails, showing LOG's end, if any run failed.
+hgf_each_line() {
+  [[ $# -ge 3 && $1 =~ ^[1-9][0-9]*$ ]] || hgf_fail "hgf_each_line: expected JOBS LOG CMD..."
+  local jobs=$1 log=$2 rc=0
+  shift 2
+  xargs -d '\n' -r -P "$jobs" -I{} "$@" >>"$log" 2>&1 || rc=$?
+  (( rc == 0 )) || hgf_fail "hgf_each_line: a run of $1 failed (xargs exit $rc); the end of $log:
+$(tail -n 20 "$log")"
+}

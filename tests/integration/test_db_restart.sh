@@ -3,6 +3,9 @@
 # registries. The replicas notice, reconnect (re-entering pipeline mode and
 # re-issuing LISTEN), record or retry what the outage interrupted, and finish:
 # every sync job ends done and the stored catalog equals ecrsim's truth.
+# Repositories hold about 5 images (every image is scanned afterwards, and the
+# restart needs syncs still to come, not big ones), and ecrsim answers slowly
+# until the restart, so that syncs are still running when it comes.
 #
 # The restart needs a cluster of its own: the shared fixture serves the other
 # integration tests, which run in parallel.
@@ -11,6 +14,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 tmp=$(hgf_tmpdir)
+hgf_python_on_path
 harness=$HGF_SOURCE_DIR/scripts/pg-harness
 pgdir=$tmp/pg
 hgf_on_exit "$harness" stop "$pgdir"
@@ -25,24 +29,29 @@ db=$HGFLEET_DATABASE_URL
 q() { hgf_psql "$db" -c "$1"; }
 
 akid=AKIARESTARTTEST00001
-openssl rand -hex 20 >"$tmp/secret"
-hgf_bg "$ECRSIM_BIN" --seed 47 --accounts 12 --regions us-east-1,eu-west-1 --repos 8 --images 40 \
-  --key "$akid:$(<"$tmp/secret"):*" >"$tmp/ecrsim.out" 2>"$tmp/ecrsim.log"
+secret=$(openssl rand -hex 20)
+hgf_bg "$ECRSIM_BIN" --seed 47 --accounts 12 --regions us-east-1,eu-west-1 --repos 8 --images 5 \
+  --latency-ms 25 --key "$akid:$secret:*" >"$tmp/ecrsim.out" 2>"$tmp/ecrsim.log"
 line=$(hgf_wait_for_line "$tmp/ecrsim.out" 'listening on http://' 10)
 sim_url=${line##* }
 export AWS_ENDPOINT_URL_ECR=$sim_url
 curl -fsS "$sim_url/_sim/truth" >"$tmp/truth.json"
 python3 -c '
 import json, sys
+print("account_id,region")
 for r in json.load(open(sys.argv[1]))["registries"]:
-    print(r["registry"])' "$tmp/truth.json" >"$tmp/registries"
+    account, _, _, region, _ = r["registry"].split(".", 4)
+    print(f"{account},{region}")' "$tmp/truth.json" >"$tmp/registries.csv"
 
 hgf_expect_exit 0 "$H" migrate
-while read -r reg; do
-  hgf_expect_exit 0 "$H" connection add "$reg" --schedule manual --access-key-id "$akid" \
-    --secret-access-key-file "$tmp/secret"
-done <"$tmp/registries"
-total=$(wc -l <"$tmp/registries")
+# One import, not a process per registry: the connections use the host's
+# credentials, which both replicas get.
+export AWS_ACCESS_KEY_ID=$akid AWS_SECRET_ACCESS_KEY=$secret AWS_EC2_METADATA_DISABLED=true
+hgf_expect_exit 0 "$H" connection import "$tmp/registries.csv" --schedule manual
+total=$(( $(wc -l <"$tmp/registries.csv") - 1 ))
+hgf_assert_eq 24 "$total" "ecrsim serves 12 accounts x 2 regions"
+hgf_assert_eq "$total" "$(q "select count(*) from jobs where kind = 'sync' and state = 'queued'")" \
+  "a first sync queued per connection"
 
 export HGFLEET_WORKERS=2 HGFLEET_LEASE_SECONDS=3 HGFLEET_LISTEN=127.0.0.1:0
 addrs=()
@@ -61,6 +70,8 @@ done
 (( done_now < total )) || hgf_fail "every sync finished before the restart; make the fleet bigger"
 echo "restarting PostgreSQL after $done_now of $total syncs"
 "$harness" restart "$pgdir" >/dev/null 2>>"$tmp/harness.log"
+# The latency only had to keep syncs running until the restart.
+curl -fsS -X POST "$sim_url/_sim/config" -d '{"latency_ms": 0}' >/dev/null
 
 # --- both replicas reconnect and finish the work ---
 for (( i = 0; i < 600; i++ )); do

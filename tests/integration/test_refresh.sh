@@ -27,7 +27,7 @@ cat >"$tmp/scenario.json" <<JSON
  "credential_duration_seconds": $lifetime}
 JSON
 hgf_bg "$ECRSIM_BIN" --seed $seed --accounts 100 --regions us-east-1,eu-west-1 --repos 2 --images 3 \
-  --latency-ms 60 --scenario "$tmp/scenario.json" >"$tmp/ecrsim.out" 2>"$tmp/ecrsim.log"
+  --latency-ms 30 --scenario "$tmp/scenario.json" >"$tmp/ecrsim.out" 2>"$tmp/ecrsim.log"
 line=$(hgf_wait_for_line "$tmp/ecrsim.out" 'listening on http://' 20)
 sim=${line##* }
 export AWS_ENDPOINT_URL_ECR=$sim AWS_ENDPOINT_URL_STS=$sim
@@ -35,16 +35,18 @@ export AWS_ACCESS_KEY_ID=AKIAREFRESHCI0000001 AWS_SECRET_ACCESS_KEY=$secret
 H=$HGFLEET_BIN
 "$H" migrate >>"$tmp/hgfleet.log" 2>&1
 
-n=0
+# `connection import` cannot add these (a role in another account than the
+# connection's), so 200 `connection add` runs, a few at a time.
 for i in $(seq 0 99); do
   for r in us-east-1 eu-west-1; do
-    acct=$(printf '%012d' $((100000000000 + seed * 1000000 + i)))
-    "$H" connection add "$acct.dkr.ecr.$r.amazonaws.com" --schedule manual \
-      --role-arn "arn:aws:iam::$A:role/fleet-reader" >>"$tmp/hgfleet.log" 2>&1
-    n=$((n + 1))
+    printf '%012d.dkr.ecr.%s.amazonaws.com\n' $((100000000000 + seed * 1000000 + i)) "$r"
   done
-done
-hgf_assert_eq 200 "$n" "200 connections"
+done >"$tmp/registries"
+role=arn:aws:iam::$A:role/fleet-reader
+hgf_each_line 4 "$tmp/hgfleet.log" "$H" connection add {} --schedule manual --role-arn "$role" \
+  <"$tmp/registries"
+n=$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select count(*) from connections where role_arn = '$role'")
+hgf_assert_eq 200 "$n" "200 connections share the role"
 
 start=$(date +%s%N)
 HGFLEET_WORKERS=4 HGFLEET_REGISTRY_INFLIGHT=1 "$H" sync --all --wait --json \

@@ -5,6 +5,9 @@
 # replicas finish the work: every sync job ends done, the stored catalog
 # equals ecrsim's truth, no digest got two scan jobs, and nothing is left
 # running under a dead owner.
+# The fleet is small (3 repositories of about 6 images: the survivors scan every
+# image) and ecrsim answers slowly until the kill, so that syncs are still
+# running when replica a dies.
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,26 +22,27 @@ db=$HGFLEET_DATABASE_URL
 q() { hgf_psql "$db" -c "$1"; }
 
 akid=AKIAREPLICATEST00001
-openssl rand -hex 20 >"$tmp/secret"
-hgf_bg "$ECRSIM_BIN" --seed 31 --accounts 25 --regions us-east-1,eu-west-1 --repos 6 --images 30 \
-  --key "$akid:$(<"$tmp/secret"):*" >"$tmp/ecrsim.out" 2>"$tmp/ecrsim.log"
+secret=$(openssl rand -hex 20)
+hgf_bg "$ECRSIM_BIN" --seed 31 --accounts 25 --regions us-east-1,eu-west-1 --repos 3 --images 6 \
+  --latency-ms 40 --key "$akid:$secret:*" >"$tmp/ecrsim.out" 2>"$tmp/ecrsim.log"
 line=$(hgf_wait_for_line "$tmp/ecrsim.out" 'listening on http://' 10)
 sim_url=${line##* }
 export AWS_ENDPOINT_URL_ECR=$sim_url
 curl -fsS "$sim_url/_sim/truth" >"$tmp/truth.json"
 python3 -c '
 import json, sys
+print("account_id,region")
 for r in json.load(open(sys.argv[1]))["registries"]:
-    print(r["registry"])' "$tmp/truth.json" >"$tmp/registries"
-n_regs=$(wc -l <"$tmp/registries")
-hgf_assert_eq 50 "$n_regs" "ecrsim serves 25 accounts x 2 regions"
+    account, _, _, region, _ = r["registry"].split(".", 4)
+    print(f"{account},{region}")' "$tmp/truth.json" >"$tmp/registries.csv"
+hgf_assert_eq 50 "$(( $(wc -l <"$tmp/registries.csv") - 1 ))" "ecrsim serves 25 accounts x 2 regions"
 
 hgf_expect_exit 0 "$H" migrate
-# manual: the first sync is the only one, so the job count is exact.
-while read -r reg; do
-  hgf_expect_exit 0 "$H" connection add "$reg" --schedule manual --access-key-id "$akid" \
-    --secret-access-key-file "$tmp/secret"
-done <"$tmp/registries"
+# One import, not 50 processes: the connections use the host's credentials,
+# which every replica gets. manual: the first sync is the only one, so the job
+# count is exact.
+export AWS_ACCESS_KEY_ID=$akid AWS_SECRET_ACCESS_KEY=$secret AWS_EC2_METADATA_DISABLED=true
+hgf_expect_exit 0 "$H" connection import "$tmp/registries.csv" --schedule manual
 hgf_assert_eq 50 "$(q "select count(*) from jobs where kind = 'sync' and state = 'queued'")" \
   "50 first syncs queued"
 
@@ -76,6 +80,8 @@ orphans=$(q "select string_agg(id::text, ',') from jobs
 [[ -n $orphans ]] || hgf_fail "replica a's running jobs all ended before the kill landed"
 killed_running=$(tr ',' '\n' <<<"$orphans" | wc -l)
 echo "killed replica a (pid $victim) with $killed_running running job(s) after $done_now syncs"
+# The latency only had to keep syncs running until the kill.
+curl -fsS -X POST "$sim_url/_sim/config" -d '{"latency_ms": 0}' >/dev/null
 
 # --- the survivors take the dead replica's jobs over once its leases expire ---
 for (( i = 0; i < 300; i++ )); do

@@ -6,7 +6,7 @@
 #      the right diagnosis, the syncs collect posture, in well under 60 s;
 #  (b) `sweep` (queued) run by two `serve` replicas, one SIGKILLed mid-sweep:
 #      the sweep still completes once, with the same report;
-#  (c) HGFLEET_SWEEP_SCHEDULE=every:5s on two replicas queues one sweep per
+#  (c) HGFLEET_SWEEP_SCHEDULE=every:2s on two replicas queues one sweep per
 #      due time, and it is validated at start;
 #  (d) an unchanged sweep queues no scans.
 set -euo pipefail
@@ -50,7 +50,7 @@ print(json.dumps({"principals": [{"arn": host, "access_key_id": "AKIAFLEETHOST00
                                               "resources": ["*"]}]}],
                   "roles": roles}))
 PY
-hgf_bg "$ECRSIM_BIN" --seed $seed --accounts 30 --regions $regions --repos 3 --images 4 \
+hgf_bg "$ECRSIM_BIN" --seed $seed --accounts 30 --regions $regions --repos 3 --images 2 \
   --scenario "$tmp/scenario.json" >"$tmp/ecrsim.out" 2>"$tmp/ecrsim.log"
 line=$(hgf_wait_for_line "$tmp/ecrsim.out" 'listening on http://' 10)
 sim=${line##* }
@@ -205,7 +205,7 @@ hgf_expect_exit 2 env HGFLEET_RESCAN_AFTER='7 days' "$H" serve
 hgf_assert_contains "$HGF_ERR" "HGFLEET_RESCAN_AFTER" "a bad rescan window names the variable"
 
 scans=$(q "select count(*) from jobs where kind = 'scan'")
-export HGFLEET_SWEEP_SCHEDULE=every:5s HGFLEET_SHUTDOWN_GRACE=2
+export HGFLEET_SWEEP_SCHEDULE=every:2s HGFLEET_SHUTDOWN_GRACE=2
 t0=$(date +%s)
 sched_pids=()
 for r in c d; do
@@ -231,7 +231,7 @@ elapsed=$(( $(date +%s) - t0 + 1 ))
 kill -TERM "${sched_pids[@]}"
 for pid in "${sched_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 n=$(q "select count(*) from sweeps where requested_by = 'schedule'")
-(( n <= elapsed / 5 + 1 )) || hgf_fail "$n scheduled sweeps in ${elapsed}s: more than one per due time"
+(( n <= elapsed / 2 + 1 )) || hgf_fail "$n scheduled sweeps in ${elapsed}s: more than one per due time"
 queued=$(grep -h '"scheduler.sweep_queued"' "$tmp/serve-c.log" "$tmp/serve-d.log" | wc -l)
 hgf_assert_eq "$n" "$queued" "each scheduled sweep was queued by exactly one replica"
 hgf_assert_eq "partial" "$(q "select string_agg(distinct status, ',') from sweeps where requested_by = 'schedule' and status <> 'running'")" \
