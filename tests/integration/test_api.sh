@@ -64,15 +64,39 @@ serve() { # serve NAME: starts a server, leaves its base URL in $base
   done
   hgf_fail "serve $1 never became ready"
 }
-n=0
-get() { # get EXPECTED_CODE PATH [curl args...]: the body lands in $tmp/r<n>, named by $resp
-  local want=$1 path=$2 code
+# Requests are queued by get and sent by sent, many in one curl (starting a
+# process per request was most of this test's time).
+n=0 queue=() batch_want=() batch_path=() batch_files=()
+get() { # get EXPECTED_CODE PATH [curl args...]: queues a GET; its body lands in $tmp/r<n>, named by $resp
+  local want=$1 path=$2
   shift 2
   n=$(( n + 1 ))
   resp=$tmp/r$n
-  code=$(curl -sS -o "$resp" -w '%{http_code}' "$@" "$base$path")
-  [[ $code == "$want" ]] ||
-    hgf_fail "GET $path: expected HTTP $want, got $code: $(head -c 600 "$resp")"
+  (( ${#batch_want[@]} == 0 )) || queue+=(--next)
+  queue+=(-sS -o "$resp" -w '%{http_code}\n' "$@" "$base$path")
+  batch_want+=("$want") batch_path+=("$path") batch_files+=("$resp")
+}
+sent() { # sent: sends the queued GETs; each must get its EXPECTED_CODE. Leaves
+  # their paths and bodies' files in sent_path and sent_files.
+  local codes i
+  mapfile -t codes < <(curl "${queue[@]}")
+  for i in "${!batch_want[@]}"; do
+    [[ ${codes[i]:-none} == "${batch_want[i]}" ]] ||
+      hgf_fail "GET ${batch_path[i]}: expected HTTP ${batch_want[i]}, got ${codes[i]:-none}: $(head -c 600 "${batch_files[i]}")"
+  done
+  sent_path=("${batch_path[@]}") sent_files=("${batch_files[@]}")
+  queue=() batch_want=() batch_path=() batch_files=()
+}
+# sent_fields: the field and error members of each sent response, in
+# sent_field and sent_error
+sent_fields() {
+  local lines i
+  mapfile -t lines < <(jq -r '[.field // "", .error // "" | tostring] | @tsv' "${sent_files[@]}")
+  (( ${#lines[@]} == ${#sent_files[@]} )) || hgf_fail "a response is not one JSON object"
+  sent_field=() sent_error=()
+  for i in "${!lines[@]}"; do
+    sent_field+=("${lines[i]%%$'\t'*}") sent_error+=("${lines[i]#*$'\t'}")
+  done
 }
 field() { # field FILE KEY: a top-level string of a JSON object
   jq -r --arg k "$2" '.[$k] // ""' "$1"
@@ -85,7 +109,11 @@ routes=(/api/connections "/api/connections/$east" /api/images /api/jobs /api/swe
   "/api/sweeps/$sweep" "/api/sweeps/$sweep/report")
 for p in "${routes[@]}"; do
   get 403 "$p" -H "Authorization: Bearer anything-anything-anything"
-  hgf_assert_contains "$(field "$resp" error)" "disabled" "403 says the API is disabled ($p)"
+done
+sent
+sent_fields
+for i in "${!sent_error[@]}"; do
+  hgf_assert_contains "${sent_error[i]}" "disabled" "403 says the API is disabled (${sent_path[i]})"
 done
 kill -TERM "$HGF_BG_PID"
 
@@ -103,22 +131,27 @@ get 401 /api/jobs -H "Authorization: Bearer ${token:0:20}"
 get 401 /api/jobs -H "Authorization: Basic $(printf 'admin:%s' "$token" | base64 -w0)"
 get 401 /api/jobs -H "X-Api-Key: $token"
 get 401 /api/jobs -H "Authorization: $token"
-hgf_assert_contains "$(field "$resp" error)" "Bearer" "401 says what to send"
+says=$resp
 get 200 /api/jobs -H "authorization: bearer $token"
 get 405 /api/connections -X POST "${A[@]}"
+sent
+hgf_assert_contains "$(field "$says" error)" "Bearer" "401 says what to send"
 
 # --- every endpoint's JSON is the CLI's --json for the same data ---
 same() { # same API_PATH CLI_ARGS...: the API's JSON equals the CLI's
   local path=$1
   shift
   get 200 "$path" "${A[@]}"
+  sent
   hgf_expect_exit 0 "$H" "$@"
   printf '%s' "$HGF_OUT" >"$tmp/cli.json"
-  jq -e -n --slurpfile a "$resp" --slurpfile b "$tmp/cli.json" '$a == $b' >/dev/null ||
-    hgf_fail "GET $path: the API and the CLI differ:
+  local equal nonempty
+  read -r equal nonempty < <(jq -r -n --slurpfile a "$resp" --slurpfile b "$tmp/cli.json" \
+    '"\($a == $b) \($a[0] | length > 0)"')
+  [[ $equal == true ]] || hgf_fail "GET $path: the API and the CLI differ:
 $(head -c 800 "$resp")
 $(head -c 800 "$tmp/cli.json")"
-  (( $(count "$resp") > 0 )) || hgf_fail "GET $path: an empty result proves nothing"
+  [[ $nonempty == true ]] || hgf_fail "GET $path: an empty result proves nothing"
   printf '%s\n' "$resp" >>"$tmp/compared"
 }
 same /api/connections connection list --json
@@ -150,33 +183,42 @@ PY
 get 200 '/api/images?limit=1000' "${A[@]}"
 all=$resp
 get 200 '/api/images?limit=3' "${A[@]}"
+sent
 jq -e -n --slurpfile a "$all" --slurpfile b "$resp" '$a[0][:3] == $b[0] and ($b[0] | length) == 3' \
   >/dev/null || hgf_fail "limit=3 is not the first 3 rows"
 db "insert into jobs (kind, payload, state, finished_at)
     select 'scan', '{}'::jsonb, 'done', now() from generate_series(1, 150)" >/dev/null
 get 200 /api/jobs "${A[@]}"
-hgf_assert_eq 100 "$(count "$resp")" "jobs: 100 rows by default"
+default=$resp
 get 200 '/api/jobs?limit=1000' "${A[@]}"
+sent
+hgf_assert_eq 100 "$(count "$default")" "jobs: 100 rows by default"
 (( $(count "$resp") > 150 )) || hgf_fail "limit=1000 returns every job"
 
 # --- sweeps: one sweep is the list's element; its report is `sweep show`'s bytes ---
 get 200 "/api/sweeps/$sweep" "${A[@]}"
 one=$resp
 get 200 /api/sweeps "${A[@]}"
+sent
 python3 - "$one" "$resp" "$sweep" <<'PY'
 import json, sys
 one, lst, sid = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), int(sys.argv[3])
 assert one == next(s for s in lst if s["id"] == sid), one
 assert one["status"] == "partial" and one["totals"]["connections"] == 3, one
 PY
+declare -A report
 for f in json csv html; do
   hgf_expect_exit 0 "$H" sweep show "$sweep" --format "$f"
   printf '%s\n' "$HGF_OUT" >"$tmp/show.$f" # $(...) dropped the trailing newline
   get 200 "/api/sweeps/$sweep/report?format=$f" "${A[@]}" -D "$tmp/headers.$f"
-  cmp "$tmp/show.$f" "$resp" || hgf_fail "the $f report differs from sweep show's"
-  printf '%s\n' "$resp" >>"$tmp/compared"
+  report[$f]=$resp
 done
 get 200 "/api/sweeps/$sweep/report" "${A[@]}"
+sent
+for f in json csv html; do
+  cmp "$tmp/show.$f" "${report[$f]}" || hgf_fail "the $f report differs from sweep show's"
+  printf '%s\n' "${report[$f]}" >>"$tmp/compared"
+done
 cmp "$tmp/show.json" "$resp" || hgf_fail "the report is JSON by default"
 hgf_assert_contains "$(<"$tmp/headers.csv")" "text/csv" "CSV content type"
 hgf_assert_contains "$(<"$tmp/headers.html")" "text/html" "HTML content type"
@@ -190,15 +232,16 @@ PY
 # A sweep still running has no report yet: 409, while the sweep itself is listed.
 running=$(db "insert into sweeps (requested_by) values ('test') returning id" | head -1)
 get 409 "/api/sweeps/$running/report" "${A[@]}"
-hgf_assert_contains "$(field "$resp" error)" "no report" "409 says why"
 get 200 "/api/sweeps/$running" "${A[@]}"
+sent
+hgf_assert_contains "$(field "${sent_files[0]}" error)" "no report" "409 says why"
 hgf_assert_eq running "$(field "$resp" status)" "a running sweep"
 
 # --- bad ids and parameters: 400 naming the field, unknown ids 404 ---
-bad_field() { # bad_field FIELD PATH: 400 with that field named
+want_fields=() # the FIELD of each queued bad_field
+bad_field() { # bad_field FIELD PATH: 400 with that field named (checked after sent)
   get 400 "$2" "${A[@]}"
-  hgf_assert_eq "$1" "$(field "$resp" field)" "GET $2 names the field"
-  hgf_assert_contains "$(field "$resp" error)" "$1" "GET $2 says what is wrong"
+  want_fields+=("$1")
 }
 for p in /api/connections/abc /api/connections/0 /api/connections/-1 /api/connections/1x \
          /api/connections/ /api/connections/99999999999999999999 /api/sweeps/abc \
@@ -222,16 +265,24 @@ bad_field format "/api/sweeps/$sweep/report?format=pdf"
 bad_field foo '/api/jobs?foo=1'
 bad_field state '/api/jobs?state=failed&state=done'
 bad_field limit '/api/connections?limit=5'
+sent
+sent_fields
+for i in "${!want_fields[@]}"; do
+  hgf_assert_eq "${want_fields[i]}" "${sent_field[i]}" "GET ${sent_path[i]} names the field"
+  hgf_assert_contains "${sent_error[i]}" "${want_fields[i]}" "GET ${sent_path[i]} says what is wrong"
+done
 get 404 /api/connections/99999 "${A[@]}"
-hgf_assert_contains "$(field "$resp" error)" "99999" "404 names the id"
 get 404 /api/sweeps/99999 "${A[@]}"
 get 404 /api/sweeps/99999/report "${A[@]}"
 get 404 "/api/sweeps/$sweep/other" "${A[@]}"
 get 404 "/api/connections/$east/report" "${A[@]}"
 get 404 /api/nothing "${A[@]}"
+sent
+hgf_assert_contains "$(field "${sent_files[0]}" error)" "99999" "404 names the id"
 # A removed connection is gone from the API as from the CLI.
 hgf_expect_exit 0 "$H" connection remove "$bad"
 get 404 "/api/connections/$bad" "${A[@]}"
+sent
 same /api/connections connection list --json
 
 # --- no secret in any response ---

@@ -74,15 +74,14 @@ sync_and_check() {
   hgf_expect_exit 0 env "${envs[@]}" "$H" connection add "$registry" --schedule manual "$@"
   hgf_expect_exit 0 env "${envs[@]}" "$H" sync "$registry" --wait --json
   local got want
-  got=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["result"]["images"])' <<<"$HGF_OUT")
-  want=$(python3 -c '
-import json, sys
-t = json.load(open(sys.argv[1]))
-print(sum(len(r["images"]) for g in t["registries"] if g["registry"] == sys.argv[2] for r in g["repositories"]))' \
-    "$tmp/truth.json" "$registry")
+  got=$(jq -n 'input.result.images' <<<"$HGF_OUT")
+  want=$(jq --arg r "$registry" \
+    '[.registries[] | select(.registry == $r) | .repositories[].images | length] | add // 0' \
+    "$tmp/truth.json")
   hgf_assert_eq "$want" "$got" "$label: every image synced"
   hgf_expect_exit 0 env "${envs[@]}" "$H" connection test "$registry" --json
-  python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["healthy"], r; assert [s["name"] for s in r["steps"]][-1] == "ManifestHead"' <<<"$HGF_OUT"
+  jq -e '.healthy and .steps[-1].name == "ManifestHead"' <<<"$HGF_OUT" >/dev/null ||
+    hgf_fail "$label: connection test: $HGF_OUT"
   "$H" connection remove "$registry" --purge >/dev/null
   echo "ok: $label"
 }

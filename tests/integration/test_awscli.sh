@@ -4,6 +4,9 @@
 # ECR errors come back with AWS's codes and messages, the fleet is a pure
 # function of the seed, and ecrsim exits cleanly on SIGTERM.
 #
+# The CLI and every python check run in one long-lived interpreter (py below):
+# started afresh, the CLI spends seconds importing botocore per command.
+#
 # Needs ECRSIM_BIN (ctest sets it; else $HGF_BUILD_DIR/ecrsim or build/ecrsim),
 # curl, python3 and npm access for scripts/fetch-awscli on the first run.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -42,11 +45,92 @@ start_ecrsim() {
   printf -v "PORT_$name" '%s' "${line##*:}"
 }
 
+# The python host: runs each script as `python3 SCRIPT ARGS...` would (same
+# argv, environment, stdin, stdout, stderr and exit status), one after another
+# in this one interpreter, which imports the AWS CLI once when given its layer.
+cat >"$TMP/pyhost.py" <<'PY'
+import os, runpy, sys, traceback
+if len(sys.argv) > 1:
+    sys.path.insert(0, sys.argv[1])
+    import awscli.clidriver  # noqa: F401  (its import sets AWS_DATA_PATH: keep it for every run)
+requests, answers = os.fdopen(3), os.fdopen(os.dup(1), "w")
+null = os.open(os.devnull, os.O_RDWR)
+os.dup2(null, 1)
+base_env, host_err = dict(os.environ), os.dup(2)
+for line in requests:
+    base = line.rstrip("\n")
+    with open(base + ".args", "rb") as f:
+        fields = [x.decode() for x in f.read().split(b"\0")[:-1]]
+    n = int(fields[0])
+    os.environ.clear()
+    os.environ.update(base_env)
+    for e in fields[1:1 + n]:
+        if e.startswith("-u"):
+            os.environ.pop(e[2:], None)
+        else:
+            os.environ.__setitem__(*e.split("=", 1))
+    inp = open(fields[1 + n] or os.devnull)
+    out, err = open(base + ".out", "w"), open(base + ".err", "w")
+    for f, fd in ((inp, 0), (out, 1), (err, 2)):
+        os.dup2(f.fileno(), fd)
+    sys.stdin, sys.stdout, sys.stderr, sys.argv, rc = inp, out, err, fields[2 + n:], 0
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        rc = 1
+    for s in (sys.stdout, sys.stderr, out, err):
+        s.flush()
+    for f in (inp, out, err):
+        f.close()
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(host_err, 2)
+    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+    answers.write(f"{rc}\n")
+    answers.flush()
+PY
+# Named pipes, not a coprocess: bash has only one of those at a time. Opened
+# read-write where a one-way open would block for the other end; requests on
+# descriptor 3, as a command in the background gets /dev/null for stdin.
+mkfifo "$TMP/pyhost.in" "$TMP/pyhost.out"
+hgf_bg python3 "$TMP/pyhost.py" "$LAYER" 3<>"$TMP/pyhost.in" 1<>"$TMP/pyhost.out" 2>"$TMP/pyhost.err"
+exec {PY_TO}>"$TMP/pyhost.in" {PY_FROM}<"$TMP/pyhost.out"
+
+# py [-s] [NAME=VALUE | -u NAME]... SCRIPT|-|-c CODE [ARGS...]: python3 in the
+# host, with these changes to the environment; -s passes stdin on ("-": the
+# script is on stdin).
+py() {
+  local f=$TMP/py.$BASHPID env=() in='' rc
+  while [[ $1 == -[su] || $1 =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; do
+    case $1 in
+      -s) cat >"$f.in"; in=$f.in ;;
+      -u) env+=("-u$2"); shift ;;
+      *) env+=("$1") ;;
+    esac
+    shift
+  done
+  case $1 in
+    -) cat >"$f.py"; shift; set -- "$f.py" "$@" ;;
+    -c) printf '%s\n' "$2" >"$f.py"; shift 2; set -- "$f.py" "$@" ;;
+  esac
+  printf '%s\0' "${#env[@]}" "${env[@]}" "$in" "$@" >"$f.args"
+  printf '%s\n' "$f" >&"$PY_TO"
+  read -r rc <&"$PY_FROM" || hgf_fail "the python host died: $(cat "$TMP/pyhost.err")"
+  cat "$f.out"
+  cat "$f.err" >&2
+  return "$rc"
+}
+
 aws_ecr() {
-  AWS_ACCESS_KEY_ID=${KEY_ID:-$ANY_KEY} AWS_SECRET_ACCESS_KEY=${KEY_SECRET:-$ANY_SECRET} \
+  py AWS_ACCESS_KEY_ID="${KEY_ID:-$ANY_KEY}" AWS_SECRET_ACCESS_KEY="${KEY_SECRET:-$ANY_SECRET}" \
     AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
     AWS_EC2_METADATA_DISABLED=true AWS_MAX_ATTEMPTS=1 \
-    python3 "$AWS_ENTRY" --endpoint-url "http://127.0.0.1:$PORT_A" --region "$REGION" \
+    "$AWS_ENTRY" --endpoint-url "http://127.0.0.1:$PORT_A" --region "$REGION" \
     --output json ecr "$@"
 }
 
@@ -127,10 +211,10 @@ else:
 PY
 
 calls() { # calls OP OUTCOME: the ecrsim A stats counter
-  curl -fsS "http://127.0.0.1:$PORT_A/_sim/stats" |
-    python3 -c 'import json, sys
-calls = json.load(sys.stdin)["calls"]
-print(calls.get(sys.argv[1], {}).get(sys.argv[2], 0))' "$1" "$2"
+  curl -fsS "http://127.0.0.1:$PORT_A/_sim/stats" -o "$TMP/calls.json"
+  py -c 'import json, sys
+calls = json.load(open(sys.argv[3]))["calls"]
+print(calls.get(sys.argv[1], {}).get(sys.argv[2], 0))' "$1" "$2" "$TMP/calls.json"
 }
 
 # ---- flags ------------------------------------------------------------------
@@ -150,7 +234,7 @@ hgf_assert_contains "$HGF_ERR" "--regions" "bad --regions message"
 start_ecrsim A --seed "$SEED" --big-repo 2500 \
   --key "$ANY_KEY:$ANY_SECRET:*" --key "$BOUND_KEY:$BOUND_SECRET:$ACCT1"
 curl -fsS "http://127.0.0.1:$PORT_A/_sim/truth" -o "$TMP/truth.json"
-python3 - "$TMP/truth.json" "$ACCT0" "$ACCT1" <<'PY' || hgf_fail "truth has an unexpected shape"
+py - "$TMP/truth.json" "$ACCT0" "$ACCT1" <<'PY' || hgf_fail "truth has an unexpected shape"
 import json, sys
 t = json.load(open(sys.argv[1]))
 accts = sorted({r["account_id"] for r in t["registries"]})
@@ -164,25 +248,25 @@ PY
 
 t0=$SECONDS
 aws_ecr describe-repositories --registry-id "$ACCT0" >"$TMP/repos.json"
-python3 "$TMP/check.py" repos "$TMP/truth.json" "$ACCT0" "$REGION" "$TMP/repos.json"
+py "$TMP/check.py" repos "$TMP/truth.json" "$ACCT0" "$REGION" "$TMP/repos.json"
 
 before=$(calls DescribeImages ok)
 aws_ecr describe-images --registry-id "$ACCT0" --repository-name big >"$TMP/big.json"
-python3 "$TMP/check.py" images "$TMP/truth.json" "$ACCT0" "$REGION" big "$TMP/big.json" 0 2500 no
+py "$TMP/check.py" images "$TMP/truth.json" "$ACCT0" "$REGION" big "$TMP/big.json" 0 2500 no
 hgf_assert_eq $((before + 25)) "$(calls DescribeImages ok)" \
   "DescribeImages calls for 2500 images at the default page size 100"
 
 before=$(calls DescribeImages ok)
 aws_ecr describe-images --registry-id "$ACCT0" --repository-name big --page-size 1000 >"$TMP/big1000.json"
-python3 "$TMP/check.py" images "$TMP/truth.json" "$ACCT0" "$REGION" big "$TMP/big1000.json" 0 2500 no
+py "$TMP/check.py" images "$TMP/truth.json" "$ACCT0" "$REGION" big "$TMP/big1000.json" 0 2500 no
 hgf_assert_eq $((before + 3)) "$(calls DescribeImages ok)" "DescribeImages calls with --page-size 1000"
 
 aws_ecr describe-images --registry-id "$ACCT0" --repository-name big --max-items 250 >"$TMP/big250.json"
-python3 "$TMP/check.py" images "$TMP/truth.json" "$ACCT0" "$REGION" big "$TMP/big250.json" 0 250 yes
-next=$(python3 "$TMP/check.py" token "$TMP/truth.json" "$ACCT0" "$REGION" "$TMP/big250.json")
+py "$TMP/check.py" images "$TMP/truth.json" "$ACCT0" "$REGION" big "$TMP/big250.json" 0 250 yes
+next=$(py "$TMP/check.py" token "$TMP/truth.json" "$ACCT0" "$REGION" "$TMP/big250.json")
 aws_ecr describe-images --registry-id "$ACCT0" --repository-name big --max-items 250 \
   --starting-token "$next" >"$TMP/big250b.json"
-python3 "$TMP/check.py" images "$TMP/truth.json" "$ACCT0" "$REGION" big "$TMP/big250b.json" 250 250 yes
+py "$TMP/check.py" images "$TMP/truth.json" "$ACCT0" "$REGION" big "$TMP/big250b.json" 250 250 yes
 
 KEY_SECRET=wrong-secret hgf_expect_exit 255 aws_ecr describe-repositories --registry-id "$ACCT0"
 hgf_assert_contains "$HGF_ERR" "InvalidSignatureException" "wrong secret"
@@ -196,7 +280,7 @@ hgf_assert_contains "$HGF_ERR" \
 
 # GetLifecyclePolicy and GetRepositoryPolicy: the documents /_sim/truth describes,
 # and AWS's not-found errors for repositories without them.
-python3 - "$TMP/truth.json" "$REGION" >"$TMP/policy-picks" <<'PY'
+py - "$TMP/truth.json" "$REGION" >"$TMP/policy-picks" <<'PY'
 import json, sys
 repos = [(reg["account_id"], r) for reg in json.load(open(sys.argv[1]))["registries"]
          if reg["region"] == sys.argv[2] for r in reg["repositories"]]
@@ -210,7 +294,7 @@ PY
 { read -r lc_acct lc_repo lc_days; read -r nolc_acct nolc_repo _; read -r rp_acct rp_repo _
   read -r norp_acct norp_repo _; } <"$TMP/policy-picks"
 aws_ecr get-lifecycle-policy --registry-id "$lc_acct" --repository-name "$lc_repo" >"$TMP/lc.json"
-python3 - "$TMP/lc.json" "$lc_acct" "$lc_repo" "$lc_days" <<'PY' || hgf_fail "get-lifecycle-policy"
+py - "$TMP/lc.json" "$lc_acct" "$lc_repo" "$lc_days" <<'PY' || hgf_fail "get-lifecycle-policy"
 import json, sys
 out, acct, repo, days = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], int(sys.argv[4])
 assert (out["registryId"], out["repositoryName"]) == (acct, repo), out
@@ -225,7 +309,7 @@ hgf_expect_exit 255 aws_ecr get-lifecycle-policy --registry-id "$nolc_acct" --re
 hgf_assert_contains "$HGF_ERR" "LifecyclePolicyNotFoundException" "no lifecycle policy"
 hgf_assert_contains "$HGF_ERR" "Lifecycle policy does not exist for the repository with name '$nolc_repo' in the registry with id '$nolc_acct'" "no lifecycle policy message"
 aws_ecr get-repository-policy --registry-id "$rp_acct" --repository-name "$rp_repo" >"$TMP/rp.json"
-python3 - "$TMP/rp.json" "$rp_repo" <<'PY' || hgf_fail "get-repository-policy"
+py - "$TMP/rp.json" "$rp_repo" <<'PY' || hgf_fail "get-repository-policy"
 import json, sys
 out = json.load(open(sys.argv[1]))
 assert out["repositoryName"] == sys.argv[2], out
@@ -242,7 +326,7 @@ hgf_assert_contains "$HGF_ERR" "RepositoryNotFoundException" "policy of a missin
 cli_seconds=$((SECONDS - t0))
 
 # ---- botocore, in one process: the edges the CLI cannot easily reach --------
-python3 - "$LAYER" "$PORT_A" "$TMP/truth.json" "$ACCT0" "$ACCT1" \
+py - "$LAYER" "$PORT_A" "$TMP/truth.json" "$ACCT0" "$ACCT1" \
   "$ANY_KEY" "$ANY_SECRET" "$BOUND_KEY" "$BOUND_SECRET" <<'PY' || hgf_fail "botocore checks failed"
 import concurrent.futures, datetime, json, re, sys, urllib.error, urllib.request
 layer, port, truth_path, acct0, acct1, any_key, any_secret, bound_key, bound_secret = sys.argv[1:]
@@ -465,7 +549,7 @@ print("botocore checks passed")
 PY
 
 stats=$(curl -fsS "http://127.0.0.1:$PORT_A/_sim/stats")
-python3 - "$stats" <<'PY' || hgf_fail "/_sim/stats does not count calls by outcome: $stats"
+py - "$stats" <<'PY' || hgf_fail "/_sim/stats does not count calls by outcome: $stats"
 import json, sys
 calls = json.loads(sys.argv[1])["calls"]
 assert calls["DescribeImages"]["ok"] >= 28 + 16
@@ -483,7 +567,7 @@ curl -fsS "http://127.0.0.1:$PORT_B/_sim/truth" -o "$TMP/truth-b.json"
 cmp -s "$TMP/truth.json" "$TMP/truth-b.json" || hgf_fail "the same seed gave a different truth"
 start_ecrsim C --seed $((SEED + 1)) --big-repo 2500
 curl -fsS "http://127.0.0.1:$PORT_C/_sim/truth" -o "$TMP/truth-c.json"
-python3 - "$TMP/truth.json" "$TMP/truth-c.json" <<'PY' || hgf_fail "another seed gave overlapping digests"
+py - "$TMP/truth.json" "$TMP/truth-c.json" <<'PY' || hgf_fail "another seed gave overlapping digests"
 import json, sys
 def digests(path):
     t = json.load(open(path))

@@ -125,10 +125,10 @@ control("/_sim/stats", "DELETE")
 status, conf = control("/_sim/config")
 assert conf["throttle_rate"] == 0.3 and conf["quotas"] == {"DescribeImages": 20.0}, conf
 
-# 1. Random throttles at the flag's rate 0.3.
-seen = run(ecr.describe_repositories, 1000)
-assert 200 <= seen.get("ThrottlingException", 0) <= 400, seen
-assert seen.get("ThrottlingException", 0) + seen.get("ok", 0) == 1000, seen
+# 1. Random throttles at the flag's rate 0.3 (between 0.2 and 0.4 of 500 calls).
+seen = run(ecr.describe_repositories, 500)
+assert 100 <= seen.get("ThrottlingException", 0) <= 200, seen
+assert seen.get("ThrottlingException", 0) + seen.get("ok", 0) == 500, seen
 stats_match("DescribeRepositories", seen)
 print("throttle 0.3:", seen)
 
@@ -165,9 +165,9 @@ except ClientError as e:
     assert r["ResponseMetadata"]["HTTPStatusCode"] in (500, 503), r
 control("/_sim/stats", "DELETE")
 configure(error_rate=0.05)
-seen = run(ecr.describe_repositories, 1000)
+seen = run(ecr.describe_repositories, 500)
 errors = seen.get("ServerException", 0) + seen.get("503", 0)
-assert 20 <= errors <= 90, seen
+assert 10 <= errors <= 45, seen
 seen["ServiceUnavailable"] = seen.pop("503", 0)  # the stats' name for the empty 503
 stats_match("DescribeRepositories", seen)
 print("errors 0.05:", seen)
@@ -233,7 +233,8 @@ configure(latency_ms=0, clock_offset=0)
 def pattern(port):
     c = client(port=port)
     return [outcome(c.describe_repositories) for _ in range(200)]
-pb, pd, pc = pattern(port_b), pattern(port_d), pattern(port_c)
+with concurrent.futures.ThreadPoolExecutor(3) as pool:  # one server each: orders stay fixed
+    pb, pd, pc = pool.map(pattern, (port_b, port_d, port_c))
 assert pb == pd, "seed 7 injected different faults in two runs"
 assert pb != pc, "seeds 7 and 8 injected the same faults"
 assert 30 <= pb.count("ThrottlingException") <= 90, pb.count("ThrottlingException")

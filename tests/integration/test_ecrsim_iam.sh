@@ -7,6 +7,9 @@
 # policy), IMDSv2, the container endpoint, the clock offset, and scenario
 # replacement at runtime. No secret may reach the log.
 #
+# The CLI and every python check run in one long-lived interpreter (py below):
+# started afresh, the CLI spends seconds importing botocore per command.
+#
 # Needs ECRSIM_BIN (ctest sets it), curl, python3 and npm access for
 # scripts/fetch-awscli on the first run.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -36,9 +39,90 @@ export SCOPED_KEY=AKIAECRSIMSCOPED$RANDOM SCOPED_SECRET=scoped-secret-$RANDOM$RA
 export EXTERNAL_ID=hgf-ext-$RANDOM WEB_TOKEN=eyJhbGciOiJSUzI1NiJ9.sim$RANDOM$RANDOM
 export CONTAINER_TOKEN=ctok-$RANDOM$RANDOM A0 A1 A2
 
+# The python host: runs each script as `python3 SCRIPT ARGS...` would (same
+# argv, environment, stdin, stdout, stderr and exit status), one after another
+# in this one interpreter, which imports the AWS CLI once when given its layer.
+cat >"$TMP/pyhost.py" <<'PY'
+import os, runpy, sys, traceback
+if len(sys.argv) > 1:
+    sys.path.insert(0, sys.argv[1])
+    import awscli.clidriver  # noqa: F401  (its import sets AWS_DATA_PATH: keep it for every run)
+requests, answers = os.fdopen(3), os.fdopen(os.dup(1), "w")
+null = os.open(os.devnull, os.O_RDWR)
+os.dup2(null, 1)
+base_env, host_err = dict(os.environ), os.dup(2)
+for line in requests:
+    base = line.rstrip("\n")
+    with open(base + ".args", "rb") as f:
+        fields = [x.decode() for x in f.read().split(b"\0")[:-1]]
+    n = int(fields[0])
+    os.environ.clear()
+    os.environ.update(base_env)
+    for e in fields[1:1 + n]:
+        if e.startswith("-u"):
+            os.environ.pop(e[2:], None)
+        else:
+            os.environ.__setitem__(*e.split("=", 1))
+    inp = open(fields[1 + n] or os.devnull)
+    out, err = open(base + ".out", "w"), open(base + ".err", "w")
+    for f, fd in ((inp, 0), (out, 1), (err, 2)):
+        os.dup2(f.fileno(), fd)
+    sys.stdin, sys.stdout, sys.stderr, sys.argv, rc = inp, out, err, fields[2 + n:], 0
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        rc = 1
+    for s in (sys.stdout, sys.stderr, out, err):
+        s.flush()
+    for f in (inp, out, err):
+        f.close()
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(host_err, 2)
+    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+    answers.write(f"{rc}\n")
+    answers.flush()
+PY
+# Named pipes, not a coprocess: bash has only one of those at a time. Opened
+# read-write where a one-way open would block for the other end; requests on
+# descriptor 3, as a command in the background gets /dev/null for stdin.
+mkfifo "$TMP/pyhost.in" "$TMP/pyhost.out"
+hgf_bg python3 "$TMP/pyhost.py" "$LAYER" 3<>"$TMP/pyhost.in" 1<>"$TMP/pyhost.out" 2>"$TMP/pyhost.err"
+exec {PY_TO}>"$TMP/pyhost.in" {PY_FROM}<"$TMP/pyhost.out"
+
+# py [-s] [NAME=VALUE | -u NAME]... SCRIPT|-|-c CODE [ARGS...]: python3 in the
+# host, with these changes to the environment; -s passes stdin on ("-": the
+# script is on stdin).
+py() {
+  local f=$TMP/py.$BASHPID env=() in='' rc
+  while [[ $1 == -[su] || $1 =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; do
+    case $1 in
+      -s) cat >"$f.in"; in=$f.in ;;
+      -u) env+=("-u$2"); shift ;;
+      *) env+=("$1") ;;
+    esac
+    shift
+  done
+  case $1 in
+    -) cat >"$f.py"; shift; set -- "$f.py" "$@" ;;
+    -c) printf '%s\n' "$2" >"$f.py"; shift 2; set -- "$f.py" "$@" ;;
+  esac
+  printf '%s\0' "${#env[@]}" "${env[@]}" "$in" "$@" >"$f.args"
+  printf '%s\n' "$f" >&"$PY_TO"
+  read -r rc <&"$PY_FROM" || hgf_fail "the python host died: $(cat "$TMP/pyhost.err")"
+  cat "$f.out"
+  cat "$f.err" >&2
+  return "$rc"
+}
+
 # write_scenario OUT [REPO_WITH_POLICY [CAP_SECONDS]]: the test's IAM world.
 write_scenario() {
-  python3 - "$@" <<'PY'
+  py - "$@" <<'PY'
 import json, os, sys
 e = os.environ
 a0, a1, a2 = e["A0"], e["A1"], e["A2"]
@@ -92,7 +176,7 @@ PY
 
 # json_get FILE EXPR: evaluates the python expression over the document d.
 json_get() {
-  python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+  py -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
 start_ecrsim() { # start_ecrsim NAME ARGS...: PORT_<NAME>
@@ -107,10 +191,10 @@ start_ecrsim() { # start_ecrsim NAME ARGS...: PORT_<NAME>
 aws_as() {
   local akid=$1 secret=$2 token=$3
   shift 3
-  env -u AWS_SESSION_TOKEN -u AWS_PROFILE AWS_ACCESS_KEY_ID="$akid" AWS_SECRET_ACCESS_KEY="$secret" \
+  py -u AWS_SESSION_TOKEN -u AWS_PROFILE AWS_ACCESS_KEY_ID="$akid" AWS_SECRET_ACCESS_KEY="$secret" \
     ${token:+AWS_SESSION_TOKEN="$token"} AWS_CONFIG_FILE=/dev/null \
     AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true AWS_MAX_ATTEMPTS=1 \
-    python3 "$AWS_ENTRY" --endpoint-url "$URL" --region us-east-1 --output json "$@"
+    "$AWS_ENTRY" --endpoint-url "$URL" --region us-east-1 --output json "$@"
 }
 
 post() { # post PATH JSON_FILE: POST to the control API, body on stdout
@@ -123,7 +207,7 @@ start_ecrsim A --seed "$SEED" --scenario "$TMP/scenario.json"
 URL=http://127.0.0.1:$PORT_A
 curl -fsS "$URL/_sim/truth" -o "$TMP/truth.json"
 # Two non-empty repositories of account 0 in us-east-1 and one of account 1.
-read -r REPO_P REPO_Q REPO_1 < <(python3 - "$TMP/truth.json" "$A0" "$A1" <<'PY'
+read -r REPO_P REPO_Q REPO_1 < <(py - "$TMP/truth.json" "$A0" "$A1" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[1]))
 def repos(acct):
@@ -140,7 +224,7 @@ bad=$(post /_sim/scenario "$TMP/bad.json")
 hgf_assert_contains "$bad" "roles[0]" "a bad scenario names the field"
 write_scenario "$TMP/scenario2.json" "$REPO_P"
 summary=$(post /_sim/scenario "$TMP/scenario2.json")
-hgf_assert_eq 1 "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["repository_policies"][sys.argv[2]])' "$summary" "$A0")" \
+hgf_assert_eq 1 "$(py -c 'import json,sys; print(json.loads(sys.argv[1])["repository_policies"][sys.argv[2]])' "$summary" "$A0")" \
   "the replaced scenario has the repository policy"
 [[ $summary != *"$CI_SECRET"* && $summary != *"$CONTAINER_TOKEN"* ]] || hgf_fail "the scenario summary shows a secret"
 
@@ -151,7 +235,7 @@ hgf_assert_eq "$A0" "$(json_get "$TMP/whoami.json" 'd["Account"]')" "GetCallerId
 
 aws_as "$CI_KEY" "$CI_SECRET" "" sts assume-role --role-arn "arn:aws:iam::$A1:role/sensor" \
   --role-session-name hgf-test --external-id "$EXTERNAL_ID" >"$TMP/sensor.json"
-python3 - "$TMP/sensor.json" "$A1" <<'PY' || hgf_fail "AssumeRole's answer is wrong"
+py - "$TMP/sensor.json" "$A1" <<'PY' || hgf_fail "AssumeRole's answer is wrong"
 import datetime, json, sys
 d = json.load(open(sys.argv[1]))
 c, u = d["Credentials"], d["AssumedRoleUser"]
@@ -179,7 +263,7 @@ hgf_assert_eq "arn:aws:sts::$A1:assumed-role/open/plain" \
 
 aws_as "$S_KEY" "$S_SECRET" "$S_TOKEN" ecr describe-images --registry-id "$A1" \
   --repository-name "$REPO_1" >"$TMP/images1.json"
-python3 - "$TMP/images1.json" "$TMP/truth.json" "$A1" "$REPO_1" <<'PY' || hgf_fail "describe-images with assumed-role credentials"
+py - "$TMP/images1.json" "$TMP/truth.json" "$A1" "$REPO_1" <<'PY' || hgf_fail "describe-images with assumed-role credentials"
 import json, sys
 got = [d["imageDigest"] for d in json.load(open(sys.argv[1]))["imageDetails"]]
 t = json.load(open(sys.argv[2]))
@@ -189,7 +273,7 @@ assert got == want and got, (len(got), len(want))
 PY
 
 aws_as "$CI_KEY" "$CI_SECRET" "" ecr get-authorization-token >"$TMP/auth.json"
-python3 - "$TMP/auth.json" "$URL" "$A0" <<'PY' || hgf_fail "get-authorization-token's answer is wrong"
+py - "$TMP/auth.json" "$URL" "$A0" <<'PY' || hgf_fail "get-authorization-token's answer is wrong"
 import base64, datetime, json, sys
 d = json.load(open(sys.argv[1]))["authorizationData"]
 assert len(d) == 1, d
@@ -203,9 +287,9 @@ PY
 CI_AUTH=$(json_get "$TMP/auth.json" 'd["authorizationData"][0]["authorizationToken"]')
 EP0=$URL/_registry/$A0/us-east-1
 
-env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_CONFIG_FILE=/dev/null \
+py -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY AWS_CONFIG_FILE=/dev/null \
   AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true AWS_MAX_ATTEMPTS=1 \
-  python3 "$AWS_ENTRY" --endpoint-url "$URL" --region us-east-1 --output json \
+  "$AWS_ENTRY" --endpoint-url "$URL" --region us-east-1 --output json \
   sts assume-role-with-web-identity --role-arn "arn:aws:iam::$A0:role/irsa" \
   --role-session-name pod-1 --web-identity-token "$WEB_TOKEN" >"$TMP/web.json"
 hgf_assert_eq "arn:aws:sts::$A0:assumed-role/irsa/pod-1" \
@@ -234,8 +318,7 @@ hgf_assert_eq 403 "$(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: w
 curl -fsS -H "Authorization: $CONTAINER_TOKEN" "$URL/_sim/container-credentials" -o "$TMP/container.json"
 
 # ---- botocore: the fine-grained cases --------------------------------------
-export REPO_P REPO_Q
-python3 - "$LAYER" "$URL" "$TMP" <<'PY' || hgf_fail "botocore checks failed"
+py REPO_P="$REPO_P" REPO_Q="$REPO_Q" - "$LAYER" "$URL" "$TMP" <<'PY' || hgf_fail "botocore checks failed"
 import base64, datetime, json, os, re, sys, time, urllib.request
 layer, url, tmp = sys.argv[1:]
 sys.path.insert(0, layer)
@@ -390,7 +473,17 @@ reg_get() { # reg_get TOKEN METHOD PATH [CURL ARGS]: status on stdout, body in $
   curl -sS -o "$TMP/body" -D "$hdr" -w '%{http_code}' -X "$method" ${token:+-H "Authorization: Basic $token"} \
     "$@" "$EP0$path"
 }
-header() { grep -i "^$1:" "$hdr" | head -n 1 | cut -d' ' -f2- | tr -d '\r'; }
+header() { # header NAME [FILE]: the value of the first NAME header of the last response (of FILE)
+  local line
+  while IFS= read -r line; do
+    line=${line//$'\r'/}
+    if [[ ${line,,} == "${1,,}:"* ]]; then
+      printf '%s\n' "${line#* }"
+      return 0
+    fi
+  done <"${2:-$hdr}"
+}
+sha256_of() { local s; s=$(sha256sum "$1"); printf 'sha256:%s\n' "${s%% *}"; }
 
 hgf_assert_eq 401 "$(reg_get "" GET /v2/)" "GET /v2/ without a token"
 hgf_assert_eq "Basic realm=\"$EP0\",service=\"ecr.amazonaws.com\"" "$(header WWW-Authenticate)" \
@@ -401,7 +494,7 @@ hgf_assert_contains "$(cat "$TMP/body")" '"UNAUTHORIZED"' "a forged token's erro
 
 # Every image of REPO_P: by digest and by each tag, the bytes hash to the
 # digest in both the header and the truth.
-python3 - "$TMP/truth.json" "$A0" "$REPO_P" >"$TMP/refs" <<'PY'
+py - "$TMP/truth.json" "$A0" "$REPO_P" >"$TMP/refs" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[1]))
 reg = [r for r in t["registries"] if r["account_id"] == sys.argv[2] and r["region"] == "us-east-1"][0]
@@ -409,19 +502,32 @@ for i in [r for r in reg["repositories"] if r["name"] == sys.argv[3]][0]["images
     for ref in [i["digest"]] + i["tags"]:
         print(ref, i["digest"], i["media_type"])
 PY
-n=0
-digest=
-while read -r ref want media; do
-  digest=$want
-  hgf_assert_eq 200 "$(reg_get "$CI_AUTH" GET "/v2/$REPO_P/manifests/$ref")" "GET manifest $ref"
-  hgf_assert_eq "$want" "sha256:$(sha256sum "$TMP/body" | cut -d' ' -f1)" "sha256 of manifest $ref"
-  hgf_assert_eq "$want" "$(header Docker-Content-Digest)" "Docker-Content-Digest of $ref"
-  hgf_assert_eq "$media" "$(header Content-Type)" "Content-Type of $ref"
-  hgf_assert_eq "$(stat -c %s "$TMP/body")" "$(header Content-Length)" "Content-Length of $ref"
-  n=$((n + 1))
-done <"$TMP/refs"
+# One curl fetches them all (a process per manifest was slow), each into files
+# of its own; one sha256sum and one stat then take every body.
+mapfile -t refs <"$TMP/refs"
+n=${#refs[@]}
 (( n >= 2 )) || hgf_fail "too few manifests checked ($n)"
-cp "$TMP/body" "$TMP/manifest.json"
+gets=() bodies=()
+for (( i = 0; i < n; i++ )); do
+  read -r ref _ <<<"${refs[i]}"
+  (( i == 0 )) || gets+=(--next)
+  gets+=(-sS -o "$TMP/m$i" -D "$TMP/h$i" -w '%{http_code}\n' -H "Authorization: Basic $CI_AUTH"
+    "$EP0/v2/$REPO_P/manifests/$ref")
+  bodies+=("$TMP/m$i")
+done
+mapfile -t codes < <(curl "${gets[@]}")
+mapfile -t sums < <(sha256sum "${bodies[@]}")
+mapfile -t sizes < <(stat -c %s "${bodies[@]}")
+for (( i = 0; i < n; i++ )); do
+  read -r ref want media <<<"${refs[i]}"
+  hgf_assert_eq 200 "${codes[i]:-none}" "GET manifest $ref"
+  hgf_assert_eq "$want" "sha256:${sums[i]%% *}" "sha256 of manifest $ref"
+  hgf_assert_eq "$want" "$(header Docker-Content-Digest "$TMP/h$i")" "Docker-Content-Digest of $ref"
+  hgf_assert_eq "$media" "$(header Content-Type "$TMP/h$i")" "Content-Type of $ref"
+  hgf_assert_eq "${sizes[i]}" "$(header Content-Length "$TMP/h$i")" "Content-Length of $ref"
+done
+digest=$want
+cp "$TMP/m$(( n - 1 ))" "$TMP/manifest.json"
 hgf_assert_eq 200 "$(reg_get "$CI_AUTH" HEAD "/v2/$REPO_P/manifests/$digest" -I)" "HEAD manifest"
 hgf_assert_eq "$digest" "$(header Docker-Content-Digest)" "HEAD Docker-Content-Digest"
 hgf_assert_eq 404 "$(reg_get "$CI_AUTH" GET "/v2/$REPO_P/manifests/no-such-tag")" "unknown tag"
@@ -436,7 +542,7 @@ hgf_assert_eq 307 "$(reg_get "$CI_AUTH" GET "/v2/$REPO_P/blobs/$config")" "blob 
 location=$(header Location)
 [[ $location == "$URL/_sim/blob/"* ]] || hgf_fail "blob redirect to '$location'"
 curl -fsS "$location" -o "$TMP/blob"
-hgf_assert_eq "$config" "sha256:$(sha256sum "$TMP/blob" | cut -d' ' -f1)" "the blob's digest"
+hgf_assert_eq "$config" "$(sha256_of "$TMP/blob")" "the blob's digest"
 hgf_assert_eq "$size" "$(stat -c %s "$TMP/blob")" "the blob's size"
 hgf_assert_eq 403 "$(curl -s -o /dev/null -w '%{http_code}' "${location%?????}AAAA=")" "a forged blob URL"
 
@@ -459,7 +565,7 @@ hgf_assert_eq 307 "$(reg_get "$S_AUTH" GET "/v2/$REPO_P/blobs/$config")" "a cros
 write_scenario "$TMP/scenario3.json" "$REPO_P" 2
 post /_sim/scenario "$TMP/scenario3.json" >/dev/null
 # One botocore process, so the 2 s are not spent starting the CLI.
-SHORT_OUT=$TMP/short.secret python3 - "$LAYER" "$URL" "$REPO_1" <<'PY' || hgf_fail "short-lived credentials"
+py SHORT_OUT="$TMP/short.secret" - "$LAYER" "$URL" "$REPO_1" <<'PY' || hgf_fail "short-lived credentials"
 import json, os, re, sys, time, urllib.error, urllib.request
 layer, url, repo = sys.argv[1:]
 sys.path.insert(0, layer)
@@ -531,7 +637,7 @@ skew=$(( $(date -d "$date_hdr" +%s) - $(date +%s) ))
 
 # ---- stats and secrets -------------------------------------------------------
 curl -fsS "$URL/_sim/stats" -o "$TMP/stats.json"
-python3 - "$TMP/stats.json" <<'PY' || hgf_fail "/_sim/stats does not match the calls made: $(cat "$TMP/stats.json")"
+py - "$TMP/stats.json" <<'PY' || hgf_fail "/_sim/stats does not match the calls made: $(cat "$TMP/stats.json")"
 import json, sys
 s = json.load(open(sys.argv[1]))
 calls, sts = s["calls"], s["sts"]

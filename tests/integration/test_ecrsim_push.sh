@@ -8,6 +8,7 @@
 # between catalog sync and scan" trap, and /_sim/truth after all of it.
 # ECR calls go through the official CLI's botocore, control calls through
 # curl, and a small python3 http.server records what the webhook receives.
+# The python checks run in one long-lived interpreter (py below).
 #
 # Needs ECRSIM_BIN (ctest sets it), curl, python3 and npm access for
 # scripts/fetch-awscli on the first run.
@@ -39,6 +40,87 @@ RECV_LOG=$TMP/received.jsonl
 : >"$RECV_LOG"
 
 # ---- helpers -----------------------------------------------------------------
+# The python host: runs each script as `python3 SCRIPT ARGS...` would (same
+# argv, environment, stdin, stdout, stderr and exit status), one after another
+# in this one interpreter, which imports the AWS CLI once when given its layer.
+cat >"$TMP/pyhost.py" <<'PY'
+import os, runpy, sys, traceback
+if len(sys.argv) > 1:
+    sys.path.insert(0, sys.argv[1])
+    import awscli.clidriver  # noqa: F401  (its import sets AWS_DATA_PATH: keep it for every run)
+requests, answers = os.fdopen(3), os.fdopen(os.dup(1), "w")
+null = os.open(os.devnull, os.O_RDWR)
+os.dup2(null, 1)
+base_env, host_err = dict(os.environ), os.dup(2)
+for line in requests:
+    base = line.rstrip("\n")
+    with open(base + ".args", "rb") as f:
+        fields = [x.decode() for x in f.read().split(b"\0")[:-1]]
+    n = int(fields[0])
+    os.environ.clear()
+    os.environ.update(base_env)
+    for e in fields[1:1 + n]:
+        if e.startswith("-u"):
+            os.environ.pop(e[2:], None)
+        else:
+            os.environ.__setitem__(*e.split("=", 1))
+    inp = open(fields[1 + n] or os.devnull)
+    out, err = open(base + ".out", "w"), open(base + ".err", "w")
+    for f, fd in ((inp, 0), (out, 1), (err, 2)):
+        os.dup2(f.fileno(), fd)
+    sys.stdin, sys.stdout, sys.stderr, sys.argv, rc = inp, out, err, fields[2 + n:], 0
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        rc = 1
+    for s in (sys.stdout, sys.stderr, out, err):
+        s.flush()
+    for f in (inp, out, err):
+        f.close()
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(host_err, 2)
+    sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+    answers.write(f"{rc}\n")
+    answers.flush()
+PY
+# Named pipes, not a coprocess: bash has only one of those at a time. Opened
+# read-write where a one-way open would block for the other end; requests on
+# descriptor 3, as a command in the background gets /dev/null for stdin.
+mkfifo "$TMP/pyhost.in" "$TMP/pyhost.out"
+hgf_bg python3 "$TMP/pyhost.py" 3<>"$TMP/pyhost.in" 1<>"$TMP/pyhost.out" 2>"$TMP/pyhost.err"
+exec {PY_TO}>"$TMP/pyhost.in" {PY_FROM}<"$TMP/pyhost.out"
+
+# py [-s] [NAME=VALUE | -u NAME]... SCRIPT|-|-c CODE [ARGS...]: python3 in the
+# host, with these changes to the environment; -s passes stdin on ("-": the
+# script is on stdin).
+py() {
+  local f=$TMP/py.$BASHPID env=() in='' rc
+  while [[ $1 == -[su] || $1 =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; do
+    case $1 in
+      -s) cat >"$f.in"; in=$f.in ;;
+      -u) env+=("-u$2"); shift ;;
+      *) env+=("$1") ;;
+    esac
+    shift
+  done
+  case $1 in
+    -) cat >"$f.py"; shift; set -- "$f.py" "$@" ;;
+    -c) printf '%s\n' "$2" >"$f.py"; shift 2; set -- "$f.py" "$@" ;;
+  esac
+  printf '%s\0' "${#env[@]}" "${env[@]}" "$in" "$@" >"$f.args"
+  printf '%s\n' "$f" >&"$PY_TO"
+  read -r rc <&"$PY_FROM" || hgf_fail "the python host died: $(cat "$TMP/pyhost.err")"
+  cat "$f.out"
+  cat "$f.err" >&2
+  return "$rc"
+}
+
 # jget EXPR: evaluates a python expression over the JSON document d on stdin
 # (in the helper process below: a python start per lookup is slow on a busy
 # machine). Strings print bare, everything else as JSON.
@@ -67,7 +149,7 @@ push() {
 # truth_tags REPO DIGEST: the image's tags in /_sim/truth, "gone" when absent.
 # Fast (no botocore start-up), for the checks that race the lifecycle clock.
 truth_tags() {
-  curl -fsS "$URL/_sim/truth" | python3 -c '
+  curl -fsS "$URL/_sim/truth" | py -s -c '
 import json, sys
 t = json.load(sys.stdin)
 for reg in t["registries"]:
@@ -80,9 +162,18 @@ for reg in t["registries"]:
 print("gone")' "$1" "$2" "$A0" "$REGION"
 }
 
-received_count() { wc -l <"$RECV_LOG" | tr -d ' '; }
+received_count() { wc -l <"$RECV_LOG"; }
 # last_received [N]: the N-th last request the receiver recorded (default 1).
-last_received() { tail -n "${1:-1}" "$RECV_LOG" | head -n 1; }
+last_received() {
+  local lines
+  mapfile -t lines <"$RECV_LOG"
+  printf '%s\n' "${lines[-${1:-1}]}"
+}
+# sleep_until US: sleeps until EPOCHREALTIME (in microseconds) reaches US.
+sleep_until() {
+  local left=$(( $1 - ${EPOCHREALTIME/./} ))
+  (( left <= 0 )) || sleep "$(( left / 1000000 )).$(printf '%06d' $(( left % 1000000 )))"
+}
 
 # The ECR and registry side, through botocore, in one long-lived process
 # (botocore takes a second to start): ecr SUBCOMMAND ARGS... prints one JSON
@@ -290,7 +381,7 @@ hgf_assert_eq 1 "$(ctl_get 'd["attempts"]')" "one attempt sufficed"
 
 img=$(ecr image hgf-push/app digest "$D1")
 hgf_assert_eq '["v1"]' "$(jget 'd["tags"]' <<<"$img")" "DescribeImages sees the pushed image"
-python3 -c 'import sys, time; assert abs(float(sys.argv[1]) - time.time()) < 120, sys.argv[1]' \
+py -c 'import sys, time; assert abs(float(sys.argv[1]) - time.time()) < 120, sys.argv[1]' \
   "$(jget 'd["pushed_at"]' <<<"$img")" || hgf_fail "imagePushedAt is not the push time"
 hgf_assert_eq "$D1" "$(ecr image hgf-push/app tag v1 | jget 'd["digest"]')" "the tag resolves to the digest"
 for ref in v1 "$D1"; do
@@ -303,7 +394,7 @@ hgf_assert_eq 200 "$(ecr manifest hgf-push/app "$D1" HEAD | jget 'd["status"]')"
 
 # The event, exactly as EventBridge's API destination sends it.
 hgf_assert_eq 1 "$(received_count)" "one push, one request"
-last_received | python3 -c '
+last_received | py -s -c '
 import calendar, json, re, sys, time
 r = json.load(sys.stdin)
 a0, d1, ev, t0, key = sys.argv[1:]
@@ -354,7 +445,7 @@ hgf_assert_eq ImageTagAlreadyExistsException "$(ctl_get 'd["code"]')" "the refus
 hgf_assert_contains "$(ctl_get 'd["error"]')" "cannot be overwritten because the repository is immutable" "the refusal's message"
 hgf_assert_eq "$D4" "$(ctl_get 'd["previous_digest"]')" "the refusal names the tag's digest"
 hgf_assert_eq $((n + 1)) "$(received_count)" "the refused push is reported"
-last_received | python3 -c '
+last_received | py -s -c '
 import json, sys
 e = json.loads(json.load(sys.stdin)["body"])
 assert e["detail"] == {"result": "FAILURE", "repository-name": "hgf-push/locked",
@@ -379,7 +470,7 @@ n=$(received_count)
 hgf_assert_eq 200 "$(ctl POST /_sim/retag "{\"account\":\"$A0\",\"region\":\"$REGION\",\"repository\":\"hgf-push/app\",\"digest\":\"$D1\",\"tag\":\"rc\"}")" "retag the untagged D1"
 hgf_assert_eq '["rc"]' "$(ecr image hgf-push/app digest "$D1" | jget 'd["tags"]')" "the re-tag is visible"
 hgf_assert_eq "$D1" "$(ecr manifest hgf-push/app rc | jget 'd["sha256"]')" "the new tag pulls the same manifest"
-last_received | python3 -c '
+last_received | py -s -c '
 import json, sys
 e = json.loads(json.load(sys.stdin)["body"])
 assert e["detail"] == {"result": "SUCCESS", "repository-name": "hgf-push/app",
@@ -391,7 +482,7 @@ hgf_assert_eq $((n + 1)) "$(received_count)" "a refused identical re-tag sends n
 
 # A generated image of a generated repository takes a new tag too.
 curl -fsS "$URL/_sim/truth" -o "$TMP/truth0.json"
-read -r REPO_G DIGEST_G < <(python3 - "$TMP/truth0.json" "$A0" <<'PY'
+read -r REPO_G DIGEST_G < <(py - "$TMP/truth0.json" "$A0" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[1]))
 reg = [r for r in t["registries"] if r["account_id"] == sys.argv[2] and r["region"] == "us-east-1"][0]
@@ -405,7 +496,7 @@ hgf_assert_eq "$DIGEST_G" "$(ecr manifest "$REPO_G" promoted | jget 'd["sha256"]
 n=$(received_count)
 hgf_assert_eq 200 "$(ctl POST /_sim/delete "{\"account\":\"$A0\",\"region\":\"$REGION\",\"repository\":\"hgf-push/app\",\"tag\":\"rc\"}")" "delete by tag"
 hgf_assert_eq "$D1" "$(ctl_get 'd["digest"]')" "the deleted digest"
-last_received | python3 -c '
+last_received | py -s -c '
 import json, sys
 e = json.loads(json.load(sys.stdin)["body"])
 assert e["detail-type"] == "ECR Image Action" and e["source"] == "aws.ecr", e
@@ -418,7 +509,7 @@ m=$(ecr manifest hgf-push/app "$D1")
 hgf_assert_eq 404 "$(jget 'd["status"]' <<<"$m")" "a deleted manifest"
 hgf_assert_eq MANIFEST_UNKNOWN "$(jget 'd["code"]' <<<"$m")" "a deleted manifest's code"
 hgf_assert_eq 200 "$(ctl POST /_sim/delete "{\"account\":\"$A0\",\"region\":\"$REGION\",\"repository\":\"hgf-push/locked\",\"digest\":\"$D4\"}")" "delete an untagged image by digest"
-last_received | python3 -c '
+last_received | py -s -c '
 import json, sys
 e = json.loads(json.load(sys.stdin)["body"])
 assert e["detail"] == {"result": "SUCCESS", "repository-name": "hgf-push/locked",
@@ -454,7 +545,7 @@ hgf_assert_eq 202 "$(ctl_get 'd["delivered_status"]')" "delivered in the end"
 hgf_assert_eq 3 "$(ctl_get 'd["attempts"]')" "after three attempts"
 EVF=$(ctl_get 'd["event_id"]')
 hgf_assert_eq 200 "$(ctl GET /_sim/events)" "GET /_sim/events"
-python3 - "$TMP/ctl.json" "$EVF" "$RECV_LOG" <<'PY' || hgf_fail "the retried delivery's record"
+py - "$TMP/ctl.json" "$EVF" "$RECV_LOG" <<'PY' || hgf_fail "the retried delivery's record"
 import json, sys
 d = json.load(open(sys.argv[1]))
 rec = [e for e in d["events"] if e["event"]["id"] == sys.argv[2]]
@@ -478,7 +569,7 @@ hgf_assert_eq 0 "$(ctl_get 'd["delivered_status"]')" "no answer within the timeo
 hgf_assert_eq 3 "$(ctl_get 'd["attempts"]')" "timeouts are retried"
 EVH=$(ctl_get 'd["event_id"]')
 ctl GET /_sim/events >/dev/null
-python3 -c '
+py -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
 rec = [e for e in d["events"] if e["event"]["id"] == sys.argv[2]][0]
@@ -502,7 +593,7 @@ for (( i = 0; i < 100; i++ )); do
   [[ $(ctl_get 'd["batch"]["done"]') == true ]] && break
   sleep 0.1
 done
-python3 - "$TMP/ctl.json" "$RECV_LOG" "$n" <<'PY' || hgf_fail "the bulk push"
+py - "$TMP/ctl.json" "$RECV_LOG" "$n" <<'PY' || hgf_fail "the bulk push"
 import json, sys
 d = json.load(open(sys.argv[1]))
 b = d["batch"]
@@ -530,9 +621,11 @@ push hgf-push/lc x
 D7=$(ctl_get 'd["digest"]')
 n=$(received_count)
 hgf_assert_eq 200 "$(ctl POST /_sim/lifecycle "{\"account\":\"$A0\",\"region\":\"$REGION\",\"repository\":\"hgf-push/lc\",\"untagged_expire_after_seconds\":3}")" "lifecycle rule"
+ruled=${EPOCHREALTIME/./}  # D6, untagged before the rule, expires 3 s after it
 hgf_assert_eq 3 "$(ctl_get 'd["untagged_expire_after_seconds"]')" "the rule is echoed"
 hgf_assert_eq '[]' "$(truth_tags hgf-push/lc "$D6")" "before its time the untagged image stays"
-sleep 3.5
+# ecrsim keeps milliseconds: the 3 s, and a margin.
+sleep_until $(( ruled + 3300000 ))
 hgf_assert_eq ImageNotFoundException "$(ecr image hgf-push/lc digest "$D6" | jget 'd["error"]')" "the untagged image expired"
 m=$(ecr manifest hgf-push/lc "$D6")
 hgf_assert_eq 404 "$(jget 'd["status"]' <<<"$m")" "an expired manifest"
@@ -540,9 +633,10 @@ hgf_assert_eq MANIFEST_UNKNOWN "$(jget 'd["code"]' <<<"$m")" "an expired manifes
 hgf_assert_eq '["x"]' "$(ecr image hgf-push/lc digest "$D7" | jget 'd["tags"]')" "tagged images stay"
 hgf_assert_eq "$n" "$(received_count)" "expirations send no event"
 push hgf-push/lc x
+untagged7=${EPOCHREALTIME/./}  # D7 lost its tag by now
 D8=$(ctl_get 'd["digest"]')
 hgf_assert_eq '[]' "$(truth_tags hgf-push/lc "$D7")" "an image untagged later waits its full time"
-sleep 3.5
+sleep_until $(( untagged7 + 3300000 ))
 hgf_assert_eq ImageNotFoundException "$(ecr image hgf-push/lc digest "$D7" | jget 'd["error"]')" "and then expires"
 
 # The trap: listed by the catalog sync, gone when the scan pulls it.
@@ -562,7 +656,7 @@ hgf_assert_eq 200 "$(ecr manifest hgf-push/trap "$D10" | jget 'd["status"]')" "t
 
 # A registry-wide rule covers every repository, and those created later.
 untagged_in() { # untagged_in REGION: "<untagged> <tagged>" images of A0 there
-  curl -fsS "$URL/_sim/truth" | python3 -c '
+  curl -fsS "$URL/_sim/truth" | py -s -c '
 import json, sys
 t = json.load(sys.stdin)
 reg = [r for r in t["registries"] if r["account_id"] == sys.argv[1] and r["region"] == sys.argv[2]][0]
@@ -582,7 +676,7 @@ hgf_assert_eq gone "$(REGION=eu-west-1 truth_tags hgf-push/later "$DL")" "a repo
 
 # ---- the truth and the catalog reflect everything --------------------------------------------
 curl -fsS "$URL/_sim/truth" -o "$TMP/truth.json"
-python3 - "$TMP/truth.json" "$A0" "$D1" "$D2" "$D3" "$D5" "$D6" "$D7" "$D8" "$D9" "$D10" "$D11" \
+py - "$TMP/truth.json" "$A0" "$D1" "$D2" "$D3" "$D5" "$D6" "$D7" "$D8" "$D9" "$D10" "$D11" \
   "$REPO_G" "$DIGEST_G" "$REFUSED" "$D4" <<'PY' || hgf_fail "the truth after the mutations"
 import json, sys
 t = json.load(open(sys.argv[1]))

@@ -23,7 +23,7 @@ line=$(hgf_wait_for_line "$tmp/ecrsim.out" 'listening on http://' 10)
 sim=${line##* }
 export AWS_ENDPOINT_URL_ECR=$sim
 curl -fsS "$sim/_sim/truth" >"$tmp/truth.json"
-mapfile -t regs < <(python3 -c 'import json,sys; [print(r["registry"]) for r in json.load(open(sys.argv[1]))["registries"]]' "$tmp/truth.json")
+mapfile -t regs < <(jq -r '.registries[].registry' "$tmp/truth.json")
 
 hgf_expect_exit 0 "$H" migrate
 for r in "${regs[@]}"; do
@@ -40,11 +40,11 @@ for r in a b; do
 done
 
 wait_syncs() { # wait_syncs N: until N sync jobs are done and none is pending
+  local i finished pending
   for (( i = 0; i < 600; i++ )); do
-    local done pending
-    done=$(q "select count(*) from jobs where kind = 'sync' and state = 'done'")
-    pending=$(q "select count(*) from jobs where kind = 'sync' and state in ('queued', 'running')")
-    [[ $done -ge $1 && $pending -eq 0 ]] && return 0
+    IFS='|' read -r finished pending < <(q "select count(*) filter (where state = 'done'),
+      count(*) filter (where state in ('queued', 'running')) from jobs where kind = 'sync'")
+    [[ $finished -ge $1 && $pending -eq 0 ]] && return 0
     sleep 0.2
   done
   hgf_fail "syncs did not finish: $(q "select state, count(*) from jobs where kind='sync' group by 1")"
@@ -63,11 +63,12 @@ print(f"catalog equals truth: {len(got)} images")
 PY
 }
 
-metric() { # metric PORT_URL NAME_REGEX: sum of matching series
-  curl -fsS "$1/metrics" | python3 -c '
-import re, sys
-pat = re.compile(sys.argv[1])
-print(sum(float(l.rsplit(" ", 1)[1]) for l in sys.stdin if not l.startswith("#") and pat.match(l)))' "$2"
+scrape() { # scrape: each replica's /metrics into $tmp/metrics.<i>
+  local i
+  for i in "${!ports[@]}"; do curl -fsS "${ports[i]}/metrics" -o "$tmp/metrics.$i"; done
+}
+metric() { # metric NAME_REGEX FILE...: sum of the matching series in these scrapes
+  awk -v pat="$1" '!/^#/ && $0 ~ pat { sum += $NF } END { print sum + 0 }' "${@:2}"
 }
 
 # 1. 30% of calls throttled.
@@ -76,15 +77,14 @@ compare_truth
 failed=$(q "select count(*) from jobs where kind = 'sync' and state = 'failed'")
 hgf_assert_eq 0 "$failed" "no sync failed for good under throttling"
 stats=$(curl -fsS "$sim/_sim/stats")
-throttled=$(python3 -c 'import json,sys; print(sum(v.get("throttled",0) for v in json.load(sys.stdin)["calls"].values()))' <<<"$stats")
+throttled=$(jq '[.calls[].throttled // 0] | add // 0' <<<"$stats")
 [[ $throttled -gt 10 ]] || hgf_fail "ecrsim throttled only $throttled calls"
-t_metric=0 r_metric=0
-for p in "${ports[@]}"; do
-  t_metric=$(python3 -c "print($t_metric + $(metric "$p" '^hgfleet_aws_throttles_total'))")
-  r_metric=$(python3 -c "print($r_metric + $(metric "$p" '^hgfleet_aws_retries_total'))")
-done
+scrape
+t_metric=$(metric '^hgfleet_aws_throttles_total' "$tmp"/metrics.*)
+r_metric=$(metric '^hgfleet_aws_retries_total' "$tmp"/metrics.*)
 echo "ecrsim throttled $throttled calls; replicas counted $t_metric throttles, $r_metric retries"
-python3 -c "assert $t_metric > 0 and $r_metric > 0"
+awk -v t="$t_metric" -v r="$r_metric" 'BEGIN { exit !(t > 0 && r > 0) }' ||
+  hgf_fail "the replicas counted $t_metric throttles and $r_metric retries"
 
 # 2. The simulator's clock runs 20 minutes ahead: signatures are "expired"
 # until hgfleet learns the offset from the Date header.
@@ -92,9 +92,11 @@ curl -fsS -X POST "$sim/_sim/config" -d '{"throttle_rate": 0, "clock_offset": 12
 hgf_expect_exit 0 "$H" sync --all
 wait_syncs $(( 2 * ${#regs[@]} ))
 compare_truth
-for p in "${ports[@]}"; do
-  off=$(metric "$p" '^hgfleet_clock_offset_seconds')
-  python3 -c "o = $off; assert 1190 <= o <= 1210, o" || hgf_fail "replica $p reports clock offset $off"
+scrape
+for i in "${!ports[@]}"; do
+  off=$(metric '^hgfleet_clock_offset_seconds' "$tmp/metrics.$i")
+  awk -v o="$off" 'BEGIN { exit !(1190 <= o && o <= 1210) }' ||
+    hgf_fail "replica ${ports[i]} reports clock offset $off"
 done
 echo "both replicas learned the 1200 s offset"
 echo "PASS: faults"

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Push scans are claimed as they arrive, not as workers free: a server with 2
 # workers and a registry at 25 ms per call (a scan makes about 4 calls, so 2
-# workers finish about 20 scans/s) receives a burst of 200 push events at
+# workers finish about 20 scans/s) receives a burst of 100 push events at
 # 200/s. Every push scan must be leased to the server while most of them are
 # still waiting to run; a pool that claims only for free workers never holds
 # more than 2 jobs that are not done. The leases of the jobs held ahead are
-# renewed (a 3 s lease over a run of about 10 s), so each job runs once and
+# renewed (a 3 s lease over a run of about 5 s), so each job runs once and
 # every digest is scanned once. Concurrent events moving one tag keep its
 # true history. No timing is asserted: the two rates differ
 # by an order of magnitude, and load slows the scans more than the claims.
@@ -20,7 +20,7 @@ export HGFLEET_DATABASE_URL HGFLEET_WEBHOOK_TOKEN=$token HGFLEET_LOG_LEVEL=warn 
 export AWS_ACCESS_KEY_ID=AKIDECRSIMDEFAULT AWS_SECRET_ACCESS_KEY=ecrsim-default-secret
 unset AWS_SESSION_TOKEN AWS_ENDPOINT_URL || true
 H=$HGFLEET_BIN
-N=200
+N=100
 q() { hgf_psql "$HGFLEET_DATABASE_URL" -c "$1"; }
 
 hgf_bg "$ECRSIM_BIN" --seed 9 --accounts 1 --regions us-east-1 --repos 1 --images 1 \
@@ -28,12 +28,14 @@ hgf_bg "$ECRSIM_BIN" --seed 9 --accounts 1 --regions us-east-1 --repos 1 --image
 line=$(hgf_wait_for_line "$tmp/sim.out" 'listening on http://' 10)
 sim=${line##* }
 export AWS_ENDPOINT_URL_ECR=$sim
-acct=$(curl -fsS "$sim/_sim/truth" | python3 -c 'import json,sys; print(json.load(sys.stdin)["registries"][0]["account_id"])')
+acct=$(curl -fsS "$sim/_sim/truth" | jq -r '.registries[0].account_id')
 hgf_expect_exit 0 "$H" migrate
 hgf_expect_exit 0 "$H" connection add "$acct.dkr.ecr.us-east-1.amazonaws.com" --schedule on_push
 hgf_expect_exit 0 "$H" sync --all --wait
 
-export HGFLEET_LISTEN=127.0.0.1:0 HGFLEET_WORKERS=2 HGFLEET_LEASE_SECONDS=3
+# No grace at exit: lib.sh stops ecrsim first, and scans still running then
+# would keep the server waiting out their retries.
+export HGFLEET_LISTEN=127.0.0.1:0 HGFLEET_WORKERS=2 HGFLEET_LEASE_SECONDS=3 HGFLEET_SHUTDOWN_GRACE=0
 hgf_bg "$H" serve >"$tmp/serve.out" 2>"$tmp/serve.log"
 l=$(hgf_wait_for_line "$tmp/serve.out" 'serving on http://' 10)
 base=${l##* }

@@ -23,23 +23,25 @@ H=$HGFLEET_BIN
 
 # --- a test CA, a server certificate for 127.0.0.1 and localhost, an
 # unrelated CA, and a certificate from the right CA for another host name ---
+# P-256 keys: generating RSA ones took seconds on a busy machine.
 cd "$tmp"
+key=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2)
 mkca() { # mkca NAME
-  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.pem" -days 2 \
+  openssl req -x509 "${key[@]}" -keyout "$1.key" -out "$1.pem" \
     -subj "/CN=hgfleet $1" -addext "basicConstraints=critical,CA:TRUE" \
     -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 }
-mkcert() { # mkcert NAME SAN
-  openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$1" 2>/dev/null
-  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$2" >"$1.ext"
-  openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -out "$1.pem" -days 2 \
-    -extfile "$1.ext" 2>/dev/null
+mkcert() { # mkcert NAME SAN: signed by ca
+  openssl req -x509 "${key[@]}" -keyout "$1.key" -out "$1.pem" -subj "/CN=$1" \
+    -CA ca.pem -CAkey ca.key -addext "subjectAltName=$2" -addext "basicConstraints=CA:FALSE" \
+    -addext "extendedKeyUsage=serverAuth" 2>/dev/null
 }
 mkca ca
 mkca other-ca
 mkcert server "IP:127.0.0.1,DNS:localhost"
 mkcert wronghost "DNS:wrong.example"
 openssl verify -CAfile ca.pem server.pem >/dev/null
+openssl verify -CAfile ca.pem wronghost.pem >/dev/null
 cd - >/dev/null
 
 seed=13
@@ -55,15 +57,18 @@ cat >"$tmp/scenario.json" <<JSON
  "roles": [{"arn": "arn:aws:iam::$B:role/reader", "trust": [{"principal": "arn:aws:iam::$A:user/ci"}],
             "policy": [{"actions": $read_all, "resources": ["*"]}]}]}
 JSON
-start_sim() { # start_sim CERT_NAME OUT: prints the https base URL
+# Not called in $(...): ecrsim must stay this shell's child, else at exit
+# it waits, a zombie, for init to reap it.
+start_sim() { # start_sim CERT_NAME OUT VAR: sets VAR to the https base URL
   hgf_bg "$ECRSIM_BIN" --seed $seed --accounts 2 --regions us-east-1 --repos 2 --images 3 \
     --scenario "$tmp/scenario.json" --tls-cert "$tmp/$1.pem" --tls-key "$tmp/$1.key" \
     >"$tmp/$2.out" 2>"$tmp/$2.log"
   local line
   line=$(hgf_wait_for_line "$tmp/$2.out" 'listening on https://' 10)
-  printf '%s\n' "${line##* }"
+  printf -v "$3" '%s' "${line##* }"
 }
-sim=$(start_sim server ecrsim)
+sim='' sim2=''
+start_sim server ecrsim sim
 [[ $sim == https://127.0.0.1:* ]] || hgf_fail "ecrsim does not serve https: $sim"
 export AWS_ACCESS_KEY_ID=AKIATLSTEST000000001 AWS_SECRET_ACCESS_KEY=$host_secret
 export AWS_ENDPOINT_URL_ECR=$sim AWS_ENDPOINT_URL_STS=$sim AWS_ENDPOINT_URL_ORGANIZATIONS=$sim
@@ -87,17 +92,13 @@ hgf_expect_exit 0 "$H" connection add "$regB" --schedule manual --role-arn "arn:
 # --- with AWS_CA_BUNDLE: every AWS service works over https ---
 export AWS_CA_BUNDLE=$tmp/ca.pem
 hgf_expect_exit 0 "$H" connection test "$regB" --json
-python3 -c '
-import json, sys
-r = json.load(sys.stdin)
-assert r["healthy"], r
-names = [s["name"] for s in r["steps"]]
-for want in ("AssumeRole", "GetCallerIdentity", "GetAuthorizationToken", "DescribeRepositories", "ManifestHead"):
-    assert want in names, (want, names)' <<<"$HGF_OUT"
+jq -e '[.steps[].name] as $names | .healthy and all("AssumeRole", "GetCallerIdentity",
+  "GetAuthorizationToken", "DescribeRepositories", "ManifestHead"; IN($names[]))' \
+  <<<"$HGF_OUT" >/dev/null || hgf_fail "connection test over https: $HGF_OUT"
 hgf_expect_exit 0 "$H" sync --all --wait
 hgf_expect_exit 0 "$H" images list --json
-got=$(python3 -c 'import json,sys; print(len([i for i in json.load(sys.stdin) if i["state"] == "present"]))' <<<"$HGF_OUT")
-want=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1])); print(sum(len(r["images"]) for g in t["registries"] for r in g["repositories"]))' "$tmp/truth.json")
+got=$(jq '[.[] | select(.state == "present")] | length' <<<"$HGF_OUT")
+want=$(jq '[.registries[].repositories[].images | length] | add' "$tmp/truth.json")
 hgf_assert_eq "$want" "$got" "every image synced over https"
 # Organizations, in a database of its own: discover turns connections into
 # assume-role ones.
@@ -113,22 +114,41 @@ grep -q 'GET /_registry/.*-> 200\|HEAD /_registry/.*-> 200' "$tmp/ecrsim.log" ||
 echo "ok: STS, ECR, Organizations and registry v2 over https with AWS_CA_BUNDLE"
 
 # --- failures: each names the certificate; exit 1 ---
-cert_fails() { # cert_fails LABEL REGEX [env...]
+# A failing sync of regB waits out AssumeRole's retries (seconds of backoff),
+# so the failing syncs run side by side, each in a copy of a database that
+# holds regB alone (in one database they would be one deduplicated job).
+sync_db=$(hgf_new_db tls_sync)
+hgf_expect_exit 0 env HGFLEET_DATABASE_URL="$sync_db" "$H" migrate
+hgf_expect_exit 0 env HGFLEET_DATABASE_URL="$sync_db" "$H" connection add "$regB" --schedule manual \
+  --role-arn "arn:aws:iam::$B:role/reader"
+copies=()
+for i in 1 2 3 4 5; do copies+=(-c "CREATE DATABASE \"${sync_db##*/}_$i\" TEMPLATE \"${sync_db##*/}\""); done
+hgf_psql "$(hgf_pg_url)" "${copies[@]}"
+syncs=0 sync_pids=()
+sync_bg() { # sync_bg [env...]: a failing sync of regB in the next copy, in the background
+  syncs=$(( syncs + 1 ))
+  hgf_bg env "$@" HGFLEET_DATABASE_URL="${sync_db}_$syncs" "$H" sync "$regB" --wait \
+    >"$tmp/sync$syncs.out" 2>"$tmp/sync$syncs.err"
+  sync_pids+=("$HGF_BG_PID")
+}
+sync_fails() { # sync_fails N LABEL REGEX: background sync N failed with exit 1 naming REGEX
+  local rc=0 out err
+  wait "${sync_pids[$1 - 1]}" || rc=$?
+  out=$(<"$tmp/sync$1.out") err=$(<"$tmp/sync$1.err")
+  hgf_assert_eq 1 "$rc" "$2: sync's exit status ($err)"
+  [[ $err$out =~ $3 ]] || hgf_fail "$2: sync's error does not name the certificate: $err"
+}
+cert_fails() { # cert_fails LABEL REGEX [env...]: connection test now, sync in the background
   local label=$1 regex=$2
   shift 2
   hgf_expect_exit 1 env "$@" "$H" connection test "$regB" --json
-  python3 -c '
-import json, re, sys
-r = json.load(sys.stdin)
-d = r["diagnosis"]
-assert not r["healthy"] and d["code"] == "tls_certificate", d
-assert re.search(sys.argv[1], d["detail"]), d["detail"]
-assert "AWS_CA_BUNDLE" in d["fix"], d["fix"]' "$regex" <<<"$HGF_OUT" ||
+  jq -e --arg re "$regex" '.diagnosis as $d | (.healthy | not) and $d.code == "tls_certificate"
+    and ($d.detail | test($re)) and ($d.fix | contains("AWS_CA_BUNDLE"))' <<<"$HGF_OUT" >/dev/null ||
     hgf_fail "$label: the diagnosis does not name the certificate: $HGF_OUT"
-  hgf_expect_exit 1 env "$@" "$H" sync "$regB" --wait
-  [[ $HGF_ERR$HGF_OUT =~ $regex ]] || hgf_fail "$label: sync's error does not name the certificate: $HGF_ERR"
-  echo "ok: $label"
+  sync_bg "$@"
+  labels+=("$label") regexes+=("$regex")
 }
+labels=() regexes=()
 cert_fails "no AWS_CA_BUNDLE: the system CAs do not trust the test CA" 'certificate' -u AWS_CA_BUNDLE
 cert_fails "AWS_CA_BUNDLE with another CA" 'certificate' "AWS_CA_BUNDLE=$tmp/other-ca.pem"
 # Knobs that turn verification off elsewhere do nothing here.
@@ -140,13 +160,18 @@ hgf_expect_exit 2 "$H" sync --all --no-verify-ssl
 hgf_expect_exit 2 "$H" connection test "$regB" --insecure
 
 # The right CA, but a certificate for another host name.
-sim2=$(start_sim wronghost ecrsim2)
+start_sim wronghost ecrsim2 sim2
 cert_fails "a certificate for another host name" 'certificate|subject name' \
   "AWS_ENDPOINT_URL_ECR=$sim2" "AWS_ENDPOINT_URL_STS=$sim2"
 
 # A CA bundle that cannot be read is named.
-hgf_expect_exit 1 env AWS_CA_BUNDLE=/nonexistent/ca.pem "$H" sync "$regB" --wait
-hgf_assert_contains "$HGF_OUT$HGF_ERR" "certificate file: /nonexistent/ca.pem" \
+sync_bg AWS_CA_BUNDLE=/nonexistent/ca.pem
+for (( i = 1; i <= ${#labels[@]}; i++ )); do
+  sync_fails "$i" "${labels[i - 1]}" "${regexes[i - 1]}"
+  echo "ok: ${labels[i - 1]}"
+done
+sync_fails 5 "an unreadable AWS_CA_BUNDLE" 'certificate'
+hgf_assert_contains "$(<"$tmp/sync5.out")$(<"$tmp/sync5.err")" "certificate file: /nonexistent/ca.pem" \
   "an unreadable AWS_CA_BUNDLE is named"
 
 # In the code: every transfer pins verification on, and nothing sets it off.
