@@ -195,3 +195,41 @@ hgf_each_line() {
   (( rc == 0 )) || hgf_fail "hgf_each_line: a run of $1 failed (xargs exit $rc); the end of $log:
 $(tail -n 20 "$log")"
 }
+
+# hgf_pyhost_start [LAYER]: starts the python host (pyhost.py) in $TMP. It
+# runs each script as `python3 SCRIPT ARGS...` would (same argv, environment,
+# stdin, stdout, stderr and exit status), one after another in this one
+# interpreter, which imports the AWS CLI once when given its layer.
+hgf_pyhost_start() {
+  # Named pipes, not a coprocess: bash has only one of those at a time. Opened
+  # read-write where a one-way open would block for the other end; requests on
+  # descriptor 3, as a command in the background gets /dev/null for stdin.
+  mkfifo "$TMP/pyhost.in" "$TMP/pyhost.out"
+  hgf_bg python3 "$HGF_SOURCE_DIR/tests/integration/pyhost.py" "$@" 3<>"$TMP/pyhost.in" 1<>"$TMP/pyhost.out" 2>"$TMP/pyhost.err"
+  exec {PY_TO}>"$TMP/pyhost.in" {PY_FROM}<"$TMP/pyhost.out"
+}
+
+# py [-s] [NAME=VALUE | -u NAME]... SCRIPT|-|-c CODE [ARGS...]: python3 in the
+# host, with these changes to the environment; -s passes stdin on ("-": the
+# script is on stdin).
+py() {
+  local f=$TMP/py.$BASHPID env=() in='' rc
+  while [[ $1 == -[su] || $1 =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; do
+    case $1 in
+      -s) cat >"$f.in"; in=$f.in ;;
+      -u) env+=("-u$2"); shift ;;
+      *) env+=("$1") ;;
+    esac
+    shift
+  done
+  case $1 in
+    -) cat >"$f.py"; shift; set -- "$f.py" "$@" ;;
+    -c) printf '%s\n' "$2" >"$f.py"; shift 2; set -- "$f.py" "$@" ;;
+  esac
+  printf '%s\0' "${#env[@]}" "${env[@]}" "$in" "$@" >"$f.args"
+  printf '%s\n' "$f" >&"$PY_TO"
+  read -r rc <&"$PY_FROM" || hgf_fail "the python host died: $(cat "$TMP/pyhost.err")"
+  cat "$f.out"
+  cat "$f.err" >&2
+  return "$rc"
+}
