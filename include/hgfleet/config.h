@@ -13,6 +13,9 @@
 
 /* HGFLEET_RESCAN_AFTER's default: 7 days. */
 #define HGF_CONFIG_DEFAULT_RESCAN_S ((int64_t)7 * 86400)
+/* HGFLEET_HTTP_REQUEST_TIMEOUT's default and bounds, in seconds. */
+#define HGF_CONFIG_DEFAULT_HTTP_REQUEST_TIMEOUT_S 10
+#define HGF_CONFIG_MAX_HTTP_REQUEST_TIMEOUT_S 3600
 
 typedef struct hgf_config {
     char *database_url;      /* HGFLEET_DATABASE_URL, else DATABASE_URL, else "" (libpq PG* defaults) */
@@ -23,6 +26,8 @@ typedef struct hgf_config {
     int total_inflight;      /* HGFLEET_TOTAL_INFLIGHT, default 256 */
     int lease_seconds;       /* HGFLEET_LEASE_SECONDS, default 15 */
     int scans_per_registry;  /* HGFLEET_SCANS_PER_REGISTRY, default 2 */
+    int db_prepare;          /* HGFLEET_DB_PREPARE, default 1: prepare statements (0 for a
+                                pooler in transaction mode) */
     int has_master_key;
     hgf_secret_key master_key; /* HGFLEET_MASTER_KEY[_FILE] */
     char *ca_bundle;         /* AWS_CA_BUNDLE or NULL */
@@ -33,6 +38,8 @@ typedef struct hgf_config {
     char *sweep_schedule;    /* HGFLEET_SWEEP_SCHEDULE (a timed schedule spec), NULL: no
                                 scheduled sweeps (unset, empty or "manual") */
     int64_t rescan_after_s;  /* HGFLEET_RESCAN_AFTER, default 7d */
+    int http_request_timeout_s; /* HGFLEET_HTTP_REQUEST_TIMEOUT: seconds a client has to send
+                                   a whole request to serve (1..3600, default 10) */
 } hgf_config;
 
 /* Loads everything; HGF_EINPUT names the bad variable. */
@@ -47,6 +54,11 @@ char *hgf_config_secret_env(const char *name, hgf_err *err);
 /* Reads a whole file (or stdin for "-") with one trailing newline stripped;
  * caller frees. `field` names the flag or variable for the error. */
 char *hgf_config_read_secret_file(const char *path, const char *field, hgf_err *err);
+
+/* HGFLEET_DB_PREPARE: *on = 1 when unset or on/1/true/yes, 0 for off/0/false/no
+ * (any case); anything else is HGF_EINPUT naming the variable. The store
+ * reads it too, as it is not handed the config. */
+int hgf_config_db_prepare(int *on, hgf_err *err);
 
 /* A human description of where a libpq conninfo points ("host 127.0.0.1
  * port 5432 database x"), with any password removed. Caller frees. */

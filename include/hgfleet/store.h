@@ -18,6 +18,19 @@
  * failing statement never aborts another caller's. Multi-statement work is
  * done by plpgsql functions in sql/, one round trip each.
  *
+ * Statements are prepared transparently (HGFLEET_DB_PREPARE, default on; read
+ * by hgf_store_open): the first use of a text on a connection sends a Prepare
+ * ahead of it in the same pipeline segment, and later uses run the prepared
+ * statement, so the server parses once and can keep a generic plan. Each
+ * connection keeps at most 128, the least recently used deallocated; a new
+ * connection starts with none. Not prepared: statements that do not start
+ * with SELECT, INSERT, UPDATE, DELETE, WITH or VALUES (LISTEN, SET, BEGIN,
+ * DDL), statements with more than 64 KiB of parameters, and scripts. A
+ * prepared statement that fails as stale (its result type or a function's
+ * signature changed under it, or it no longer exists) is prepared again and
+ * re-sent once, after what was sent in the meantime; nothing else is ever
+ * re-sent. hgf_store_exec_script deallocates its connection's statements.
+ *
  * Ownership: hgf_store_open returns a store the caller frees with
  * hgf_store_close. A query's callback OWNS the PGresult it is given (NULL on
  * error) and must PQclear it. hgf_store_exec returns a PGresult the caller
@@ -41,7 +54,7 @@ typedef void (*hgf_store_cb)(PGresult *res, const hgf_err *err, void *arg);
  * asynchronously while this runs the loop, so other watchers on it (an HTTP
  * server) keep being served; call it outside loop callbacks. On failure:
  * HGF_EDB and a message naming the host, port and database tried, never a
- * password. */
+ * password; HGF_EINPUT naming HGFLEET_DB_PREPARE for a bad value of it. */
 hgf_store *hgf_store_open(struct ev_loop *loop, const char *conninfo, hgf_err *err);
 /* Asks for n more connections for hgf_store_query_bulk. They are made at the
  * first bulk query, in the background (its statement goes to the main

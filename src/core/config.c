@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static char *dup_env(const char *name, const char *dflt)
 {
@@ -150,6 +151,26 @@ static int load_rescan_after(hgf_config *cfg, hgf_err *err)
     return hgf_duration_parse(v, "HGFLEET_RESCAN_AFTER", &cfg->rescan_after_s, err);
 }
 
+int hgf_config_db_prepare(int *on, hgf_err *err)
+{
+    static const char *const yes[] = {"on", "1", "true", "yes"};
+    static const char *const no[] = {"off", "0", "false", "no"};
+    const char *v = getenv("HGFLEET_DB_PREPARE");
+    *on = 1;
+    if (!v || !*v)
+        return 0;
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
+        if (!strcasecmp(v, yes[i]))
+            return 0;
+        if (!strcasecmp(v, no[i])) {
+            *on = 0;
+            return 0;
+        }
+    }
+    return hgf_err_set(err, HGF_EINPUT,
+                       "HGFLEET_DB_PREPARE: expected on or off (or 1, 0), got \"%.32s\"", v);
+}
+
 int hgf_config_load(hgf_config *cfg, hgf_err *err)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -177,6 +198,9 @@ int hgf_config_load(hgf_config *cfg, hgf_err *err)
     if (!rc)
         rc = int_env("HGFLEET_SCANS_PER_REGISTRY", 2, 1, 1000, &cfg->scans_per_registry, err);
     if (!rc)
+        rc = int_env("HGFLEET_HTTP_REQUEST_TIMEOUT", HGF_CONFIG_DEFAULT_HTTP_REQUEST_TIMEOUT_S, 1,
+                     HGF_CONFIG_MAX_HTTP_REQUEST_TIMEOUT_S, &cfg->http_request_timeout_s, err);
+    if (!rc)
         rc = load_master_key(cfg, err);
     if (!rc)
         rc = load_secret(&cfg->webhook_token, "HGFLEET_WEBHOOK_TOKEN", err);
@@ -186,6 +210,8 @@ int hgf_config_load(hgf_config *cfg, hgf_err *err)
         rc = load_sweep_schedule(cfg, err);
     if (!rc)
         rc = load_rescan_after(cfg, err);
+    if (!rc)
+        rc = hgf_config_db_prepare(&cfg->db_prepare, err);
     if (!rc)
         rc = check_readable("AWS_WEB_IDENTITY_TOKEN_FILE", err);
     if (!rc)

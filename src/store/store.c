@@ -4,22 +4,52 @@
 
 #include <ctype.h>
 #include <ev.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define CONNECT_TIMEOUT_S 5.0
 #define BACKOFF_FIRST_S 0.25
 #define BACKOFF_MAX_S 5.0
 #define MAX_CHANNEL 63
+/* Statements prepared per connection. hgfleet's texts are a fixed set (about
+ * a hundred, filters included); the bound only matters for a caller that
+ * builds texts from values, whose least recently used ones are deallocated. */
+#define PREP_SLOTS 128
+/* Parameters above this size (a registry's catalog document) mark a long
+ * statement: its planning is nothing beside its execution, and the copy kept
+ * to re-send it would double its memory. Such statements are not prepared. */
+#define PREP_MAX_PARAM_BYTES 65536
 
 enum { ST_DOWN, ST_CONNECTING, ST_UP, ST_CLOSED };
+
+/* A statement prepared on one connection, named "hgf_<id>". Ids are never
+ * reused on a link, so a name never meets a stale statement of the same name. */
+typedef struct prep {
+    char *sql;           /* NULL: a free slot */
+    uint64_t hash;
+    uint64_t id;
+    uint64_t used;       /* the link's clock at its last use */
+} prep;
+
+/* What a prepared statement needs to be sent again (one block). */
+typedef struct resend {
+    char *sql;
+    int nparams;
+    const char **params;
+} resend;
 
 typedef struct pending {
     struct pending *next;
     hgf_store_cb cb;
     void *arg;
     PGresult *res;   /* first result of the query, kept until its Sync */
-    int saw_end;     /* the NULL that ends the query's results arrived */
+    int ncmds;       /* commands before the Sync: 2 when a Prepare goes first */
+    int nulls;       /* NULLs seen so far: one ends each command's results */
+    int prep_failed; /* res is the Prepare's own error: the statement does not exist */
+    uint64_t prep_id; /* the prepared statement run, 0 for an unnamed one */
+    resend *again;   /* set when a statement prepared earlier may have gone stale */
 } pending;
 
 typedef struct listener {
@@ -42,6 +72,9 @@ typedef struct link {
     ev_timer timer;        /* connect timeout while connecting, backoff while down */
     pending *head, *tail;
     int npending;
+    int send_broken;       /* a segment went out in part: the pipeline is out of step */
+    prep *preps;           /* PREP_SLOTS, allocated at the first prepared statement */
+    uint64_t clock, next_id;
     char last_error[512];
 } link;
 
@@ -55,10 +88,20 @@ struct hgf_store {
     listener *listeners;
     int n_listeners;
     int closing;           /* pending LISTENs failed by hgf_store_close are no news */
+    int prepare;           /* HGFLEET_DB_PREPARE */
     char where[256];
 };
 
 static void connect_start(link *l);
+static int send_query(link *l, const char *sql, int nparams, const char *const *params,
+                      hgf_store_cb cb, void *arg, int may_retry);
+static int stale_retry(link *l, pending *p);
+
+static void pending_free(pending *p)
+{
+    free(p->again);
+    free(p);
+}
 
 static void set_error(link *l, const char *why)
 {
@@ -83,7 +126,7 @@ static void fail_all(link *l, const char *why)
         if (p->res)
             PQclear(p->res);
         p->cb(NULL, &e, p->arg);
-        free(p);
+        pending_free(p);
         p = n;
     }
 }
@@ -123,6 +166,8 @@ static void finish_head(link *l)
     if (!l->head)
         l->tail = NULL;
     l->npending--;
+    if (stale_retry(l, p))
+        return;
     PGresult *res = p->res;
     hgf_err e;
     hgf_err_clear(&e);
@@ -134,27 +179,36 @@ static void finish_head(link *l)
             l->st->rows_written += atol(n);
     }
     p->cb(res, res ? NULL : &e, p->arg);
-    free(p);
+    pending_free(p);
 }
 
-/* Pipeline results arrive as: the query's result(s), NULL, then PIPELINE_SYNC.
- * A callback may break the connection, hence the state check each round. */
+/* Pipeline results arrive as, for each command, its result(s) then NULL, and
+ * PIPELINE_SYNC after the last. A Prepare sent ahead of its statement is a
+ * command of the same segment: its success is no news to the caller, its
+ * error is the caller's error (the statement then comes back
+ * PIPELINE_ABORTED). A callback may break the connection, hence the state
+ * check each round. */
 static void drain(link *l)
 {
     while (l->state == ST_UP && l->head && !PQisBusy(l->conn)) {
+        pending *p = l->head;
         PGresult *r = PQgetResult(l->conn);
         if (!r) {
-            if (l->head->saw_end)
+            if (p->nulls == p->ncmds)
                 break; /* nothing more buffered yet */
-            l->head->saw_end = 1;
+            p->nulls++;
             continue;
         }
         ExecStatusType st = PQresultStatus(r);
+        int preparing = p->nulls < p->ncmds - 1;
         if (st == PGRES_PIPELINE_SYNC) {
             PQclear(r);
             finish_head(l);
-        } else if (!l->head->res) {
-            l->head->res = r;
+        } else if (preparing && st == PGRES_COMMAND_OK) {
+            PQclear(r);
+        } else if (!p->res) {
+            p->res = r;
+            p->prep_failed = preparing;
         } else {
             PQclear(r);
         }
@@ -194,7 +248,7 @@ static void on_write(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     int rc = PQflush(l->conn);
-    if (rc < 0 || PQstatus(l->conn) == CONNECTION_BAD)
+    if (rc < 0 || PQstatus(l->conn) == CONNECTION_BAD || l->send_broken)
         mark_broken(l);
     else if (rc == 0)
         ev_io_stop(loop, w);
@@ -204,6 +258,198 @@ static void on_write(struct ev_loop *loop, ev_io *w, int revents)
 static void on_notice(void *arg, const char *message)
 {
     hgf_log_debug("store.notice", "%.*s", (int)strcspn(message, "\n"), message);
+}
+
+/* ---- prepared statements -------------------------------------------- */
+
+/* FNV-1a: the texts are program constants, nobody picks them to collide, and
+ * a hit compares the whole text anyway. */
+static uint64_t text_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+static void prep_name(uint64_t id, char *out, size_t n)
+{
+    snprintf(out, n, "hgf_%llu", (unsigned long long)id);
+}
+
+static void prep_reset(link *l)
+{
+    for (int i = 0; l->preps && i < PREP_SLOTS; i++)
+        free(l->preps[i].sql);
+    free(l->preps);
+    l->preps = NULL;
+}
+
+/* Only plannable statements gain from a plan cache: LISTEN, SET, BEGIN and
+ * DDL do not (and a session-level statement such as SET has nothing to keep).
+ * Multi-statement scripts never come here: the extended protocol refuses them. */
+static int preparable(const char *sql, int nparams, const char *const *params, size_t *bytes)
+{
+    static const char *const verbs[] = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES"};
+    while (isspace((unsigned char)*sql))
+        sql++;
+    size_t n = 0;
+    while (isalpha((unsigned char)sql[n]))
+        n++;
+    int ok = 0;
+    for (size_t i = 0; !ok && i < sizeof verbs / sizeof *verbs; i++)
+        ok = strlen(verbs[i]) == n && !strncasecmp(sql, verbs[i], n);
+    *bytes = 0;
+    for (int i = 0; ok && i < nparams; i++)
+        *bytes += params[i] ? strlen(params[i]) + 1 : 0;
+    return ok && *bytes <= PREP_MAX_PARAM_BYTES;
+}
+
+static resend *resend_copy(const char *sql, int nparams, const char *const *params, size_t bytes)
+{
+    size_t len = strlen(sql) + 1;
+    resend *r = malloc(sizeof *r + (size_t)nparams * sizeof(char *) + len + bytes);
+    if (!r)
+        return NULL;
+    r->params = (const char **)(r + 1);
+    char *at = (char *)(r->params + nparams);
+    r->sql = memcpy(at, sql, len);
+    at += len;
+    r->nparams = nparams;
+    for (int i = 0; i < nparams; i++) {
+        r->params[i] = NULL;
+        if (params[i]) {
+            size_t k = strlen(params[i]) + 1;
+            r->params[i] = memcpy(at, params[i], k);
+            at += k;
+        }
+    }
+    return r;
+}
+
+static void dealloc_done(PGresult *res, const hgf_err *err, void *arg)
+{
+    const link *l = arg;
+    hgf_err e;
+    if (res && hgf_store_check(res, &e))
+        hgf_log_debug("store.deallocate", "%s (%s): %s", l->st->where, link_name(l), e.msg);
+    PQclear(res);
+}
+
+/* Its own segment: were it to fail, it takes no caller's statement with it.
+ * Statements already sent under the name run before it, in pipeline order. */
+static void send_dealloc(link *l, uint64_t id)
+{
+    char sql[48];
+    snprintf(sql, sizeof sql, "DEALLOCATE hgf_%llu", (unsigned long long)id);
+    send_query(l, sql, 0, NULL, dealloc_done, l, 0);
+}
+
+static prep *prep_by_id(link *l, uint64_t id)
+{
+    for (int i = 0; id && l->preps && i < PREP_SLOTS; i++)
+        if (l->preps[i].sql && l->preps[i].id == id)
+            return &l->preps[i];
+    return NULL;
+}
+
+static void prep_forget(link *l, uint64_t id, int dealloc)
+{
+    prep *e = prep_by_id(l, id);
+    if (!e)
+        return; /* evicted or forgotten already, deallocated then if it had to be */
+    free(e->sql);
+    e->sql = NULL;
+    if (dealloc)
+        send_dealloc(l, id);
+}
+
+/* A free slot, else the least recently used one, deallocated. */
+static prep *prep_slot(link *l)
+{
+    prep *best = &l->preps[0];
+    for (int i = 0; i < PREP_SLOTS && best->sql; i++)
+        if (!l->preps[i].sql || l->preps[i].used < best->used)
+            best = &l->preps[i];
+    if (best->sql) {
+        uint64_t id = best->id;
+        free(best->sql);
+        best->sql = NULL;
+        send_dealloc(l, id);
+    }
+    return best;
+}
+
+/* The prepared statement to run sql as, NULL to send it unnamed (not
+ * preparable, prepare off, out of memory). A new one sets p->ncmds to 2: its
+ * Prepare goes first in the same segment. A hit keeps a copy for
+ * stale_retry when may_retry. */
+static const prep *prep_pick(link *l, const char *sql, int nparams, const char *const *params,
+                             pending *p, int may_retry)
+{
+    size_t bytes;
+    if (!l->st->prepare || !preparable(sql, nparams, params, &bytes))
+        return NULL;
+    if (!l->preps && !(l->preps = calloc(PREP_SLOTS, sizeof *l->preps)))
+        return NULL;
+    uint64_t h = text_hash(sql);
+    for (int i = 0; i < PREP_SLOTS; i++) {
+        prep *e = &l->preps[i];
+        if (!e->sql || e->hash != h || strcmp(e->sql, sql))
+            continue;
+        if (may_retry && !(p->again = resend_copy(sql, nparams, params, bytes)))
+            return NULL;
+        e->used = ++l->clock;
+        p->prep_id = e->id;
+        return e;
+    }
+    char *copy = strdup(sql);
+    if (!copy)
+        return NULL;
+    prep *e = prep_slot(l);
+    *e = (prep){.sql = copy, .hash = h, .id = ++l->next_id, .used = ++l->clock};
+    p->prep_id = e->id;
+    p->ncmds = 2;
+    return e;
+}
+
+/* Errors a statement prepared earlier can meet where the same text sent
+ * afresh would not: its result columns changed under it (a migration
+ * replaced a function or a table read with *), the parameter types fixed when
+ * it was prepared no longer fit a replaced function or column, or it is gone
+ * (its Prepare failed, or something deallocated it). */
+static int stale_error(const PGresult *res)
+{
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!st)
+        return 0;
+    if (!strcmp(st, "0A000"))
+        return msg && strstr(msg, "cached plan must not change result type") != NULL;
+    return !strcmp(st, "26000") || !strcmp(st, "42883") || !strcmp(st, "42804");
+}
+
+/* A failed Prepare leaves no statement: forget it. A statement prepared
+ * earlier that failed as stale is prepared again and re-sent, once; it then
+ * comes back after what was sent in the meantime. The failed statement ran
+ * in its own implicit transaction and so changed nothing. 1 when p was
+ * re-sent (and freed). */
+static int stale_retry(link *l, pending *p)
+{
+    if (p->prep_failed)
+        prep_forget(l, p->prep_id, 0);
+    if (!p->again || !stale_error(p->res))
+        return 0;
+    const char *st = PQresultErrorField(p->res, PG_DIAG_SQLSTATE);
+    prep_forget(l, p->prep_id, strcmp(st, "26000") != 0);
+    const resend *r = p->again;
+    if (send_query(l, r->sql, r->nparams, r->params, p->cb, p->arg, 0))
+        return 0;
+    hgf_log_info("store.reprepare", "%s (%s): prepared statement hgf_%llu went stale (%s); "
+                 "prepared again", l->st->where, link_name(l), (unsigned long long)p->prep_id, st);
+    PQclear(p->res);
+    pending_free(p);
+    return 1;
 }
 
 /* ---- connecting ---------------------------------------------------- */
@@ -255,6 +501,8 @@ static void connected(link *l)
     l->rio.data = l->wio.data = l;
     ev_io_start(s->loop, &l->rio);
     l->state = ST_UP;
+    l->send_broken = 0;
+    prep_reset(l); /* a new session has no prepared statements */
     int again = l->last_error[0] && l->reconnect;
     l->last_error[0] = '\0';
     l->backoff = BACKOFF_FIRST_S;
@@ -347,8 +595,11 @@ static void link_close(link *l)
 
 static void store_free(hgf_store *s)
 {
-    for (int i = 0; s->links && i < s->nlinks; i++)
+    for (int i = 0; s->links && i < s->nlinks; i++) {
+        if (s->links[i])
+            prep_reset(s->links[i]);
         free(s->links[i]);
+    }
     free(s->links);
     free(s->listeners);
     free(s->conninfo);
@@ -357,6 +608,9 @@ static void store_free(hgf_store *s)
 
 hgf_store *hgf_store_open(struct ev_loop *loop, const char *conninfo, hgf_err *err)
 {
+    int prepare;
+    if (hgf_config_db_prepare(&prepare, err))
+        return NULL;
     hgf_store *s = calloc(1, sizeof *s);
     if (!s || !(s->conninfo = strdup(conninfo ? conninfo : "")) ||
         !(s->links = calloc(1, sizeof *s->links)) || !(s->links[0] = malloc(sizeof(link)))) {
@@ -369,6 +623,7 @@ hgf_store *hgf_store_open(struct ev_loop *loop, const char *conninfo, hgf_err *e
     snprintf(s->where, sizeof s->where, "%s", where);
     free(where);
     s->loop = loop;
+    s->prepare = prepare;
     s->nlinks = 1;
     link *main_link = s->links[0];
     link_init(s, main_link, 0, 0);
@@ -490,17 +745,33 @@ static void defer_write_check(link *l)
     ev_feed_event(l->st->loop, &l->wio, EV_WRITE);
 }
 
-static int link_send(link *l, const char *sql, int nparams, const char *const *params,
-                     hgf_store_cb cb, void *arg)
+/* One segment: [Prepare,] the statement, Sync. A segment that went out in
+ * part leaves results nobody waits for, so on_write then re-makes the link. */
+static int send_query(link *l, const char *sql, int nparams, const char *const *params,
+                      hgf_store_cb cb, void *arg, int may_retry)
 {
     if (l->state != ST_UP)
         return HGF_EDB;
     pending *p = calloc(1, sizeof *p);
     if (!p)
         return HGF_ENOMEM;
-    if (!PQsendQueryParams(l->conn, sql, nparams, NULL, params, NULL, NULL, 0) ||
-        !PQpipelineSync(l->conn)) {
-        free(p);
+    p->ncmds = 1;
+    const prep *e = prep_pick(l, sql, nparams, params, p, may_retry);
+    char name[32];
+    if (e)
+        prep_name(e->id, name, sizeof name);
+    int ok = 1, sent = 0;
+    if (p->ncmds == 2)
+        ok = sent = PQsendPrepare(l->conn, name, sql, nparams, NULL);
+    if (ok)
+        ok = e ? PQsendQueryPrepared(l->conn, name, nparams, params, NULL, NULL, 0)
+               : PQsendQueryParams(l->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    sent |= ok;
+    if (!ok || !PQpipelineSync(l->conn)) {
+        if (p->ncmds == 2)
+            prep_forget(l, p->prep_id, 0);
+        l->send_broken |= sent;
+        pending_free(p);
         defer_write_check(l);
         return HGF_EDB;
     }
@@ -515,6 +786,12 @@ static int link_send(link *l, const char *sql, int nparams, const char *const *p
     if (PQflush(l->conn) != 0) /* 1: more to send; -1: on_write finds the break */
         defer_write_check(l);
     return 0;
+}
+
+static int link_send(link *l, const char *sql, int nparams, const char *const *params,
+                     hgf_store_cb cb, void *arg)
+{
+    return send_query(l, sql, nparams, params, cb, arg, 1);
 }
 
 int hgf_store_query(hgf_store *s, const char *sql, int nparams, const char *const *params,
@@ -626,6 +903,13 @@ int hgf_store_exec_script(hgf_store *s, const char *script, hgf_err *err)
     if (rc) {
         PGresult *rb = PQexec(l->conn, "ROLLBACK");
         PQclear(rb);
+    }
+    /* The server re-plans statements a script changed the tables of, but
+     * keeps the parameter types they were prepared with: start afresh. */
+    if (l->preps) {
+        PGresult *d = PQexec(l->conn, "DEALLOCATE ALL");
+        PQclear(d);
+        prep_reset(l);
     }
     PQsetNoticeProcessor(l->conn, on_notice, NULL);
     if (PQsetnonblocking(l->conn, 1) || !PQenterPipelineMode(l->conn)) {
