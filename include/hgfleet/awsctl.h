@@ -56,9 +56,17 @@ enum hgf_aws_class {
  * signature expired (or is not yet current). Codes come first; then
  * 500/502/503/504 are transient whatever their code (ECR's ServerException)
  * and 429 is a throttle. Local curl failures (malformed URL, out of
- * memory, ...) are fatal; every other curl error is transient. */
+ * memory, ...) and TLS trust failures (hgf_awsctl_tls_hint) are fatal;
+ * every other curl error is transient. */
 int hgf_awsctl_classify(long status, int transport_error, const char *aws_code,
                         const char *message);
+
+/* For a TLS trust failure (the peer's certificate refused: wrong
+ * AWS_CA_BUNDLE, TLS interception; or an unusable CA bundle or certificate
+ * file): a static sentence naming AWS_CA_BUNDLE for error messages. NULL for
+ * every other CURLcode. Such failures are configuration errors, never
+ * retried. */
+const char *hgf_awsctl_tls_hint(int transport_error);
 
 /* "throttle", "transient", "skew", "expired", "ok" or "fatal". */
 const char *hgf_awsctl_class_name(int cls);
@@ -87,6 +95,16 @@ hgf_awsctl *hgf_awsctl_new(struct ev_loop *loop, hgf_metrics *metrics, hgf_err *
  * cancel(arg) runs (no go, no user callback). Calls in flight are detached:
  * their outcome is final. Free it before the HTTP client the calls use. */
 void hgf_awsctl_free(hgf_awsctl *ctl);
+
+/* For a process about to close: every call waiting for a backoff or a
+ * rate-limiter token is launched now (its go(arg) runs from inside this
+ * call), and from now on no outcome is retried and nothing waits for a
+ * token. Followed by hgf_http_cancel_all before the loop runs again, each
+ * of those calls then ends through its client's callback, with the
+ * cancellation error, rather than being dropped unheard by hgf_awsctl_free
+ * (whose cancel hooks free only the client's own state, not what the
+ * client's caller holds for the call). Not from inside a call's callback. */
+void hgf_awsctl_flush(hgf_awsctl *ctl);
 
 const hgf_awsctl_config *hgf_awsctl_get_config(const hgf_awsctl *ctl);
 

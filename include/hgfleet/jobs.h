@@ -39,6 +39,17 @@ typedef struct hgf_job {
 int hgf_jobs_enqueue(hgf_store *s, const char *kind, const char *payload_json, int priority,
                      const char *dedup_key, int64_t *job_id, int *created, hgf_err *err);
 
+/* A batch: the jobs one `--wait` waits for, claimed and counted through
+ * their batch id (sql/015) rather than listed. hgf_jobs_new_batch returns a
+ * new batch id. hgf_jobs_enqueue_batch is hgf_jobs_enqueue that also puts
+ * the job in the batch: a new job, or a live one that is in no batch yet.
+ * *in_batch (may be NULL) is 0 when the live job stays in another batch:
+ * the caller names it by id to claim and count it. batch 0: none. */
+int hgf_jobs_new_batch(hgf_store *s, int64_t *batch, hgf_err *err);
+int hgf_jobs_enqueue_batch(hgf_store *s, const char *kind, const char *payload_json, int priority,
+                           const char *dedup_key, int64_t batch, int64_t *job_id, int *created,
+                           int *in_batch, hgf_err *err);
+
 typedef struct hgf_jobs_claim_opts {
     const char *owner;
     int lease_seconds;
@@ -49,6 +60,7 @@ typedef struct hgf_jobs_claim_opts {
     int limit;                 /* jobs of any priority */
     int ahead;                 /* and up to this many more of at least ahead_min_priority */
     int ahead_min_priority;
+    int64_t batch;             /* with ids: also this batch's queued jobs; 0 for none */
 } hgf_jobs_claim_opts;
 
 /* err is NULL on success; then jobs[0..n) are the claimed jobs (highest
@@ -60,32 +72,37 @@ typedef void (*hgf_jobs_claim_cb)(hgf_job *jobs, int n, const hgf_err *err, void
  * the sweep runs, the claim also takes the queued jobs its current phase
  * waits for (those tagged with its sweep_id, of the phase's kind), found
  * through the tag rather than listed, so `sweep --wait` passes only the
- * sweep's job however many jobs the sweep has. */
+ * sweep's job however many jobs the sweep has. A batch (`sync --wait`)
+ * brings in its queued jobs the same way, through its batch id, within the
+ * same limit. */
 int hgf_jobs_claim(hgf_store *s, const hgf_jobs_claim_opts *o, hgf_jobs_claim_cb cb, void *arg);
 void hgf_jobs_free(hgf_job *jobs, int n);
 
 /* Puts jobs whose lease expired back in the queue (or fails them when they
  * have used every attempt), and NOTIFYs when it did. Asynchronous; cb may be
- * NULL. */
+ * NULL. Here as in every statement that moves a scan job out of a run, the
+ * scan's open row follows the job (a trigger, sql/015): queued again, to be
+ * taken up by the next run, or failed. */
 int hgf_jobs_requeue_expired(hgf_store *s, hgf_store_cb cb, void *arg);
 
 /* Records a job's outcome. error == NULL: done. Otherwise, with
  * retry_after_s >= 0 and attempts left, the job is queued again to run that
  * many seconds from now (hgf_jobs_backoff_seconds); else it is failed. The
- * owner check keeps a replica whose lease expired from overwriting the
- * outcome of the replica that took the job over. The result row holds the
- * new state ('done', 'queued' or 'failed'), or no row when the lease was
- * lost. cb may be NULL. */
-int hgf_jobs_finish(hgf_store *s, int64_t id, const char *owner, const char *error,
+ * run is named by its owner and its attempt (hgf_job.attempts as claimed):
+ * a run whose lease expired cannot overwrite the outcome of the run that
+ * took the job over, on another replica or in this same process. The
+ * result row holds the new state ('done', 'queued' or 'failed'), or no row
+ * when the lease was lost. cb may be NULL. */
+int hgf_jobs_finish(hgf_store *s, int64_t id, const char *owner, int attempt, const char *error,
                     int retry_after_s, const char *result_json, hgf_store_cb cb, void *arg);
 
 /* Puts a running job that made progress back in the queue to run again
  * delay_s seconds from now, without counting the run as an attempt: a job
  * made of short steps (a sweep) re-queues itself this way instead of
  * holding a worker while it waits. result_json (may be NULL) replaces the
- * job's result. The result row holds 'queued', or no row when the lease was
- * lost. cb may be NULL. */
-int hgf_jobs_continue(hgf_store *s, int64_t id, const char *owner, int delay_s,
+ * job's result. The run is named as for hgf_jobs_finish. The result row
+ * holds 'queued', or no row when the lease was lost. cb may be NULL. */
+int hgf_jobs_continue(hgf_store *s, int64_t id, const char *owner, int attempt, int delay_s,
                       const char *result_json, hgf_store_cb cb, void *arg);
 
 /* Renews the leases of these jobs (those still running here). Asynchronous. */
@@ -97,8 +114,10 @@ int hgf_jobs_heartbeat(hgf_store *s, const char *owner, int lease_seconds, const
 int hgf_jobs_release(hgf_store *s, const char *owner, const int64_t *ids, int n_ids,
                      hgf_store_cb cb, void *arg);
 
-/* How many of `ids` are still queued or running. */
-int hgf_jobs_count_live(hgf_store *s, const int64_t *ids, int n_ids, int *live, hgf_err *err);
+/* *live: 1 while a job of the batch, or of `ids`, is still queued or
+ * running, else 0. */
+int hgf_jobs_batch_live(hgf_store *s, int64_t batch, const int64_t *ids, int n_ids, int *live,
+                        hgf_err *err);
 
 /* The queue, newest first: a JSON array of objects with id, kind, state,
  * priority, attempts, max_attempts, run_at, lease_owner, lease_expires_at,

@@ -50,6 +50,11 @@ int hgf_scan_start(hgf_runtime *rt, int64_t job_id, json_t *payload, hgf_scan_do
 void hgf_scan_cancel(hgf_scan *s);
 void hgf_scan_free(hgf_scan *s);
 
+/* 1 while the scanner works on the image (a process, or a scanner service
+ * being polled), when the scan may have nothing of its own in flight for a
+ * long time and still be making progress. */
+int hgf_scan_in_scanner(const hgf_scan *s);
+
 /* The registry a scan payload belongs to, as its connection id (one live
  * connection per registry): 0, or HGF_EINPUT when the payload has none. */
 int hgf_scan_connection(const json_t *payload, int64_t *connection_id);

@@ -9,7 +9,9 @@
  *
  * Errors: err->aws_code is STS's XML Code (AccessDenied, ExpiredToken,
  * ValidationError, InvalidIdentityToken, RegionDisabledException, ...) and
- * the message reads "<Action>: <Code>: <Message>". Secrets (secret keys,
+ * the message reads "<Action>: <Code>: <Message>". A transport error reads
+ * "<Action>: <curl's error> (<endpoint>)", followed for a TLS trust failure
+ * by hgf_awsctl_tls_hint's advice on AWS_CA_BUNDLE. Secrets (secret keys,
  * session tokens, web identity tokens) never appear in messages or logs.
  *
  * Ownership: the target and everything passed in are borrowed for the
@@ -47,7 +49,9 @@ typedef struct hgf_sts_result {
     char account[13];   /* GetCallerIdentity */
     char user_id[160];  /* GetCallerIdentity UserId, or AssumedRoleId */
     char request_id[80];
-    long status;      /* HTTP status; 0 after a transport error */
+    long status;         /* HTTP status; 0 after a transport error */
+    int transport_error; /* the CURLcode of a transport error, else 0: with status, what
+                            hgf_awsctl_classify needs to decide on a retry */
     const char *date; /* the response Date header or NULL (clock skew) */
 } hgf_sts_result;
 

@@ -15,7 +15,11 @@
  * instead of waiting in the queue for workers. Claimed jobs start by
  * priority, then in claim order, as workers free.
  * Outcomes that cannot be recorded because the database is down are kept and
- * recorded once it is back.
+ * recorded once it is back. A failed run is retried (in a pool with retry
+ * set) after hgf_jobs_backoff_seconds, except one that failed on the
+ * database (HGF_EDB: a connection lost in a restart): it is queued to run
+ * again as soon as its outcome is recorded, then after 1, 2, 4 ... s should
+ * the database fail it again, never later than the ordinary backoff.
  *
  * Per-registry bound: at most HGFLEET_SCANS_PER_REGISTRY scans of one
  * registry (a scan payload's connection_id) run in a pool at once. A scan
@@ -35,10 +39,10 @@
  * when the pool is freed, are cancelled through their executor (no
  * callback reaches the pool any more) and freed with the pool.
  *
- * hgf_worker_drain is what `--wait` commands use: it works the queue beside
- * any running servers until every job in `ids` is finished, by this process
- * or by another replica. hgf_worker_drain_while is the same for work whose
- * set of jobs grows while it runs (a sweep queues syncs, then scans).
+ * hgf_worker_drain_while is what `--wait` commands use: it works the queue
+ * beside any running servers for as long as the caller's watch says the
+ * work (a batch of syncs, a sweep's phases) goes on, whether this process
+ * or another replica runs its jobs.
  *
  * A job made of short steps ends each step with hgf_worker_job_continue:
  * it goes back in the queue (same id, same dedup key, no attempt counted)
@@ -78,6 +82,10 @@ typedef struct hgf_worker_executor {
     /* Frees a cancelled run, once nothing it had in flight can end any more
      * (the pool is freed after hgf_runtime_close). */
     void (*release)(void *run);
+    /* 1 while the run waits for work done outside this process's HTTP
+     * client and store (a scanner), which a quiet process does not show.
+     * NULL when a run never does. */
+    int (*external)(const void *run);
 } hgf_worker_executor;
 
 /* The executor for a kind, or NULL when this build cannot run it. */
@@ -105,6 +113,7 @@ typedef struct hgf_worker_opts {
     int retry;                 /* 1: retryable failures re-queue with backoff; 0: all final */
     const int64_t *ids;        /* only these jobs (copied), or NULL for any */
     int n_ids;
+    int64_t batch;             /* with ids (even none): and this batch's jobs (jobs.h) */
     hgf_worker_done_cb done;   /* may be NULL */
     void *arg;
 } hgf_worker_opts;
@@ -121,6 +130,14 @@ void hgf_worker_pool_stop(hgf_worker_pool *p);
 /* Jobs claimed, running here, or ended but not yet recorded, plus a claim or
  * a release in flight. */
 int hgf_worker_pool_busy(const hgf_worker_pool *p);
+/* 1 when jobs run here and none of them has anything under way: no HTTP
+ * request of this process is queued or in flight, no statement is pending,
+ * no outcome is being recorded and no scanner works for them. Each of them
+ * then sleeps in a retry backoff (or waits for a rate-limit token), against
+ * an endpoint that failed it; a shutdown need not wait for that (serve
+ * re-queues them at once). The state can be momentary between two steps of
+ * a job, so a caller asks again before acting on it. */
+int hgf_worker_pool_asleep(const hgf_worker_pool *p);
 /* Re-queues every job still running here (shutdown after the grace period)
  * and cancels them: none records an outcome or writes anything more.
  * done(arg) runs when the re-queue is recorded or failed; returns nonzero
@@ -130,11 +147,6 @@ int hgf_worker_pool_release(hgf_worker_pool *p, void (*done)(void *), void *arg)
 /* Cancels what still runs (see hgf_worker_pool_new for when), frees every
  * job and the pool. */
 void hgf_worker_pool_free(hgf_worker_pool *p);
-
-/* Runs the jobs in ids here (beside any servers) until none is queued or
- * running; failures are final (no retry), so the caller sees them now. */
-int hgf_worker_drain(hgf_runtime *rt, const int64_t *ids, int n_ids, int concurrency,
-                     hgf_worker_done_cb done, void *arg, hgf_err *err);
 
 /* Decides whether a drain goes on: 1 yes, 0 the work is over, or a negative
  * HGF_E* with err set. Called after every outcome recorded here and every

@@ -50,10 +50,34 @@ static const char *const EXPIRED_CODES[] = {"ExpiredTokenException", "ExpiredTok
 /* Failures of our own making that a retry cannot fix; ABORTED_BY_CALLBACK
  * is a request ended by hgf_http_cancel_all (the process is closing). */
 static const int LOCAL_CURL_ERRORS[] = {
-    CURLE_UNSUPPORTED_PROTOCOL, CURLE_FAILED_INIT,     CURLE_URL_MALFORMAT,
-    CURLE_NOT_BUILT_IN,         CURLE_OUT_OF_MEMORY,   CURLE_BAD_FUNCTION_ARGUMENT,
-    CURLE_UNKNOWN_OPTION,       CURLE_SSL_CACERT_BADFILE, CURLE_ABORTED_BY_CALLBACK,
+    CURLE_UNSUPPORTED_PROTOCOL, CURLE_FAILED_INIT,   CURLE_URL_MALFORMAT,
+    CURLE_NOT_BUILT_IN,         CURLE_OUT_OF_MEMORY, CURLE_BAD_FUNCTION_ARGUMENT,
+    CURLE_UNKNOWN_OPTION,       CURLE_ABORTED_BY_CALLBACK,
 };
+
+/* The peer's certificate was checked and refused: the same certificate
+ * meets the same trust store on every attempt (a wrong AWS_CA_BUNDLE, or a
+ * proxy intercepting TLS), so a retry only delays the error. */
+static const int TLS_TRUST_ERRORS[] = {
+    CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH,
+    CURLE_SSL_INVALIDCERTSTATUS,
+};
+
+/* The local trust material cannot be used (an unreadable or malformed CA
+ * bundle, CRL file or client certificate). */
+static const int TLS_SETUP_ERRORS[] = {
+    CURLE_SSL_CACERT_BADFILE, CURLE_SSL_CRL_BADFILE, CURLE_SSL_CERTPROBLEM,
+};
+
+static int in_codes(int code, const int *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (code == list[i])
+            return 1;
+    return 0;
+}
+
+#define IN_CODES(code, list) in_codes((code), (list), sizeof(list) / sizeof((list)[0]))
 
 static int in_list(const char *code, const char *const *list)
 {
@@ -73,11 +97,21 @@ static int is_placeholder(const char *code)
 
 static int classify_transport(int transport_error)
 {
-    size_t n = sizeof LOCAL_CURL_ERRORS / sizeof LOCAL_CURL_ERRORS[0];
-    for (size_t i = 0; i < n; i++)
-        if (transport_error == LOCAL_CURL_ERRORS[i])
-            return HGF_AWS_FATAL;
+    if (IN_CODES(transport_error, LOCAL_CURL_ERRORS) || hgf_awsctl_tls_hint(transport_error))
+        return HGF_AWS_FATAL;
     return HGF_AWS_RETRY_TRANSIENT;
+}
+
+const char *hgf_awsctl_tls_hint(int transport_error)
+{
+    if (IN_CODES(transport_error, TLS_TRUST_ERRORS))
+        return "the endpoint's TLS certificate is not trusted: point AWS_CA_BUNDLE at the PEM "
+               "file of the CA that issued it (a proxy intercepting TLS has its own CA); not "
+               "retried";
+    if (IN_CODES(transport_error, TLS_SETUP_ERRORS))
+        return "the CA bundle or a certificate file cannot be used: check that AWS_CA_BUNDLE "
+               "names a readable PEM file; not retried";
+    return NULL;
 }
 
 static int time_blamed(const char *message)
@@ -350,6 +384,7 @@ struct hgf_awsctl {
     keystate **keys;
     size_t nslots, nkeys;
     hgf_awsctl_call *calls;
+    int flushed;                /* hgf_awsctl_flush: no more waits, every outcome final */
 };
 
 static double mono(void)
@@ -714,7 +749,7 @@ void hgf_awsctl_call_free(hgf_awsctl_call *c)
 static int gate(hgf_awsctl_call *c)
 {
     keystate *k = c->ks;
-    if (!c->ctl || !k)
+    if (!c->ctl || !k || c->ctl->flushed)
         return 1;
     if (!k->head) {
         double wait = hgf_awsctl_limiter_acquire(&k->lim, mono());
@@ -760,6 +795,8 @@ static const char *decide(hgf_awsctl_call *c, const hgf_awsctl_outcome *o, doubl
 {
     hgf_awsctl *ctl = c->ctl;
     *delay = 0;
+    if (ctl->flushed)
+        return NULL;
     if (c->cls == HGF_AWS_RETRY_SKEW) {
         /* Outside the attempt budget and the quota, and only once: a second
          * skew error means the clock is not the problem. */
@@ -839,6 +876,32 @@ int hgf_awsctl_call_outcome(hgf_awsctl_call *c, const hgf_awsctl_outcome *o)
     if (ctl->metrics)
         count_final(c, o);
     return 0;
+}
+
+static hgf_awsctl_call *first_waiting(const hgf_awsctl *ctl)
+{
+    for (hgf_awsctl_call *c = ctl->calls; c; c = c->next)
+        if (c->state != ST_IDLE)
+            return c;
+    return NULL;
+}
+
+void hgf_awsctl_flush(hgf_awsctl *ctl)
+{
+    if (!ctl)
+        return;
+    ctl->flushed = 1;
+    /* go may end its call, or others, and start new ones (which no longer
+     * wait): the list is read afresh after each. */
+    hgf_awsctl_call *c;
+    while ((c = first_waiting(ctl))) {
+        if (c->state == ST_BACKOFF)
+            ev_timer_stop(ctl->loop, &c->timer);
+        else if (c->ks)
+            key_unqueue(c->ks, c);
+        c->qnext = NULL;
+        launch(c);
+    }
 }
 
 int hgf_awsctl_call_attempts(const hgf_awsctl_call *c)

@@ -632,11 +632,11 @@ static void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* Throttling, 5xx and dropped connections are retried here with the SDKs'
  * backoff, so one busy STS moment does not fail every job waiting for the
- * shared refresh. */
+ * shared refresh. The transport error is classified like any AWS call's:
+ * a refused certificate (a configuration error) fails at once. */
 static int retry_assume(op *o, const hgf_sts_result *r)
 {
-    int cls = r->status ? hgf_awsctl_classify(r->status, 0, r->err.aws_code, r->err.msg)
-                        : HGF_AWS_RETRY_TRANSIENT;
+    int cls = hgf_awsctl_classify(r->status, r->transport_error, r->err.aws_code, r->err.msg);
     if (!o->m || o->sts_retries >= STS_MAX_RETRIES ||
         (cls != HGF_AWS_RETRY_THROTTLE && cls != HGF_AWS_RETRY_TRANSIENT))
         return 0;

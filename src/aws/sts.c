@@ -1,4 +1,5 @@
 #include "hgfleet/sts.h"
+#include "hgfleet/awsctl.h"
 #include "hgfleet/awsjson.h"
 #include "hgfleet/secret.h"
 #include "hgfleet/sigv4.h"
@@ -340,8 +341,11 @@ static int interpret_http(const char *action, const char *endpoint, const hgf_ht
                           hgf_sts_result *r)
 {
     const char *ctype = hgf_http_resp_header(resp, "content-type");
-    if (resp->transport_error)
-        return hgf_err_set(&r->err, HGF_EHTTP, "%s: %s (%s)", action, resp->error, endpoint);
+    if (resp->transport_error) {
+        const char *hint = hgf_awsctl_tls_hint(resp->transport_error);
+        return hgf_err_set(&r->err, HGF_EHTTP, "%s: %s (%s)%s%s", action, resp->error, endpoint,
+                           hint ? ": " : "", hint ? hint : "");
+    }
     if (resp->body_truncated)
         return hgf_err_set(&r->err, HGF_EHTTP, "%s: HTTP %ld reply is larger than %d bytes", action,
                            resp->status, MAX_REPLY);
@@ -390,6 +394,7 @@ static void on_response(const hgf_http_resp *resp, void *arg)
     hgf_err_clear(&r.err);
     r.action = c->action;
     r.status = resp->status;
+    r.transport_error = resp->transport_error;
     r.date = hgf_http_resp_header(resp, "date");
     r.rc = interpret_http(c->action, c->endpoint, resp, &r);
     if (r.rc)

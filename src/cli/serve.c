@@ -20,6 +20,11 @@
 #define OPEN_BACKOFF_MAX_S 5.0
 /* After the grace period, how long the re-queueing of running jobs may take. */
 #define RELEASE_TIMEOUT_S 5.0
+/* While stopping: how often the pool is checked for jobs that only sleep in
+ * a retry backoff, and how long it must stay so before they are re-queued
+ * (a job between two steps can look asleep for an instant). */
+#define ASLEEP_CHECK_S 0.1
+#define ASLEEP_FOR_S 0.3
 
 static const char USAGE[] =
     "Usage: hgfleet serve\n"
@@ -39,10 +44,14 @@ static const char USAGE[] =
     "  HGFLEET_WORKERS         jobs run at once (default 32)\n"
     "  HGFLEET_LEASE_SECONDS   job lease (default 15; renewed every third of it)\n"
     "  HGFLEET_SHUTDOWN_GRACE  seconds running jobs get to finish on SIGTERM or\n"
-    "                          SIGINT before they are re-queued (default 25)\n"
+    "                          SIGINT before they are re-queued (default 25); jobs\n"
+    "                          that only sleep in a retry backoff are re-queued at once\n"
     "  HGFLEET_WEBHOOK_TOKEN   token of POST /api/webhooks/ecr\n"
     "  HGFLEET_ADMIN_TOKEN     bearer token of the read-only GET /api/connections,\n"
     "                          /api/images, /api/jobs and /api/sweeps (unset: 403)\n"
+    "  HGFLEET_HTTP_REQUEST_TIMEOUT  seconds (1 to 3600, default 10) a client has to\n"
+    "                          send a whole request (headers and body), however\n"
+    "                          steadily it trickles in; then its connection is closed\n"
     "  HGFLEET_DATABASE_URL, HGFLEET_MASTER_KEY, AWS_*: as for every command\n"
     "\n"
     "SIGHUP reopens the logs. Exit codes: 0 after a clean shutdown, 1 when the\n"
@@ -72,7 +81,8 @@ typedef struct serve {
     hgf_scheduler *sched;
     hgf_worker_pool *pool;
     ev_signal sigterm, sigint, sighup;
-    ev_timer open_retry, grace;
+    ev_timer open_retry, grace, asleep;
+    double asleep_since; /* ev_now() when the running jobs were first seen asleep, or 0 */
     double open_backoff;
     int open_due;      /* time to try opening the runtime again */
     int stopping;      /* a signal arrived */
@@ -104,6 +114,20 @@ static void on_released(void *arg)
     ((serve *)arg)->done = 1;
 }
 
+/* Re-queues what still runs; the grace timer now bounds the re-queueing. */
+static void release_running(serve *sv)
+{
+    sv->releasing = 1;
+    ev_timer_stop(sv->loop, &sv->asleep);
+    ev_timer_stop(sv->loop, &sv->grace);
+    if (!sv->pool || hgf_worker_pool_release(sv->pool, on_released, sv)) {
+        sv->done = 1;
+        return;
+    }
+    ev_timer_set(&sv->grace, RELEASE_TIMEOUT_S, 0.);
+    ev_timer_start(sv->loop, &sv->grace);
+}
+
 static void on_grace(struct ev_loop *loop, ev_timer *w, int revents)
 {
     serve *sv = w->data;
@@ -111,14 +135,29 @@ static void on_grace(struct ev_loop *loop, ev_timer *w, int revents)
         sv->done = 1;
         return;
     }
-    sv->releasing = 1;
     hgf_log_warn("serve.grace_over", "re-queueing jobs still running after %ds", sv->grace_s);
-    if (!sv->pool || hgf_worker_pool_release(sv->pool, on_released, sv)) {
-        sv->done = 1;
+    release_running(sv);
+}
+
+/* The grace period lets jobs finish work in progress. A job asleep in a
+ * retry backoff (its endpoint refused or failed it) makes none: waiting
+ * for it only delays the shutdown, by up to the whole grace period. */
+static void on_asleep_check(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    serve *sv = w->data;
+    if (sv->releasing || !sv->pool || !hgf_worker_pool_asleep(sv->pool)) {
+        sv->asleep_since = 0;
         return;
     }
-    ev_timer_set(w, RELEASE_TIMEOUT_S, 0.);
-    ev_timer_start(loop, w);
+    if (!sv->asleep_since) {
+        sv->asleep_since = ev_now(loop);
+        return;
+    }
+    if (ev_now(loop) - sv->asleep_since < ASLEEP_FOR_S)
+        return;
+    hgf_log_info("serve.jobs_asleep", "re-queueing %d job(s) asleep in a retry backoff",
+                 hgf_worker_pool_busy(sv->pool));
+    release_running(sv);
 }
 
 static void begin_stop(serve *sv, int signum)
@@ -142,6 +181,8 @@ static void begin_stop(serve *sv, int signum)
         hgf_worker_pool_stop(sv->pool);
     ev_timer_set(&sv->grace, sv->grace_s, 0.);
     ev_timer_start(sv->loop, &sv->grace);
+    ev_timer_set(&sv->asleep, ASLEEP_CHECK_S, ASLEEP_CHECK_S);
+    ev_timer_start(sv->loop, &sv->asleep);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -214,7 +255,8 @@ static void watch_signals(serve *sv)
     ev_signal_start(sv->loop, &sv->sighup);
     ev_init(&sv->open_retry, on_open_retry);
     ev_init(&sv->grace, on_grace);
-    sv->open_retry.data = sv->grace.data = sv;
+    ev_init(&sv->asleep, on_asleep_check);
+    sv->open_retry.data = sv->grace.data = sv->asleep.data = sv;
 }
 
 static int busy(const serve *sv)
@@ -247,22 +289,29 @@ static int start_server(serve *sv, hgf_err *err)
     if (!sv->api)
         return hgf_err_set(err, HGF_ENOMEM, "out of memory");
     hgf_server_opts o = {.listen = sv->cfg.listen, .routes = ROUTES,
-                         .n_routes = (int)(sizeof ROUTES / sizeof ROUTES[0]), .arg = sv->api};
+                         .n_routes = (int)(sizeof ROUTES / sizeof ROUTES[0]), .arg = sv->api,
+                         .request_timeout_s = (unsigned)sv->cfg.http_request_timeout_s};
     sv->server = hgf_server_start(sv->loop, &o, err);
     if (!sv->server)
         return err->code;
     printf("hgfleet serving on http://%s\n", hgf_server_address(sv->server));
     fflush(stdout);
-    hgf_log_info("serve.listening", "address=%s", hgf_server_address(sv->server));
+    hgf_log_info("serve.listening", "address=%s request_timeout=%ds",
+                 hgf_server_address(sv->server), sv->cfg.http_request_timeout_s);
     return 0;
 }
 
 /* The store closes first: its pending callbacks still find the pool, the
- * scheduler and suspended requests alive. */
+ * scheduler and suspended requests alive. AWS calls asleep in a backoff
+ * (those of jobs re-queued from it) are woken first, so that the runtime's
+ * cancelling of HTTP requests ends them through their callers, which then
+ * free what they hold for them. */
 static void tear_down(serve *sv)
 {
-    if (sv->rt_open)
+    if (sv->rt_open) {
+        hgf_awsctl_flush(sv->rt.awsctl);
         hgf_runtime_close(&sv->rt);
+    }
     hgf_server_stop(sv->server);
     hgf_worker_pool_free(sv->pool);
     hgf_scheduler_free(sv->sched);
@@ -272,6 +321,7 @@ static void tear_down(serve *sv)
     ev_signal_stop(sv->loop, &sv->sighup);
     ev_timer_stop(sv->loop, &sv->open_retry);
     ev_timer_stop(sv->loop, &sv->grace);
+    ev_timer_stop(sv->loop, &sv->asleep);
 }
 
 int hgf_cli_serve(int argc, char **argv)

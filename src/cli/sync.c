@@ -106,17 +106,55 @@ static void on_done(int64_t job_id, const char *kind, const hgf_err *err, json_t
     }
 }
 
-static int enqueue_all(hgf_runtime *rt, hgf_connection *list, int n, int64_t *ids, hgf_err *err)
+/* What a --wait waits for: the jobs of its batch, and those it found in
+ * another waiter's batch (usually none), named by id. */
+typedef struct waited {
+    hgf_store *store;
+    int64_t batch;
+    int64_t *others;
+    int n_others;
+} waited;
+
+/* Queues each connection's sync, or finds the one already live (queued by
+ * the scheduler, a server, a sweep or another `sync`); with --wait, in the
+ * batch w->batch. */
+static int enqueue_all(hgf_runtime *rt, hgf_connection *list, int n, int64_t *ids, waited *w,
+                       hgf_err *err)
 {
     for (int i = 0; i < n; i++) {
         char payload[64], key[64];
         snprintf(payload, sizeof payload, "{\"connection_id\":%lld}", (long long)list[i].id);
         snprintf(key, sizeof key, "sync:%lld", (long long)list[i].id);
-        int rc = hgf_jobs_enqueue(rt->store, "sync", payload, 5, key, &ids[i], NULL, err);
+        int in_batch = 0;
+        int rc = hgf_jobs_enqueue_batch(rt->store, "sync", payload, 5, key, w->batch, &ids[i],
+                                        NULL, &in_batch, err);
         if (rc)
             return rc;
+        if (w->batch && !in_batch)
+            w->others[w->n_others++] = ids[i];
     }
     return 0;
+}
+
+static int watch_waited(hgf_worker_pool *p, void *arg, hgf_err *err)
+{
+    const waited *w = arg;
+    int live = 0;
+    int rc = hgf_jobs_batch_live(w->store, w->batch, w->others, w->n_others, &live, err);
+    if (rc)
+        return rc;
+    return live > 0 || hgf_worker_pool_busy(p) > 0;
+}
+
+/* Works the batch here (beside any servers) until none of its jobs is live;
+ * failures are final (no retry), so the caller sees them now. The pool
+ * claims the batch through its id and the others by theirs: no claim or
+ * check carries the whole list. */
+static int wait_all(hgf_runtime *rt, waited *w, report *r, hgf_err *err)
+{
+    hgf_worker_opts o = {.concurrency = rt->cfg->workers, .retry = 0, .ids = w->others,
+                         .n_ids = w->n_others, .batch = w->batch, .done = on_done, .arg = r};
+    return hgf_worker_drain_while(rt, &o, watch_waited, w, err);
 }
 
 static int run(hgf_runtime *rt, const sync_opts *o)
@@ -126,11 +164,15 @@ static int run(hgf_runtime *rt, const sync_opts *o)
     hgf_err err;
     hgf_err_clear(&err);
     int64_t *ids = NULL;
+    waited w = {.store = rt->store};
     int rc = collect(rt, o, &list, &n, &err);
-    if (!rc && (ids = calloc(n ? (size_t)n : 1, sizeof *ids)) == NULL)
+    size_t size = n ? (size_t)n : 1;
+    if (!rc && (!(ids = calloc(size, sizeof *ids)) || !(w.others = calloc(size, sizeof *ids))))
         rc = hgf_err_set(&err, HGF_ENOMEM, "out of memory");
+    if (!rc && o->wait)
+        rc = hgf_jobs_new_batch(rt->store, &w.batch, &err);
     if (!rc)
-        rc = enqueue_all(rt, list, n, ids, &err);
+        rc = enqueue_all(rt, list, n, ids, &w, &err);
     if (rc) {
         code = hgf_cli_fail(&err);
     } else if (!o->wait) {
@@ -139,7 +181,7 @@ static int run(hgf_runtime *rt, const sync_opts *o)
     } else {
         report r = {o->json, 0, 0};
         fprintf(stderr, "syncing %d connection%s...\n", n, n == 1 ? "" : "s");
-        rc = hgf_worker_drain(rt, ids, n, rt->cfg->workers, on_done, &r, &err);
+        rc = wait_all(rt, &w, &r, &err);
         if (rc)
             code = hgf_cli_fail(&err);
         else if (r.failed)
@@ -148,6 +190,7 @@ static int run(hgf_runtime *rt, const sync_opts *o)
                 r.failed);
     }
     free(ids);
+    free(w.others);
     hgf_conn_free_list(list, n);
     return code;
 }

@@ -43,6 +43,7 @@ typedef struct hgf_scan {
     int token_refreshed;     /* a refused token was replaced once already */
     int head_retries;
     int already_ok;          /* this job's scan was stored by a run that died */
+    int in_scanner;          /* hgf_scanner_scan runs for it */
     ev_timer head_timer;     /* a HEAD retry */
     /* the outcome, kept until it is stored */
     const char *fin_status;
@@ -201,6 +202,7 @@ static void store_diagnosis(scan_job *j, const hgf_err *err, long status)
 static void on_scanned(const hgf_scan_result *r, void *arg)
 {
     scan_job *j = arg;
+    j->in_scanner = 0;
     if (j->cancelled)
         return;
     if (r->rc == HGF_ENOTFOUND) {
@@ -225,8 +227,11 @@ static void run_scanner(scan_job *j)
                          .digest = j->digest, .tag = j->tag[0] ? j->tag : NULL,
                          .media_type = j->media_type, .username = "AWS", .password = j->password};
     hgf_err err;
-    if (hgf_scanner_scan(j->rt->scanner, &t, on_scanned, j, &err))
+    j->in_scanner = 1;
+    if (hgf_scanner_scan(j->rt->scanner, &t, on_scanned, j, &err)) {
+        j->in_scanner = 0;
         finish(j, "failed", &err, 0, NULL, NULL);
+    }
 }
 
 /* ---- the config user (posture) ---------------------------------------- */
@@ -456,16 +461,20 @@ static void end_already_ok(scan_job *j)
 }
 
 /* The connection, and the job's own ok scan if a run that died stored one
- * (else a new row), in one round trip sent from the loop: a start never
- * waits on the database, so a burst of claimed jobs starts at once. The
- * last three columns follow HGF_CONN_COLUMNS. */
+ * (else its row an interrupted run left queued, sql/015, else a new row), in
+ * one round trip sent from the loop: a start never waits on the database, so
+ * a burst of claimed jobs starts at once. The last three columns follow
+ * HGF_CONN_COLUMNS. */
 static const char OPEN_SQL[] =
     "WITH c AS (SELECT %s FROM connections WHERE id = $4::bigint AND removed_at IS NULL), "
     "done AS (SELECT id FROM scans WHERE job_id = $3::bigint AND status = 'ok' LIMIT 1), "
+    "again AS (UPDATE scans SET status = 'running', scanner = $2, started_at = now() "
+    " WHERE id = (SELECT max(id) FROM scans WHERE job_id = $3::bigint AND status = 'queued') "
+    " AND NOT EXISTS (SELECT 1 FROM done) AND EXISTS (SELECT 1 FROM c) RETURNING id), "
     "ins AS (INSERT INTO scans (image_id, scanner, status, started_at, job_id) "
-    " SELECT $1, $2, 'running', now(), $3::bigint "
-    " WHERE NOT EXISTS (SELECT 1 FROM done) AND EXISTS (SELECT 1 FROM c) RETURNING id) "
-    "SELECT c.*, coalesce((SELECT id FROM ins), (SELECT id FROM done)), "
+    " SELECT $1, $2, 'running', now(), $3::bigint WHERE NOT EXISTS (SELECT 1 FROM done) "
+    " AND NOT EXISTS (SELECT 1 FROM again) AND EXISTS (SELECT 1 FROM c) RETURNING id) "
+    "SELECT c.*, coalesce((SELECT id FROM ins), (SELECT id FROM again), (SELECT id FROM done)), "
     " (SELECT config_read_at IS NULL FROM images WHERE id = $1), EXISTS (SELECT 1 FROM done) "
     "FROM c";
 
@@ -560,6 +569,11 @@ void hgf_scan_free(hgf_scan *j)
 {
     if (j)
         job_free(j);
+}
+
+int hgf_scan_in_scanner(const hgf_scan *j)
+{
+    return j && j->in_scanner;
 }
 
 int hgf_scan_connection(const json_t *payload, int64_t *connection_id)

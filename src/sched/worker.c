@@ -30,6 +30,10 @@
 #define WANT_EVERY_MS 1000
 #define HANDBACK_COOL_MS 1000
 #define REG_BUCKETS 64
+/* A run that failed on the database is retried at once, then after 1, 2, 4
+ * ... s: this many doublings at most (then the ordinary backoff, which is
+ * longer by then anyway). */
+#define DB_RETRY_DOUBLINGS 8
 
 /* ---- executors ------------------------------------------------------- */
 
@@ -98,6 +102,11 @@ static void free_scan(void *run)
     hgf_scan_free(run);
 }
 
+static int scan_external(const void *run)
+{
+    return hgf_scan_in_scanner(run);
+}
+
 /* One step of a sweep, run here and now (the step only issues short
  * statements); the job comes back in a second while the sweep waits. It
  * has ended by the time this returns, so there is nothing to cancel. */
@@ -128,9 +137,9 @@ static int exec_sweep(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, v
 
 /* One row per kind this build can run. */
 static const hgf_worker_executor EXECUTORS[] = {
-    {"sync", exec_sync, cancel_sync, free_sync},
-    {"scan", exec_scan, cancel_scan, free_scan},
-    {"sweep", exec_sweep, NULL, NULL},
+    {"sync", exec_sync, cancel_sync, free_sync, NULL},
+    {"scan", exec_scan, cancel_scan, free_scan, scan_external},
+    {"sweep", exec_sweep, NULL, NULL, NULL},
 };
 #define N_EXECUTORS ((int)(sizeof EXECUTORS / sizeof EXECUTORS[0]))
 
@@ -424,10 +433,10 @@ static void record(hgf_worker_job *wj)
     hgf_worker_pool *p = wj->pool;
     set_phase(wj, PH_RECORDING);
     int rc = wj->continue_in >= 0
-                 ? hgf_jobs_continue(p->rt->store, wj->job.id, p->rt->owner, wj->continue_in,
-                                     wj->result, recorded, wj)
-                 : hgf_jobs_finish(p->rt->store, wj->job.id, p->rt->owner, wj->error,
-                                   wj->retry_after, wj->result, recorded, wj);
+                 ? hgf_jobs_continue(p->rt->store, wj->job.id, p->rt->owner, wj->job.attempts,
+                                     wj->continue_in, wj->result, recorded, wj)
+                 : hgf_jobs_finish(p->rt->store, wj->job.id, p->rt->owner, wj->job.attempts,
+                                   wj->error, wj->retry_after, wj->result, recorded, wj);
     if (rc)
         set_phase(wj, PH_UNRECORDED);
 }
@@ -472,13 +481,28 @@ static int end_refused(hgf_worker_job *wj)
     return refused;
 }
 
+/* The delay before a failed run's retry. The ordinary backoff (10 s, then
+ * doubling) spares a registry that fails or throttles. A run that failed on
+ * the database (most often its connection lost in a restart or failover)
+ * owes the registry nothing, and its outcome is recorded only once the
+ * database answers again: its first retry may start right then, later ones
+ * back off from 1 s, doubling, never later than the ordinary backoff. */
+static int retry_delay(const hgf_worker_job *wj, const hgf_err *err)
+{
+    int attempts = wj->job.attempts;
+    int ordinary = hgf_jobs_backoff_seconds(attempts);
+    if (err->code != HGF_EDB || attempts >= DB_RETRY_DOUBLINGS + 2)
+        return ordinary;
+    int d = attempts <= 1 ? 0 : 1 << (attempts - 2);
+    return d < ordinary ? d : ordinary;
+}
+
 void hgf_worker_job_done(hgf_worker_job *wj, const hgf_err *err, int permanent, json_t *result)
 {
     hgf_worker_pool *p = wj->pool;
     if (end_refused(wj))
         return;
-    wj->retry_after = err && !permanent && p->o.retry ? hgf_jobs_backoff_seconds(wj->job.attempts)
-                                                      : -1;
+    wj->retry_after = err && !permanent && p->o.retry ? retry_delay(wj, err) : -1;
     wj->error = err ? strdup(err->msg[0] ? err->msg : "failed") : NULL;
     wj->result = result ? json_dumps(result, JSON_COMPACT) : NULL;
     count_outcome(wj, outcome_of(wj, err), err);
@@ -670,7 +694,8 @@ static void claim(hgf_worker_pool *p)
     }
     hgf_jobs_claim_opts o = {.owner = p->rt->owner, .lease_seconds = p->rt->cfg->lease_seconds,
                              .kinds = p->kinds, .n_kinds = N_EXECUTORS, .ids = p->ids,
-                             .n_ids = p->o.n_ids, .limit = limit, .ahead = ahead,
+                             .n_ids = p->o.n_ids, .batch = p->o.batch, .limit = limit,
+                             .ahead = ahead,
                              .ahead_min_priority = HGF_JOBS_PUSH_PRIORITY};
     p->claim_limit = limit + ahead;
     p->claim_any = limit;
@@ -828,6 +853,27 @@ int hgf_worker_pool_busy(const hgf_worker_pool *p)
            p->count[PH_RECORDING] + p->count[PH_UNRECORDED];
 }
 
+static int any_external(const hgf_worker_pool *p)
+{
+    for (const hgf_worker_job *wj = p->head; wj; wj = wj->next) {
+        const hgf_worker_executor *x = hgf_worker_executor_find(wj->job.kind);
+        if (wj->phase == PH_RUNNING && wj->run && x && x->external && x->external(wj->run))
+            return 1;
+    }
+    return 0;
+}
+
+int hgf_worker_pool_asleep(const hgf_worker_pool *p)
+{
+    if (!p->count[PH_RUNNING] || p->count[PH_RECORDING] || p->claiming || p->releasing)
+        return 0;
+    hgf_http_stats st;
+    hgf_http_get_stats(p->rt->http, &st);
+    if (st.in_flight || st.queued || hgf_store_pending(p->rt->store))
+        return 0;
+    return !any_external(p);
+}
+
 typedef struct release_ctx {
     hgf_worker_pool *pool;
     void (*done)(void *);
@@ -948,28 +994,4 @@ int hgf_worker_drain_while(hgf_runtime *rt, const hgf_worker_opts *o, hgf_worker
         ev_run(rt->loop, EVRUN_ONCE);
     hgf_worker_pool_free(p);
     return rc;
-}
-
-typedef struct live_watch {
-    const int64_t *ids;
-    int n_ids;
-} live_watch;
-
-static int watch_live(hgf_worker_pool *p, void *arg, hgf_err *err)
-{
-    const live_watch *w = arg;
-    int live = 0;
-    int rc = hgf_jobs_count_live(p->rt->store, w->ids, w->n_ids, &live, err);
-    if (rc)
-        return rc;
-    return live > 0 || hgf_worker_pool_busy(p) > 0;
-}
-
-int hgf_worker_drain(hgf_runtime *rt, const int64_t *ids, int n_ids, int concurrency,
-                     hgf_worker_done_cb done, void *arg, hgf_err *err)
-{
-    hgf_worker_opts o = {.concurrency = concurrency, .retry = 0, .ids = ids, .n_ids = n_ids,
-                         .done = done, .arg = arg};
-    live_watch w = {ids, n_ids};
-    return hgf_worker_drain_while(rt, &o, watch_live, &w, err);
 }

@@ -49,36 +49,65 @@ void hgf_jobs_id_array(const int64_t *ids, int n, hgf_buf *out)
     hgf_buf_putc(out, '}');
 }
 
-int hgf_jobs_enqueue(hgf_store *s, const char *kind, const char *payload_json, int priority,
-                     const char *dedup_key, int64_t *job_id, int *created, hgf_err *err)
+/* The CTE either inserts or finds the live job; a concurrent insert of the
+ * same key loses the race on the unique index and retries once. A live job
+ * joins the batch ($5) only when it has none: the third column says whether
+ * it is in the batch now. */
+static const char ENQUEUE_SQL[] =
+    "WITH ins AS (INSERT INTO jobs (kind, payload, priority, dedup_key, batch_id) "
+    " VALUES ($1, $2::jsonb, $3::int, $4, $5::bigint) "
+    " ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING RETURNING id), "
+    "old AS (SELECT id, batch_id FROM jobs WHERE dedup_key = $4 AND state IN ('queued', 'running') "
+    " AND NOT EXISTS (SELECT 1 FROM ins) LIMIT 1), "
+    "joined AS (UPDATE jobs j SET batch_id = $5::bigint FROM old WHERE j.id = old.id "
+    " AND j.batch_id IS NULL AND $5::bigint IS NOT NULL AND j.state IN ('queued', 'running') "
+    " RETURNING j.id) "
+    "SELECT id, true, true FROM ins UNION ALL "
+    "SELECT id, false, batch_id = $5::bigint OR EXISTS (SELECT 1 FROM joined) FROM old";
+
+int hgf_jobs_enqueue_batch(hgf_store *s, const char *kind, const char *payload_json, int priority,
+                           const char *dedup_key, int64_t batch, int64_t *job_id, int *created,
+                           int *in_batch, hgf_err *err)
 {
-    char prio[16];
+    char prio[16], b[24];
     snprintf(prio, sizeof prio, "%d", priority);
-    const char *p[] = {kind, payload_json, prio, dedup_key};
-    /* The CTE either inserts or finds the live job; a concurrent insert of
-     * the same key loses the race on the unique index and retries once. */
-    const char *sql =
-        "WITH ins AS (INSERT INTO jobs (kind, payload, priority, dedup_key) "
-        "VALUES ($1, $2::jsonb, $3::int, $4) "
-        "ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING RETURNING id) "
-        "SELECT id, true FROM ins UNION ALL "
-        "SELECT id, false FROM jobs WHERE dedup_key = $4 AND state IN ('queued', 'running') "
-        "AND NOT EXISTS (SELECT 1 FROM ins) LIMIT 1";
+    snprintf(b, sizeof b, "%lld", (long long)batch);
+    const char *p[] = {kind, payload_json, prio, dedup_key, batch ? b : NULL};
     for (int attempt = 0; attempt < 2; attempt++) {
         PGresult *r;
-        int rc = hgf_store_exec(s, sql, 4, p, &r, err);
+        int rc = hgf_store_exec(s, ENQUEUE_SQL, 5, p, &r, err);
         if (rc)
             return rc;
         if (PQntuples(r) == 1) {
             *job_id = atoll(PQgetvalue(r, 0, 0));
             if (created)
                 *created = PQgetvalue(r, 0, 1)[0] == 't';
+            if (in_batch)
+                *in_batch = batch && PQgetvalue(r, 0, 2)[0] == 't';
             PQclear(r);
             return 0;
         }
         PQclear(r);
     }
     return hgf_err_set(err, HGF_EDB, "could not enqueue job %s", dedup_key);
+}
+
+int hgf_jobs_enqueue(hgf_store *s, const char *kind, const char *payload_json, int priority,
+                     const char *dedup_key, int64_t *job_id, int *created, hgf_err *err)
+{
+    return hgf_jobs_enqueue_batch(s, kind, payload_json, priority, dedup_key, 0, job_id, created,
+                                  NULL, err);
+}
+
+int hgf_jobs_new_batch(hgf_store *s, int64_t *batch, hgf_err *err)
+{
+    PGresult *r;
+    int rc = hgf_store_exec(s, "SELECT nextval('jobs_batch_seq')", 0, NULL, &r, err);
+    if (rc)
+        return rc;
+    *batch = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return 0;
 }
 
 /* ---- claiming -------------------------------------------------------- */
@@ -159,25 +188,36 @@ static int kinds_array(const char *const *kinds, int n, hgf_buf *out)
     "   AND kind = (SELECT kind FROM waited) AND state = 'queued' AND run_at <= now()"     \
     "   AND kind = ANY($3::text[]) ORDER BY run_at LIMIT $5::int FOR UPDATE SKIP LOCKED)"
 
-/* phase_job fills what any_job left of the $5, and only the rows read from
- * it are locked. */
+/* The batch of `sync --wait` ($8, NULL for none): its queued jobs, read
+ * from the jobs_batch_live index in run_at order, however many jobs the
+ * batch or the queue holds. */
+#define BATCH_JOBS                                                                         \
+    " batch_job AS (SELECT id FROM jobs WHERE batch_id = $8::bigint AND state = 'queued'"  \
+    "   AND run_at <= now() AND kind = ANY($3::text[]) ORDER BY run_at LIMIT $5::int"      \
+    "   FOR UPDATE SKIP LOCKED)"
+
+/* phase_job, then batch_job, fill what any_job left of the $5, and only the
+ * rows read from them are locked. */
 static const char CLAIM_SQL[] =
     "WITH any_job AS (" CLAIMABLE " ORDER BY priority DESC, run_at, id LIMIT $5::int"
     " FOR UPDATE SKIP LOCKED),"
     " urgent AS (" CLAIMABLE " AND priority >= $7::int ORDER BY priority DESC, run_at, id"
     " LIMIT $5::int + $6::int FOR UPDATE SKIP LOCKED),"
-    SWEEP_PHASE_JOBS
+    SWEEP_PHASE_JOBS ","
+    BATCH_JOBS
     " UPDATE jobs SET state = 'running', lease_owner = $1, attempts = attempts + 1,"
     " lease_expires_at = now() + make_interval(secs => $2::int), updated_at = now(),"
     " claimed_at = coalesce(claimed_at, clock_timestamp())"
     " WHERE id IN (SELECT id FROM any_job UNION SELECT id FROM urgent"
-    " UNION (SELECT id FROM phase_job LIMIT $5::int - (SELECT count(*) FROM any_job)))"
+    " UNION (SELECT id FROM (SELECT id FROM phase_job UNION ALL SELECT id FROM batch_job) w"
+    " LIMIT $5::int - (SELECT count(*) FROM any_job)))"
     " RETURNING id, kind, payload::text, attempts, max_attempts, priority";
 
 int hgf_jobs_claim(hgf_store *s, const hgf_jobs_claim_opts *o, hgf_jobs_claim_cb cb, void *arg)
 {
-    char lease[16], lim[16], ahead[16], prio[16];
+    char lease[16], lim[16], ahead[16], prio[16], batch[24];
     snprintf(lease, sizeof lease, "%d", o->lease_seconds);
+    snprintf(batch, sizeof batch, "%lld", (long long)o->batch);
     snprintf(lim, sizeof lim, "%d", o->limit);
     snprintf(ahead, sizeof ahead, "%d", o->ahead > 0 ? o->ahead : 0);
     snprintf(prio, sizeof prio, "%d", o->ahead_min_priority);
@@ -189,8 +229,8 @@ int hgf_jobs_claim(hgf_store *s, const hgf_jobs_claim_opts *o, hgf_jobs_claim_cb
     if (c) {
         *c = (claim_ctx){cb, arg};
         const char *p[] = {o->owner, lease, kinds.data, o->ids ? ids.data : NULL, lim, ahead,
-                           prio};
-        rc = hgf_store_query(s, CLAIM_SQL, 7, p, claimed, c);
+                           prio, o->batch ? batch : NULL};
+        rc = hgf_store_query(s, CLAIM_SQL, 8, p, claimed, c);
         if (rc)
             free(c);
     } else if (!rc) {
@@ -235,13 +275,14 @@ int hgf_jobs_requeue_expired(hgf_store *s, hgf_store_cb cb, void *arg)
 
 #define RETRYING "($3::text IS NOT NULL AND $5::int >= 0 AND attempts < max_attempts)"
 
-int hgf_jobs_finish(hgf_store *s, int64_t id, const char *owner, const char *error,
+int hgf_jobs_finish(hgf_store *s, int64_t id, const char *owner, int attempt, const char *error,
                     int retry_after_s, const char *result_json, hgf_store_cb cb, void *arg)
 {
-    char v[24], delay[16];
+    char v[24], delay[16], run[16];
     snprintf(v, sizeof v, "%lld", (long long)id);
     snprintf(delay, sizeof delay, "%d", retry_after_s < 0 ? -1 : retry_after_s);
-    const char *p[] = {v, owner, error, result_json, delay};
+    snprintf(run, sizeof run, "%d", attempt);
+    const char *p[] = {v, owner, error, result_json, delay, run};
     return hgf_store_query(
         s,
         "UPDATE jobs SET"
@@ -252,24 +293,27 @@ int hgf_jobs_finish(hgf_store *s, int64_t id, const char *owner, const char *err
         " finished_at = CASE WHEN " RETRYING " THEN NULL ELSE now() END,"
         " last_error = $3, result = $4::jsonb, updated_at = now(),"
         " lease_owner = NULL, lease_expires_at = NULL"
-        " WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING state",
-        5, p, cb ? cb : ignore_result, arg);
+        " WHERE id = $1 AND lease_owner = $2 AND attempts = $6::int AND state = 'running'"
+        " RETURNING state",
+        6, p, cb ? cb : ignore_result, arg);
 }
 
-int hgf_jobs_continue(hgf_store *s, int64_t id, const char *owner, int delay_s,
+int hgf_jobs_continue(hgf_store *s, int64_t id, const char *owner, int attempt, int delay_s,
                       const char *result_json, hgf_store_cb cb, void *arg)
 {
-    char v[24], delay[16];
+    char v[24], delay[16], run[16];
     snprintf(v, sizeof v, "%lld", (long long)id);
     snprintf(delay, sizeof delay, "%d", delay_s < 0 ? 0 : delay_s);
-    const char *p[] = {v, owner, delay, result_json};
+    snprintf(run, sizeof run, "%d", attempt);
+    const char *p[] = {v, owner, delay, result_json, run};
     return hgf_store_query(
         s,
         "UPDATE jobs SET state = 'queued', run_at = now() + make_interval(secs => $3::int),"
         " attempts = greatest(attempts - 1, 0), result = coalesce($4::jsonb, result),"
         " last_error = NULL, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
-        " WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING state",
-        4, p, cb ? cb : ignore_result, arg);
+        " WHERE id = $1 AND lease_owner = $2 AND attempts = $5::int AND state = 'running'"
+        " RETURNING state",
+        5, p, cb ? cb : ignore_result, arg);
 }
 
 int hgf_jobs_heartbeat(hgf_store *s, const char *owner, int lease_seconds, const int64_t *ids,
@@ -309,20 +353,28 @@ int hgf_jobs_release(hgf_store *s, const char *owner, const int64_t *ids, int n_
     return rc;
 }
 
-int hgf_jobs_count_live(hgf_store *s, const int64_t *ids, int n_ids, int *live, hgf_err *err)
+/* One probe of jobs_batch_live, however many jobs the batch has, and one of
+ * the primary key per id. */
+static const char BATCH_LIVE_SQL[] =
+    "SELECT EXISTS (SELECT 1 FROM jobs WHERE batch_id = $1::bigint"
+    "               AND state IN ('queued', 'running'))"
+    "    OR EXISTS (SELECT 1 FROM jobs WHERE id = ANY($2::bigint[])"
+    "               AND state IN ('queued', 'running'))";
+
+int hgf_jobs_batch_live(hgf_store *s, int64_t batch, const int64_t *ids, int n_ids, int *live,
+                        hgf_err *err)
 {
+    char b[24];
+    snprintf(b, sizeof b, "%lld", (long long)batch);
     hgf_buf arr = HGF_BUF_INIT;
     hgf_jobs_id_array(ids, n_ids, &arr);
-    const char *p[] = {arr.data};
+    const char *p[] = {b, arr.data};
     PGresult *r;
-    int rc = hgf_store_exec(s,
-                            "SELECT count(*) FROM jobs WHERE id = ANY($1::bigint[]) AND "
-                            "state IN ('queued', 'running')",
-                            1, p, &r, err);
+    int rc = hgf_store_exec(s, BATCH_LIVE_SQL, 2, p, &r, err);
     hgf_buf_free(&arr);
     if (rc)
         return rc;
-    *live = atoi(PQgetvalue(r, 0, 0));
+    *live = PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
     return 0;
 }

@@ -2,7 +2,8 @@
 # PostgreSQL restarts while two `serve` replicas are syncing a fleet of 24
 # registries. The replicas notice, reconnect (re-entering pipeline mode and
 # re-issuing LISTEN), record or retry what the outage interrupted, and finish:
-# every sync job ends done and the stored catalog equals ecrsim's truth.
+# every sync job ends done and the stored catalog equals ecrsim's truth. The
+# syncs the outage failed run again as soon as the database is back.
 # Repositories hold about 5 images (every image is scanned afterwards, and the
 # restart needs syncs still to come, not big ones), and ecrsim answers slowly
 # until the restart, so that syncs are still running when it comes.
@@ -72,6 +73,8 @@ echo "restarting PostgreSQL after $done_now of $total syncs"
 "$harness" restart "$pgdir" >/dev/null 2>>"$tmp/harness.log"
 # The latency only had to keep syncs running until the restart.
 curl -fsS -X POST "$sim_url/_sim/config" -d '{"latency_ms": 0}' >/dev/null
+# When the database was back, on its own clock (job times are on it too).
+back=$(q "select extract(epoch from pg_postmaster_start_time())")
 
 # --- both replicas reconnect and finish the work ---
 for (( i = 0; i < 600; i++ )); do
@@ -85,6 +88,15 @@ if [[ $left != 0 ]]; then
 fi
 hgf_assert_eq "$total" "$(q "select count(*) from jobs where kind = 'sync'")" \
   "one sync job per connection, none duplicated"
+# Syncs the outage failed are due again as soon as their outcome is recorded
+# (once the replica has reconnected), not after the ordinary 10 s backoff.
+IFS='|' read -r retried late recovery <<<"$(q "select count(*) filter (where attempts > 1),
+  count(*) filter (where attempts > 1 and extract(epoch from run_at) > $back + 3),
+  round(extract(epoch from max(finished_at)) - $back, 1) from jobs where kind = 'sync'")"
+echo "recovery: $retried sync(s) retried after the outage; the last sync ended $recovery s after PostgreSQL was back"
+hgf_assert_eq 0 "$late" "syncs whose retry was due more than 3 s after the database was back"
+awk -v r="$recovery" 'BEGIN { exit !(r < 8) }' ||
+  hgf_fail "the syncs took $recovery s after the restart to finish (a retry waited out a backoff?)"
 # The syncs queued scans; they finish too.
 for (( i = 0; i < 600; i++ )); do
   [[ $(q "select count(*) from jobs where state in ('queued', 'running')") == 0 ]] && break

@@ -5,8 +5,8 @@
 # gauges), answers 404/405 in JSON, retries a failing job with backoff and
 # fails bad jobs at once, and on SIGTERM exits 0, re-queueing only the jobs
 # still running when the grace period ends, which are cancelled (nothing
-# leaks, nothing more is written). Also `jobs list` and the usage errors of
-# both commands.
+# leaks, nothing more is written), or at once the jobs that only sleep in a
+# retry backoff. Also `jobs list` and the usage errors of both commands.
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -209,11 +209,11 @@ scan_job=$(q "insert into jobs (kind, payload, priority) values ('scan', '{\"con
 AWS_ENDPOINT_URL_ECR=http://127.0.0.1:$blackhole HGFLEET_SHUTDOWN_GRACE=1 \
   hgf_bg "$H" serve >"$tmp/serve2.out" 2>"$tmp/serve2.log"
 pid2=$HGF_BG_PID
-running_here() {
-  [[ $(q "select string_agg(state || ' ' || (lease_owner like '%:$pid2:%'), ',' order by id)
+running_here() { # running_here PID: both jobs run in that serve
+  [[ $(q "select string_agg(state || ' ' || (lease_owner like '%:$1:%'), ',' order by id)
           from jobs where id in ($job, $scan_job)") == "running true,running true" ]]
 }
-wait_for 10 "serve 2 to run both jobs" running_here
+wait_for 10 "serve 2 to run both jobs" running_here "$pid2"
 hgf_assert_eq 2 "$(q "select attempts from jobs where id = $job")" "the claim counted an attempt"
 scan_row() { q "select status || ' ' || (finished_at is null) from scans where job_id = $scan_job"; }
 scan_opened() { [[ -n $(scan_row) ]]; }
@@ -231,12 +231,46 @@ hgf_assert_eq "queued 1 " "$(q "select state || ' ' || attempts || ' ' || coales
   "the hung sync is back in the queue, lease cleared, the interrupted attempt not counted"
 hgf_assert_eq "queued 0 " "$(q "select state || ' ' || attempts || ' ' || coalesce(lease_owner, '') from jobs where id = $scan_job")" \
   "the hung scan is back in the queue too"
-hgf_assert_eq "running true" "$(scan_row)" "the cancelled scan wrote no outcome"
+# No outcome: its row waits, unfinished, with its job (sql/015).
+hgf_assert_eq "queued true" "$(scan_row)" "the cancelled scan wrote no outcome"
 hgf_assert_eq "$sync_before" "$(synced_at)" "the cancelled sync wrote no outcome"
 hgf_assert_eq 2 "$(q "select count(*) from jobs where state = 'failed'")" "failed jobs stay failed"
 hgf_assert_eq 0 "$(q "select count(*) from jobs where state = 'running'")" "nothing is left running"
 grep -q '"serve.grace_over"' "$tmp/serve2.log" || hgf_fail "no serve.grace_over log line"
 if grep -E '"job\.(done|retry|failed|done_twice)"|"sync\.failed"' "$tmp/serve2.log"; then
   hgf_fail "a cancelled job reported an outcome"
+fi
+
+# --- SIGTERM while jobs sleep in a retry backoff: re-queued at once ---
+# The same two jobs against the port that refuses connections: each attempt
+# fails at once, and AWS_MAX_ATTEMPTS=10 keeps them in backoff for about a
+# minute. They make no progress, so serve re-queues them without waiting out
+# the grace period (the default 25 s here).
+AWS_ENDPOINT_URL_ECR=http://127.0.0.1:$free_port AWS_MAX_ATTEMPTS=10 HGFLEET_LOG_LEVEL=debug \
+  hgf_bg "$H" serve >"$tmp/serve3.out" 2>"$tmp/serve3.log"
+pid3=$HGF_BG_PID
+wait_for 10 "serve 3 to run both jobs" running_here "$pid3"
+in_backoff() {
+  grep -q '"aws\.retry".*GetAuthorizationToken.*reason=transient' "$tmp/serve3.log" &&
+    grep -q '"aws\.retry".*DescribeRepositories.*reason=transient' "$tmp/serve3.log"
+}
+wait_for 10 "the scan and the sync to back off" in_backoff
+t0=$(date +%s%N)
+kill -TERM "$pid3"
+rc=0
+wait "$pid3" || rc=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+echo "serve stopped $ms ms after SIGTERM with a scan and a sync in a retry backoff"
+hgf_assert_eq 0 "$rc" "serve exits 0 with jobs in a retry backoff"
+(( ms < 3000 )) || hgf_fail "shutdown took $ms ms: it waited for jobs asleep in a retry backoff"
+hgf_assert_eq "queued 1 " "$(q "select state || ' ' || attempts || ' ' || coalesce(lease_owner, '') from jobs where id = $job")" \
+  "the sync in backoff is back in the queue, its attempt not counted"
+hgf_assert_eq "queued 0 " "$(q "select state || ' ' || attempts || ' ' || coalesce(lease_owner, '') from jobs where id = $scan_job")" \
+  "the scan in backoff is back in the queue, its attempt not counted"
+hgf_assert_eq "queued true" "$(scan_row)" "the scan re-queued from its backoff wrote no outcome"
+hgf_assert_eq "$sync_before" "$(synced_at)" "the sync re-queued from its backoff wrote no outcome"
+grep -q '"serve.jobs_asleep"' "$tmp/serve3.log" || hgf_fail "no serve.jobs_asleep log line"
+if grep -E '"serve\.grace_over"|"job\.(done|retry|failed|done_twice)"|"sync\.failed"' "$tmp/serve3.log"; then
+  hgf_fail "jobs in a retry backoff were not re-queued at once, or reported an outcome"
 fi
 echo "PASS: serve"

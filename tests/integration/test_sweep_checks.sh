@@ -153,9 +153,9 @@ hgf_assert_eq "t f" "$(live 8 sync) $(live 8 scan)" \
 # --- (a') the claim of `sweep --wait`'s pool ----------------------------------
 job9=$(db "select id from jobs where kind = 'sweep' and payload->>'sweep_id' = '9'")
 job10=$(db "select id from jobs where kind = 'sweep' and payload->>'sweep_id' = '10'")
-claim_types="text, int, text[], bigint[], int, int, int"
+claim_types="text, int, text[], bigint[], int, int, int, bigint"
 # claim_args JOB LIMIT: the parameters the pool of `sweep --wait` on JOB sends.
-claim_args() { printf "'test', 60, '{sync,scan,sweep}', '{%s}', %s, 0, 10" "$1" "$2"; }
+claim_args() { printf "'test', 60, '{sync,scan,sweep}', '{%s}', %s, 0, 10, NULL" "$1" "$2"; }
 
 # The plan of a claim of 4, rolled back. Only the custom plan: the claim is
 # sent unnamed (PQsendQueryParams), so it is always planned with its values.

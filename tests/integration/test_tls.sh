@@ -113,10 +113,61 @@ grep -q 'GET /_registry/.*-> 200\|HEAD /_registry/.*-> 200' "$tmp/ecrsim.log" ||
   hgf_fail "no registry v2 call over https"
 echo "ok: STS, ECR, Organizations and registry v2 over https with AWS_CA_BUNDLE"
 
+# --- a refused certificate is a configuration error: one attempt, no backoff ---
+# Through a TCP relay that counts connections (a TLS handshake that fails
+# never reaches ecrsim's /_sim/stats): each attempt is a new connection, as
+# nothing is kept alive from a failed handshake. AssumeRole (STS, retried up
+# to 5 times on transport errors) and DescribeRepositories (ECR, up to
+# AWS_MAX_ATTEMPTS) must each give up after the first.
+cat >"$tmp/relay.py" <<'PY'
+import socket, sys, threading
+upstream, log = int(sys.argv[1]), sys.argv[2]
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(64)
+print(srv.getsockname()[1], flush=True)
+def pump(a, b):
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+    except OSError:
+        pass
+    for x in (a, b):
+        try:
+            x.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+while True:
+    c, _ = srv.accept()
+    with open(log, "a") as f:
+        f.write("connection\n")
+    u = socket.create_connection(("127.0.0.1", upstream))
+    threading.Thread(target=pump, args=(c, u), daemon=True).start()
+    threading.Thread(target=pump, args=(u, c), daemon=True).start()
+PY
+: >"$tmp/relay.conns"
+hgf_bg python3 "$tmp/relay.py" "${sim##*:}" "$tmp/relay.conns" >"$tmp/relay.port"
+relay=https://127.0.0.1:$(hgf_wait_for_line "$tmp/relay.port" '^[0-9]+$' 10)
+one_attempt() { # one_attempt LABEL REGISTRY REGEX: its sync fails once, at once, saying REGEX
+  local t0 ms conns
+  : >"$tmp/relay.conns"
+  t0=$(date +%s%N)
+  hgf_expect_exit 1 env AWS_CA_BUNDLE="$tmp/other-ca.pem" AWS_ENDPOINT_URL_STS="$relay" \
+    AWS_ENDPOINT_URL_ECR="$relay" AWS_MAX_ATTEMPTS=5 "$H" sync "$2" --wait
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  conns=$(wc -l <"$tmp/relay.conns")
+  echo "$1: failed after $conns connection(s) in $ms ms: $(grep -m 1 -o '[^"]*certificate[^"]*' <<<"$HGF_ERR$HGF_OUT" || true)"
+  hgf_assert_eq 1 "$conns" "$1: connections (attempts) before the sync failed"
+  (( ms < 3000 )) || hgf_fail "$1: a refused certificate took $ms ms to fail"
+  [[ $HGF_ERR$HGF_OUT =~ $3 ]] || hgf_fail "$1: the error does not say '$3': $HGF_ERR"
+}
+one_attempt "AssumeRole with an untrusted CA" "$regB" "\(https://127\.0\.0\.1:[0-9]+/?\).*AWS_CA_BUNDLE"
+one_attempt "DescribeRepositories with an untrusted CA" "$regA" 'certificate'
+echo "ok: a refused certificate fails after one attempt, naming AWS_CA_BUNDLE and the endpoint"
+
 # --- failures: each names the certificate; exit 1 ---
-# A failing sync of regB waits out AssumeRole's retries (seconds of backoff),
-# so the failing syncs run side by side, each in a copy of a database that
-# holds regB alone (in one database they would be one deduplicated job).
+# The failing syncs run side by side, each in a copy of a database that holds
+# regB alone (in one database they would be one deduplicated job).
 sync_db=$(hgf_new_db tls_sync)
 hgf_expect_exit 0 env HGFLEET_DATABASE_URL="$sync_db" "$H" migrate
 hgf_expect_exit 0 env HGFLEET_DATABASE_URL="$sync_db" "$H" connection add "$regB" --schedule manual \

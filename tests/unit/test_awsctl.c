@@ -139,6 +139,31 @@ static void test_classify_status_and_transport(void **state)
     assert_int_equal(hgf_awsctl_classify(0, CURLE_OUT_OF_MEMORY, NULL, NULL), HGF_AWS_FATAL);
 }
 
+/* A refused certificate (or unusable trust material) is a configuration
+ * error: every attempt would meet it again, so it is fatal, and its hint
+ * names AWS_CA_BUNDLE. A handshake cut short (SSL_CONNECT_ERROR, a reset)
+ * is no verdict on the certificate and stays transient. */
+static void test_classify_tls_trust(void **state)
+{
+    int trust[] = {CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_ISSUER_ERROR,
+                   CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS,
+                   CURLE_SSL_CACERT_BADFILE,       CURLE_SSL_CRL_BADFILE,
+                   CURLE_SSL_CERTPROBLEM};
+    for (size_t i = 0; i < sizeof trust / sizeof trust[0]; i++) {
+        if (hgf_awsctl_classify(0, trust[i], NULL, NULL) != HGF_AWS_FATAL)
+            fail_msg("CURLcode %d (%s) is retried", trust[i], curl_easy_strerror(trust[i]));
+        const char *hint = hgf_awsctl_tls_hint(trust[i]);
+        assert_non_null(hint);
+        assert_non_null(strstr(hint, "AWS_CA_BUNDLE"));
+    }
+    int other[] = {CURLE_SSL_CONNECT_ERROR, CURLE_COULDNT_CONNECT, CURLE_RECV_ERROR,
+                   CURLE_OPERATION_TIMEDOUT, CURLE_URL_MALFORMAT, CURLE_OK};
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
+        assert_null(hgf_awsctl_tls_hint(other[i]));
+    assert_int_equal(hgf_awsctl_classify(0, CURLE_SSL_CONNECT_ERROR, NULL, NULL),
+                     HGF_AWS_RETRY_TRANSIENT);
+}
+
 static void test_classify_fatal_expired_skew(void **state)
 {
     static const char *const fatal[] = {"AccessDeniedException", "AccessDenied",
@@ -626,6 +651,52 @@ static void test_driver_max_attempts_and_fatal(void **state)
     assert_true(metric(&d, "hgfleet_aws_calls_total",
                        "service=\"ecr\",op=\"DescribeImages\",outcome=\"transport\"") == 1);
     hgf_awsctl_call_free(d.c);
+
+    /* A refused certificate ends the call after its one attempt, the quota
+     * untouched, with 20 attempts allowed. */
+    hgf_awsctl_free(d.ctl);
+    setenv("AWS_MAX_ATTEMPTS", "20", 1);
+    hgf_err err;
+    d.ctl = hgf_awsctl_new(d.loop, d.m, &err);
+    unsetenv("AWS_MAX_ATTEMPTS");
+    assert_non_null(d.ctl);
+    drv_new(&d, NULL);
+    hgf_awsctl_call_ready(d.c);
+    hgf_awsctl_outcome untrusted = {0, CURLE_PEER_FAILED_VERIFICATION, NULL, NULL, NULL};
+    assert_int_equal(hgf_awsctl_call_outcome(d.c, &untrusted), 0);
+    assert_int_equal(hgf_awsctl_call_attempts(d.c), 1);
+    assert_int_equal(hgf_awsctl_call_class(d.c), HGF_AWS_FATAL);
+    assert_int_equal(hgf_awsctl_quota_available(d.ctl), HGF_AWSCTL_QUOTA_INITIAL);
+    hgf_awsctl_call_free(d.c);
+    drv_teardown(&d);
+}
+
+/* A closing process wakes every call asleep in a backoff: go runs at once,
+ * and the attempt's outcome is final whatever it is, so the call ends
+ * through its client (hgf_awsctl_free would drop it unheard). */
+static void test_driver_flush(void **state)
+{
+    struct drv d;
+    drv_setup(&d, "10", "standard");
+    hgf_awsctl_set_delay_scale(d.ctl, 1000);  /* the backoff outlasts the test */
+    hgf_awsctl_set_jitter(d.ctl, 1);
+    drv_new(&d, NULL);
+    hgf_awsctl_call_ready(d.c);
+    assert_int_equal(hgf_awsctl_call_outcome(d.c, &THROTTLE), 1);
+    ev_run(d.loop, EVRUN_NOWAIT);
+    assert_int_equal(d.sent, 0);
+    hgf_awsctl_flush(d.ctl);
+    assert_int_equal(d.sent, 1);
+    assert_int_equal(hgf_awsctl_call_attempts(d.c), 2);
+    assert_int_equal(hgf_awsctl_call_outcome(d.c, &THROTTLE), 0);
+    hgf_awsctl_call_free(d.c);
+    /* Nothing waits any more, and a new call's first failure is final. */
+    drv_new(&d, NULL);
+    assert_int_equal(hgf_awsctl_call_ready(d.c), 1);
+    hgf_awsctl_outcome reset = {0, CURLE_RECV_ERROR, NULL, NULL, NULL};
+    assert_int_equal(hgf_awsctl_call_outcome(d.c, &reset), 0);
+    assert_int_equal(d.cancelled, 0);
+    hgf_awsctl_call_free(d.c);
     drv_teardown(&d);
 }
 
@@ -769,6 +840,7 @@ int main(void)
         cmocka_unit_test(test_classify_retry_json),
         cmocka_unit_test(test_classify_standard_lists),
         cmocka_unit_test(test_classify_status_and_transport),
+        cmocka_unit_test(test_classify_tls_trust),
         cmocka_unit_test(test_classify_fatal_expired_skew),
         cmocka_unit_test(test_backoff_bounds),
         cmocka_unit_test(test_quota_sequence),
@@ -782,6 +854,7 @@ int main(void)
         cmocka_unit_test(test_new_from_env),
         cmocka_unit_test(test_driver_throttle_then_ok),
         cmocka_unit_test(test_driver_max_attempts_and_fatal),
+        cmocka_unit_test(test_driver_flush),
         cmocka_unit_test(test_driver_quota_exhausted),
         cmocka_unit_test(test_driver_skew),
         cmocka_unit_test(test_driver_without_ctl),
