@@ -27,6 +27,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "hgfleet/buf.h"
 #include "hgfleet/err.h"
 #include "hgfleet/runtime.h"
 
@@ -92,5 +93,14 @@ int hgf_sync_queue_first(hgf_store *s, int64_t connection_id, int64_t *job_id, h
  * Returns 1 to keep; kept tags are appended to `kept` (a JSON array). */
 int hgf_sync_filter_tags(json_t *tags, char *const *include, int n_include,
                          char *const *exclude, int n_exclude, json_t *kept);
+
+/* The listing goes to hgf_apply_listing as PostgreSQL array literals, one per
+ * image field and two for the tags (sql/014). This appends s to b as the
+ * next element of such a literal: "{" first when b is empty (the caller
+ * appends the closing "}"), then "," before every later element; NULL for s
+ * NULL, otherwise s double-quoted with its quotes and backslashes escaped,
+ * which array_in reads back unchanged. 0, or HGF_ENOMEM (b then holds part
+ * of the element). */
+int hgf_sync_append_elem(hgf_buf *b, const char *s);
 
 #endif

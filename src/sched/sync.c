@@ -12,6 +12,7 @@
 
 #include <fnmatch.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,13 @@ typedef struct canon_ref {
 
 #define FP_HEX_LEN 64
 
+/* The listing's images go to hgf_apply_listing (sql/014) as one PostgreSQL
+ * array literal per field: for the i-th image its repository, digest, media
+ * type, artifact media type, size and push time (epoch seconds); for each
+ * kept tag the index of its image (from 1) and its name. */
+enum listing_field { F_REPO, F_DIGEST, F_MEDIA, F_ARTIFACT, F_SIZE, F_PUSHED, F_TAG_IMAGE, F_TAG,
+                     N_FIELDS };
+
 enum call_kind { CALL_REPOS, CALL_IMAGES, CALL_LIFECYCLE, CALL_POLICY };
 static const char *const CALL_OP[] = {"DescribeRepositories", "DescribeImages",
                                       "GetLifecyclePolicy", "GetRepositoryPolicy"};
@@ -81,7 +89,8 @@ struct hgf_sync {
     json_t *applied;     /* hgf_apply_sync's counts, kept until the job ends */
     char *ok_diag;       /* the diagnosis a successful sync records (zero repositories) */
     int next_repo, active;
-    hgf_buf images;      /* comma-separated compact JSON objects */
+    hgf_buf listing[N_FIELDS];   /* the image and tag arrays, see add_image */
+    int listing_broken;  /* out of memory while building them: the sync fails */
     hgf_buf canon;       /* the listing's canonical records, for its fingerprint */
     canon_rec *recs;
     size_t n_recs, cap_recs, rec_start;
@@ -125,7 +134,8 @@ static void job_free(sync_job *j)
     free(j->ok_diag);
     free(j->list.next);
     hgf_creds_clear(&j->list.creds);
-    hgf_buf_free(&j->images);
+    for (int f = 0; f < N_FIELDS; f++)
+        hgf_buf_free(&j->listing[f]);
     hgf_buf_free(&j->canon);
     free(j->recs);
     if (j->secret) {
@@ -324,11 +334,11 @@ static void put_repo_json(hgf_buf *b, const repo *r)
     json_decref(o);
 }
 
-/* The whole listing to hgf_apply_listing (sql/009), which also stores its
- * fingerprint (NULL when it has none). */
+/* The whole listing to hgf_apply_listing (sql/009, sql/014), which also
+ * stores its fingerprint (NULL when it has none). */
 static void send_listing(sync_job *j)
 {
-    hgf_buf repos = HGF_BUF_INIT, images = HGF_BUF_INIT;
+    hgf_buf repos = HGF_BUF_INIT;
     hgf_buf_putc(&repos, '[');
     int first = 1;
     for (int i = 0; i < j->n_repos; i++) {
@@ -340,19 +350,30 @@ static void send_listing(sync_job *j)
         put_repo_json(&repos, &j->repos[i]);
     }
     hgf_buf_putc(&repos, ']');
-    hgf_buf_printf(&images, "[%s]", hgf_buf_str(&j->images));
-    hgf_buf_free(&j->images);
+    for (int f = 0; f < N_FIELDS; f++)
+        j->listing_broken |= hgf_buf_puts(&j->listing[f], j->listing[f].len ? "}" : "{}") != 0;
     char id[24];
     snprintf(id, sizeof id, "%lld", (long long)j->conn_id);
-    const char *p[] = {id, repos.data, images.data, j->fp[0] ? j->fp : NULL};
+    const char *p[] = {id, repos.data, j->listing[F_REPO].data, j->listing[F_DIGEST].data,
+                       j->listing[F_MEDIA].data, j->listing[F_ARTIFACT].data,
+                       j->listing[F_SIZE].data, j->listing[F_PUSHED].data,
+                       j->listing[F_TAG_IMAGE].data, j->listing[F_TAG].data,
+                       j->fp[0] ? j->fp : NULL};
     /* A whole catalog takes a while: off the main connection (store.h). */
-    int rc = hgf_store_query_bulk(j->rt->store,
-                                  "SELECT hgf_apply_listing($1, $2::jsonb, $3::jsonb, $4)::text",
-                                  4, p, on_applied, j);
+    int rc = j->listing_broken || !repos.data
+                 ? HGF_ENOMEM
+                 : hgf_store_query_bulk(j->rt->store,
+                                        "SELECT hgf_apply_listing($1, $2::jsonb, $3::text[], "
+                                        "$4::text[], $5::text[], $6::text[], $7::bigint[], "
+                                        "$8::float8[], $9::int[], $10::text[], $11)::text",
+                                        11, p, on_applied, j);
     hgf_buf_free(&repos);
-    hgf_buf_free(&images);
+    for (int f = 0; f < N_FIELDS; f++)
+        hgf_buf_free(&j->listing[f]);
     if (rc) {
-        hgf_err_set(&j->err, rc, "database unavailable while saving the catalog");
+        hgf_err_set(&j->err, rc, "%s",
+                    rc == HGF_ENOMEM ? "out of memory while sending the catalog"
+                                     : "database unavailable while saving the catalog");
         fail(j);
     }
 }
@@ -557,35 +578,84 @@ static void apply(sync_job *j)
 static void start_repos(sync_job *j);
 static void call_send(call *c);
 
+int hgf_sync_append_elem(hgf_buf *b, const char *s)
+{
+    int rc = hgf_buf_putc(b, b->len ? ',' : '{');
+    if (!s)
+        return rc ? rc : hgf_buf_puts(b, "NULL");
+    rc = rc ? rc : hgf_buf_putc(b, '"');
+    while (!rc && *s) {
+        size_t n = strcspn(s, "\"\\");
+        rc = hgf_buf_append(b, s, n);
+        s += n;
+        if (!rc && *s) {
+            const char esc[2] = {'\\', *s++};
+            rc = hgf_buf_append(b, esc, 2);
+        }
+    }
+    return rc ? rc : hgf_buf_putc(b, '"');
+}
+
+/* A number; "%.17g" gives back the same double (as jansson sent it). */
+static int put_num(hgf_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int put_num(hgf_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = hgf_buf_putc(b, b->len ? ',' : '{');
+    rc = rc ? rc : hgf_buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* The image, the j->st.images-th, and its kept tags onto the arrays. */
+static int put_image(sync_job *j, const char *repo_name, const hgf_ecr_image *im, json_t *kept)
+{
+    hgf_buf *l = j->listing;
+    int rc = hgf_sync_append_elem(&l[F_REPO], repo_name) ||
+             hgf_sync_append_elem(&l[F_DIGEST], im->digest) ||
+             hgf_sync_append_elem(&l[F_MEDIA], im->media_type) ||
+             hgf_sync_append_elem(&l[F_ARTIFACT], im->artifact_media_type) ||
+             put_num(&l[F_SIZE], "%lld", im->size_bytes) ||
+             put_num(&l[F_PUSHED], "%.17g", im->pushed_at);
+    size_t i;
+    json_t *t;
+    json_array_foreach(kept, i, t)
+    {
+        rc = rc || put_num(&l[F_TAG_IMAGE], "%d", j->st.images) ||
+             hgf_sync_append_elem(&l[F_TAG], json_string_value(t));
+    }
+    return rc;
+}
+
 static void add_image(sync_job *j, json_t *item)
 {
     hgf_ecr_image im;
     hgf_err e;
-    if (hgf_ecr_parse_image(item, &im, &e)) {
+    const char *repo_name = json_string_value(json_object_get(item, "repositoryName"));
+    int rc = hgf_ecr_parse_image(item, &im, &e);
+    if (!rc && !repo_name)
+        rc = hgf_err_set(&e, HGF_EINPUT, "DescribeImages: item without repositoryName");
+    if (rc) {
         hgf_log_warn("sync.bad_item", "registry=%s %s", j->st.registry, e.msg);
         return;
     }
     json_t *kept = json_array();
+    if (!kept) {
+        j->listing_broken = 1;
+        return;
+    }
     if (!hgf_sync_filter_tags(im.tags, j->conn.tag_include, j->conn.n_include,
                               j->conn.tag_exclude, j->conn.n_exclude, kept)) {
         j->st.images_filtered++;
         json_decref(kept);
         return;
     }
-    json_t *o = json_pack("{s:s, s:s, s:o, s:s?, s:s?, s:I, s:f}", "r",
-                          json_string_value(json_object_get(item, "repositoryName")), "d",
-                          im.digest, "t", kept, "m", im.media_type, "a", im.artifact_media_type,
-                          "s", (json_int_t)im.size_bytes, "p", im.pushed_at);
-    char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    if (t) {
-        if (j->images.len)
-            hgf_buf_putc(&j->images, ',');
-        hgf_buf_puts(&j->images, t);
-        j->st.images++;
-        canon_image(j, json_string_value(json_object_get(item, "repositoryName")), &im, kept);
-    }
-    free(t);
-    json_decref(o);
+    j->st.images++;
+    j->listing_broken |= put_image(j, repo_name, &im, kept) != 0;
+    canon_image(j, repo_name, &im, kept);
+    json_decref(kept);
 }
 
 static void repo_finished(sync_job *j)

@@ -5,7 +5,11 @@
 # scan job already queued under a digest's key, a push event that recorded an
 # image first), then the diff: a digest gone, one new, a tag moved, a tag
 # removed, an unchanged re-apply that writes nothing, and a digest back from
-# the dead.
+# the dead. The listing as arrays, the form the sync job sends (sql/014),
+# stores what the JSON form does, any text included. Then the integrity the
+# writers keep without foreign keys (sql/014): a purge waits for an apply or a
+# push event still open on its connection and deletes what they wrote too,
+# and a repository or an image deleted by hand takes its rows along.
 set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,12 +21,12 @@ q() { hgf_psql "$HGFLEET_DATABASE_URL" -c "$1"; }
 
 hgf_expect_exit 0 "$H" migrate
 regs=(111111111111.dkr.ecr.us-east-1.amazonaws.com 222222222222.dkr.ecr.us-east-1.amazonaws.com
-      333333333333.dkr.ecr.us-east-1.amazonaws.com)
+      333333333333.dkr.ecr.us-east-1.amazonaws.com 444444444444.dkr.ecr.us-east-1.amazonaws.com)
 for reg in "${regs[@]}"; do
   hgf_expect_exit 0 "$H" connection add "$reg" --schedule manual
 done
 conn() { q "select id from connections where registry = '$1'"; }
-c1=$(conn "${regs[0]}") c2=$(conn "${regs[1]}") c3=$(conn "${regs[2]}")
+c1=$(conn "${regs[0]}") c2=$(conn "${regs[1]}") c3=$(conn "${regs[2]}") c4=$(conn "${regs[3]}")
 
 d() { printf 'sha256:%064d' "$1"; }
 repos='[{"n":"app","a":"arn:app","m":"MUTABLE","s":false,"e":"AES256","c":1700000000},
@@ -120,4 +124,157 @@ back="[$(img app 1 '[]'),$(img lib 3 '["latest"]'),$(img app 4 '["v2"]'),$(img a
 hgf_assert_eq "1 0 1 0 4 2 2" "$(apply "$c1" "$repos" "$back")" "revived: counts"
 hgf_assert_eq "0" "$(q "select count(*) from images where deleted_at is not null")" \
   "revived: nothing deleted any more"
-echo "apply_sync: first sync, collisions and diff as contracted"
+
+# --- the listing as arrays (sql/014) ----------------------------------------------
+# apply_arrays CONN R D M A S P TI TT: hgf_apply_listing's array form, each
+# argument an array literal; prints what apply prints.
+apply_arrays() {
+  q "select r->>'new_images', r->>'tag_moves', r->>'scans_queued', r->>'deleted_images',
+            r->>'images', r->>'repositories', r->>'rows_written'
+       from hgf_apply_listing($1, \$j\$$repos\$j\$::jsonb, \$j\$$2\$j\$, \$j\$$3\$j\$,
+              \$j\$$4\$j\$, \$j\$$5\$j\$, \$j\$$6\$j\$, \$j\$$7\$j\$, \$j\$$8\$j\$,
+              \$j\$$9\$j\$, 'fp-$1') r" | tr '|' ' '
+}
+# The first listing above, digest 1 twice included.
+mt='"application/vnd.oci.image.manifest.v1+json"'
+hgf_assert_eq "3 3 3 0 3 2 14" \
+  "$(apply_arrays "$c4" '{"app","app","lib","app"}' \
+       "{\"$(d 1)\",\"$(d 2)\",\"$(d 3)\",\"$(d 1)\"}" \
+       "{$mt,$mt,$mt,$mt}" '{NULL,NULL,NULL,NULL}' '{1,2,3,1}' \
+       '{1700000100.5,1700000100.5,1700000100.5,1700000100.5}' '{1,1,2,4,4}' \
+       '{"latest","v1","v2","latest","v1"}')" "arrays: counts as for the JSON form"
+hgf_assert_eq "app:latest=1 app:v1=1 app:v2=2" "$(tags "$c4")" "arrays: tags"
+hgf_assert_eq "app/latest:->1 app/v1:->1 app/v2:->2" "$(events "$c4" 0)" "arrays: events"
+# stored CONN: every stored field of its images, one line each.
+stored() {
+  q "select r.name, i.digest, i.media_type, coalesce(i.artifact_media_type, '-'), i.size_bytes,
+            extract(epoch from i.pushed_at), i.deleted_at is null
+       from images i join repositories r on r.id = i.repository_id
+      where r.connection_id = $1 order by r.name, i.digest"
+}
+hgf_assert_eq "$(stored "$c4" | sort)" \
+  "$(q "select r.name, i.digest, i.media_type, coalesce(i.artifact_media_type, '-'), i.size_bytes,
+               extract(epoch from i.pushed_at), true
+          from images i join repositories r on r.id = i.repository_id
+         where r.connection_id = $c2 and i.digest <> '$(d 5)' order by r.name, i.digest" | sort)" \
+  "arrays: images stored as from the JSON form"
+# Text that array literals treat specially, quoted and escaped as
+# hgf_sync_append_elem writes it (tests/unit/test_catalog_listing.c).
+hgf_assert_eq "1 5 1 3 1 2 15" \
+  "$(apply_arrays "$c4" '{"app"}' "{\"$(d 8)\"}" '{"{x,y} \"q\" \\b"}' '{"NULL"}' '{8}' \
+       '{1700000200.25}' '{1,1}' '{"NULL"," lead, trail "}')" "arrays: text as is: counts"
+hgf_assert_eq "app|$(d 8)|{x,y} \"q\" \\b|NULL|8|1700000200.250000|t" \
+  "$(stored "$c4" | grep "$(d 8)")" \
+  "arrays: text as is: fields"
+hgf_assert_eq "app: lead, trail =8 app:NULL=8" "$(tags "$c4")" "arrays: text as is: tags"
+if out=$(apply_arrays "$c4" '{"app"}' '{}' '{}' '{}' '{}' '{}' '{}' '{}' 2>&1); then
+  hgf_fail "arrays of different lengths were applied: $out"
+fi
+hgf_assert_contains "$out" "image arrays" "arrays of different lengths: refused, named"
+if out=$(apply_arrays "$c4" '{}' '{}' '{}' '{}' '{}' '{}' '{1}' '{}' 2>&1); then
+  hgf_fail "tag arrays of different lengths were applied: $out"
+fi
+hgf_assert_contains "$out" "tag arrays" "tag arrays of different lengths: refused, named"
+
+# --- integrity without foreign keys (sql/014) ------------------------------------
+# Rows whose repository or image does not exist: "images tags events".
+orphans() {
+  q "select (select count(*) from images i
+              where not exists (select 1 from repositories r where r.id = i.repository_id)),
+            (select count(*) from image_tags t
+              where not exists (select 1 from repositories r where r.id = t.repository_id)
+                 or not exists (select 1 from images i where i.id = t.image_id)),
+            (select count(*) from tag_events e
+              where not exists (select 1 from repositories r where r.id = e.repository_id))" |
+    tr '|' ' '
+}
+# rows_of CONN: "repositories images tags events scans" stored for it, found
+# through its repositories' ids taken before anything is deleted.
+repo_ids() {
+  q "select coalesce(string_agg(id::text, ','), '0') from repositories where connection_id = $1"
+}
+rows_of() {
+  q "select (select count(*) from repositories where id in ($1)),
+            (select count(*) from images where repository_id in ($1)),
+            (select count(*) from image_tags where repository_id in ($1)),
+            (select count(*) from tag_events where repository_id in ($1)),
+            (select count(*) from scans s join images i on i.id = s.image_id
+              where i.repository_id in ($1))" | tr '|' ' '
+}
+# hold SQL: runs SQL in a transaction that stays open, its writes done,
+# until release; returns once SQL has run.
+q "create table hold_go (go boolean)"
+tmp=$(hgf_tmpdir)
+hold() {
+  q "delete from hold_go"
+  hgf_bg "$HGF_PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 -d "$HGFLEET_DATABASE_URL" \
+    -c "begin" -c "$1" -c "select 'held'" \
+    -c "do \$\$ begin for i in 1..600 loop exit when exists (select 1 from hold_go);
+                perform pg_sleep(0.05); end loop; end \$\$" -c "commit" >"$tmp/held.out" 2>&1
+  hold_pid=$HGF_BG_PID
+  hgf_wait_for_line "$tmp/held.out" "^held$" 30 >/dev/null
+}
+release() {
+  q "insert into hold_go values (true)"
+  wait "$hold_pid" || hgf_fail "the held transaction failed: $(cat "$tmp/held.out")"
+}
+# purge_during_hold REGISTRY: purges it while the held transaction is open;
+# the purge must still be waiting a second later, and succeed once released.
+purge_during_hold() {
+  hgf_bg "$H" connection remove "$1" --purge
+  local pid=$HGF_BG_PID
+  sleep 1
+  kill -0 "$pid" 2>/dev/null || hgf_fail "the purge of $1 did not wait for the open transaction"
+  release
+  wait "$pid" || hgf_fail "the purge of $1 failed"
+}
+# scan_row CONN DIGEST_NUMBER: a scan stored for that image.
+scan_row() {
+  q "insert into scans (image_id, scanner, status)
+     select i.id, 'trivy', 'ok' from images i join repositories r on r.id = i.repository_id
+      where r.connection_id = $1 and i.digest = '$(d "$2")'"
+}
+hgf_assert_eq "0 0 0" "$(orphans)" "before any purge: no orphan"
+
+# An apply still open on connection 2 when its purge starts: the purge waits
+# for it, then deletes what it wrote too. The apply writes a new digest 7,
+# tagged, into repository lib, which a listing without repositories marked
+# gone before (sync.c sends the images of a repository that vanished during
+# the listing): it locks no row of the connection's catalog, and no
+# fingerprint is stored to be forgotten, so only its own lock on the
+# connection can hold the purge.
+scan_row "$c2" 1
+ids2=$(repo_ids "$c2")
+apply "$c2" '[]' '[]' >/dev/null
+q "update connections set catalog_fingerprint = null where id = $c2"
+hold "select hgf_apply_sync($c2, '[]', \$j\$[$(img lib 7 '["v7"]')]\$j\$::jsonb, 'sync')"
+purge_during_hold "${regs[1]}"
+hgf_assert_eq "0 0 0 0 0" "$(rows_of "$ids2")" "purge after an apply: nothing of it left"
+hgf_assert_eq "0 0 0" "$(orphans)" "purge after an apply: no orphan"
+
+# The same with a push event (a new digest 6 and tag in a known repository)
+# on connection 3, its fingerprint forgotten beforehand for the same reason.
+scan_row "$c3" 2
+ids3=$(repo_ids "$c3")
+q "update connections set catalog_fingerprint = null where id = $c3"
+hold "select hgf_apply_push($c3, 'app', '$(d 6)', 'v6', 'PUSH', now())"
+purge_during_hold "${regs[2]}"
+hgf_assert_eq "0 0 0 0 0" "$(rows_of "$ids3")" "purge after a push event: nothing of it left"
+hgf_assert_eq "0 0 0" "$(orphans)" "purge after a push event: no orphan"
+hgf_assert_eq "0" "$(q "select count(*) from jobs where state in ('queued', 'running') and
+                          (payload->>'connection_id')::bigint in ($c2, $c3)")" \
+  "purged: none of their jobs is left to run"
+
+# Connection 1 was untouched by both; a repository and an image deleted by
+# hand take their rows along (the image's tag; the repository's images, tags,
+# tag events and, through scans' own foreign key, scans).
+ids1=$(repo_ids "$c1")
+hgf_assert_eq "2 4 2 7 0" "$(rows_of "$ids1")" "connection 1: all its rows still there"
+scan_row "$c1" 3
+q "delete from images where digest = '$(d 4)'"
+hgf_assert_eq "lib:latest=3" "$(tags "$c1")" "an image deleted by hand: its tag went with it"
+hgf_assert_eq "2 3 1 7 1" "$(rows_of "$ids1")" "an image deleted by hand: nothing else went"
+q "delete from repositories where connection_id = $c1 and name = 'lib'"
+hgf_assert_eq "1 2 0 6 0" "$(rows_of "$ids1")" "a repository deleted by hand: its rows went with it"
+hgf_assert_eq "0 0 0" "$(orphans)" "deleted by hand: no orphan"
+echo "apply_sync: first sync, collisions and diff as contracted; purges and deletes leave no orphan"

@@ -63,7 +63,8 @@ counters() {
   printf '%s\n' "$cur"
 }
 
-# The present images equal ecrsim's truth, tags and all.
+# The present images equal ecrsim's truth: tags, size, media type and push
+# time (to the second) too.
 check_truth() {
   hgf_expect_exit 0 "$H" images list --json
   printf '%s' "$HGF_OUT" >"$tmp/images.json"
@@ -71,9 +72,11 @@ check_truth() {
   python3 - "$tmp/truth.json" "$tmp/images.json" "$1" <<'PY'
 import json, sys
 truth, mine = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-want = {(reg["registry"], repo["name"], im["digest"], tuple(sorted(im["tags"])), im["size_bytes"])
+want = {(reg["registry"], repo["name"], im["digest"], tuple(sorted(im["tags"])), im["size_bytes"],
+         im["media_type"], im["pushed_at"])
         for reg in truth["registries"] for repo in reg["repositories"] for im in repo["images"]}
-got = {(im["registry"], im["repository"], im["digest"], tuple(sorted(im["tags"])), im["size_bytes"])
+got = {(im["registry"], im["repository"], im["digest"], tuple(sorted(im["tags"])), im["size_bytes"],
+        im["media_type"], im["pushed_at"])
        for im in mine if im["state"] == "present"}
 if want != got:
     print(sys.argv[3], "missing:", sorted(want - got)[:5], "extra:", sorted(got - want)[:5])
