@@ -3,7 +3,8 @@
  * Pure parsing and validation (text in, rows or an error out); no I/O.
  *
  * YAML: a mapping with `accounts`, a list of mappings with account_id
- * (12 digits, required), name, role (a role ARN or a bare role name, which
+ * (12 digits, required), name, role (a role ARN in any account of the
+ * region's partition, for cross-account access, or a bare role name, which
  * becomes arn:<partition of the region>:iam::<account_id>:role/<name>),
  * external_id, regions (a list, or "all"; "all" or missing means the default
  * regions) and tags (a list of strings). Other keys (vars, email...) are
@@ -61,9 +62,10 @@ void hgf_accounts_free(hgf_account_list *l);
 /* 1 if name is an IAM role name: [\w+=,.@-]{1,64}. */
 int hgf_accounts_role_name_valid(const char *name);
 
-/* The role ARN for role (an ARN, checked to be arn:<partition>:iam::<12
- * digits>:role/<path/name>, or a bare role name) in account_id and region's
- * partition, into a malloc'd *out. field names the input in messages. */
+/* The role ARN for role into a malloc'd *out: an ARN is checked to be
+ * arn:<region's partition>:iam::<12 digits>:role/<path/name>, in any account
+ * (a role in account A may read B's registry); a bare role name becomes the
+ * role of that name in account_id. field names the input in messages. */
 int hgf_accounts_role_arn(const char *role, const char *account_id, const char *region,
                           const char *field, char **out, hgf_err *err);
 

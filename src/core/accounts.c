@@ -74,9 +74,10 @@ static int external_id_valid(const char *id)
     return n >= 2 && n <= 1224 && iam_chars(id, "+=,.@:/-");
 }
 
-/* arn:<partition>:iam::<account>:role/[path/]name */
-static int check_role_arn(const char *arn, const char *account_id, const char *partition,
-                          char *why, size_t n)
+/* arn:<partition>:iam::<account>:role/[path/]name. The account may be any:
+ * cross-account access is a role in account A that B's repository policy
+ * grants (ecr-registry-guide.txt), as `connection add --role-arn` allows. */
+static int check_role_arn(const char *arn, const char *partition, char *why, size_t n)
 {
     char part[16], acct[16];
     int off = 0;
@@ -91,8 +92,6 @@ static int check_role_arn(const char *arn, const char *account_id, const char *p
         snprintf(why, n, "malformed role ARN");
     else if (strcmp(part, partition))
         snprintf(why, n, "partition %s does not match the region's partition %s", part, partition);
-    else if (strcmp(acct, account_id))
-        snprintf(why, n, "the role is in account %s, not %s", acct, account_id);
     else
         return 1;
     return 0;
@@ -105,7 +104,7 @@ int hgf_accounts_role_arn(const char *role, const char *account_id, const char *
     char why[160];
     *out = NULL;
     if (!strncmp(role, "arn:", 4)) {
-        if (!check_role_arn(role, account_id, partition, why, sizeof why))
+        if (!check_role_arn(role, partition, why, sizeof why))
             return hgf_err_set(err, HGF_EINPUT, "%s: %s, got \"%.200s\"", field, why, role);
         *out = strdup(role);
     } else {

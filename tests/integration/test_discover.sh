@@ -150,11 +150,14 @@ accounts:
 YAML
 hgf_expect_exit 2 "$H" connection import "$tmp/bad2.yml"
 hgf_assert_contains "$HGF_ERR" "line" "YAML syntax error names the line"
-printf 'account_id,region,role_arn,external_id\n%s,us-east-2,hgfleet-reader,org-ext-1\n%s,us-east-2,arn:aws:iam::999999999999:role/x,\n' \
+# (A role in another account is fine, cross-account; one in another partition
+# than the region's is not.)
+printf 'account_id,region,role_arn,external_id\n%s,us-east-2,hgfleet-reader,org-ext-1\n%s,us-east-2,arn:aws-cn:iam::999999999999:role/x,\n' \
   "$(acct 2)" "$(acct 3)" >"$tmp/bad.csv"
 hgf_expect_exit 2 "$H" connection import "$tmp/bad.csv"
 hgf_assert_contains "$HGF_ERR" "line 3" "CSV error names the line"
 hgf_assert_contains "$HGF_ERR" "role" "CSV error names the field"
+hgf_assert_contains "$HGF_ERR" "partition" "CSV error says why"
 hgf_expect_exit 0 "$H" connection list --json
 hgf_assert_eq "$before" "$(jq_py 'len(d)' <<<"$HGF_OUT")" "nothing of a rejected file was imported"
 

@@ -103,9 +103,13 @@ static void test_yaml_errors(void **state)
                                                 "mars-9", NULL});
     expect_error("accounts:\n  - account_id: '123456789012'\n    role: 'bad role'\n", "a.yml",
                  (const char *const[]){"line 3", "accounts[0].role", NULL});
+    /* a role in another account is fine (cross-account), but not in another partition */
     expect_error("accounts:\n  - account_id: '123456789012'\n"
-                 "    role: arn:aws:iam::999999999999:role/x\n", "a.yml",
-                 (const char *const[]){"line 3", "accounts[0].role", "999999999999", NULL});
+                 "    role: arn:aws-cn:iam::999999999999:role/x\n", "a.yml",
+                 (const char *const[]){"line 3", "accounts[0].role", "partition", NULL});
+    expect_error("accounts:\n  - account_id: '123456789012'\n"
+                 "    role: arn:aws:iam::99999999999:role/x\n", "a.yml",
+                 (const char *const[]){"line 3", "accounts[0].role", "malformed", NULL});
     expect_error("accounts:\n  - account_id: '123456789012'\n    role: r\n"
                  "    regions: [cn-north-1]\n    external_id: x\n", "a.yml",
                  (const char *const[]){"line 5", "accounts[0].external_id", NULL});
@@ -126,6 +130,45 @@ static void test_yaml_errors(void **state)
                  (const char *const[]){"line 2", "accounts[0]", NULL});
     expect_error("accounts:\n  - account_id: [1]\n", "a.yml",
                  (const char *const[]){"accounts[0].account_id", "string", NULL});
+}
+
+/* The guide's cross-account pattern: the sensor's role lives in account A
+ * and B's repository policy grants it, so B's row names A's role. */
+static void test_cross_account_role(void **state)
+{
+    (void)state;
+    hgf_account_list l;
+    hgf_err err;
+    const char *yml = "accounts:\n"
+                      "  - account_id: '222222222222'\n"
+                      "    role: arn:aws:iam::111111111111:role/harborguard-sensor\n"
+                      "    external_id: ext-1\n"
+                      "    regions: [us-east-1]\n"
+                      "  - account_id: '333333333333'\n"
+                      "    role: reader\n"
+                      "    regions: [us-east-1]\n";
+    assert_int_equal(parse(yml, "a.yml", 0, &l, &err), 0);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.rows[0].account_id, "222222222222");
+    assert_string_equal(l.rows[0].role_arn, "arn:aws:iam::111111111111:role/harborguard-sensor");
+    /* a bare name is still the row's own account's role */
+    assert_string_equal(l.rows[1].role_arn, "arn:aws:iam::333333333333:role/reader");
+    hgf_accounts_free(&l);
+    const char *csv = "222222222222,eu-west-1,arn:aws:iam::111111111111:role/path/sensor\n"
+                      "222222222222,cn-north-1,arn:aws-cn:iam::111111111111:role/sensor\n";
+    assert_int_equal(parse(csv, "f.csv", 0, &l, &err), 0);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.rows[0].role_arn, "arn:aws:iam::111111111111:role/path/sensor");
+    assert_string_equal(l.rows[1].role_arn, "arn:aws-cn:iam::111111111111:role/sensor");
+    hgf_accounts_free(&l);
+    char *arn;
+    assert_int_equal(hgf_accounts_role_arn("arn:aws-us-gov:iam::111111111111:role/s",
+                                           "222222222222", "us-gov-west-1", "f", &arn, &err), 0);
+    assert_string_equal(arn, "arn:aws-us-gov:iam::111111111111:role/s");
+    free(arn);
+    assert_int_equal(hgf_accounts_role_arn("arn:aws:iam::111111111111:role/s", "222222222222",
+                                           "us-gov-west-1", "f", &arn, &err), HGF_EINPUT);
+    assert_non_null(strstr(err.msg, "partition"));
 }
 
 static void test_yaml_all_without_defaults(void **state)
@@ -251,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_yaml_errors),  cmocka_unit_test(test_yaml_all_without_defaults),
         cmocka_unit_test(test_csv),          cmocka_unit_test(test_csv_errors),
         cmocka_unit_test(test_role_arn),     cmocka_unit_test(test_orgs_page),
+        cmocka_unit_test(test_cross_account_role),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
