@@ -233,3 +233,63 @@ py() {
   cat "$f.err" >&2
   return "$rc"
 }
+
+# hgf_c_sql FILE NAME: the C string constant NAME of FILE as one SQL text, with the
+# string macros it is made of (#define NAME "..." ...) expanded.
+hgf_c_sql() {
+  python3 - "$HGF_SOURCE_DIR/$1" "$2" <<'PY'
+import re, sys
+src, name = open(sys.argv[1]).read(), sys.argv[2]
+lit = r'"(?:[^"\\]|\\.)*"'
+macros = dict(re.findall(r'^#define\s+(\w+)\s+(.*)$', re.sub(r'\\\n', ' ', src), re.M))
+def text(body):
+    out = []
+    for tok in re.findall(r'%s|\w+' % lit, body):
+        if tok.startswith('"'):
+            out.append(tok[1:-1].encode().decode("unicode_escape"))
+        else:
+            assert tok in macros, "%s: %s is not a string macro" % (name, tok)
+            out.append(text(macros[tok]))
+    return "".join(out)
+m = re.search(r'\b%s\[\]\s*=\s*((?:\s*(?:%s|\w+))+)\s*;' % (re.escape(name), lit), src)
+assert m, "%s not found in %s" % (name, sys.argv[1])
+print(text(m.group(1)))
+PY
+}
+
+# hgf_explain NAME TYPES SQL ARGS: the plan of SQL run with ARGS on
+# $HGFLEET_DATABASE_URL, as JSON, for the custom plan libpq gets and the
+# generic one, one per line.
+hgf_explain() {
+  local mode out=
+  for mode in force_custom_plan force_generic_plan; do
+    out+=$(hgf_psql "$HGFLEET_DATABASE_URL" -c "SET plan_cache_mode = $mode; PREPARE $1($2) AS $3;
+               EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE $1($4);" | tr -d '\n')$'\n'
+  done
+  printf '%s' "$out"
+}
+
+# hgf_check_plans WHAT BUDGET INDEXES: the plans on stdin (from hgf_explain)
+# read each of the comma-separated INDEXES, no Seq Scan of jobs and no more
+# than BUDGET shared buffers.
+hgf_check_plans() {
+  python3 -c '
+import json, sys
+what, budget, indexes = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
+def nodes(n):
+    yield n
+    for c in n.get("Plans", []):
+        yield from nodes(c)
+for mode, line in zip(("custom", "generic"), sys.stdin.read().splitlines()):
+    plan = json.loads(line)[0]["Plan"]
+    all_ = list(nodes(plan))
+    seq = [n for n in all_ if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "jobs"]
+    assert not seq, "%s (%s plan): Seq Scan on jobs" % (what, mode)
+    used = {n.get("Index Name") for n in all_}
+    for index in indexes:
+        assert index in used, "%s (%s plan): %s not used, only %s" % (what, mode, index, used)
+    bufs = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+    assert bufs <= budget, "%s (%s plan): %d buffers, over %d" % (what, mode, bufs, budget)
+    print("%s (%s plan): %d buffers, %.3f ms" % (what, mode, bufs, plan["Actual Total Time"]))
+' "$@"
+}

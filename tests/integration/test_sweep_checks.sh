@@ -30,31 +30,9 @@ export HGFLEET_DATABASE_URL HGFLEET_MASTER_KEY
 db() { hgf_psql "$HGFLEET_DATABASE_URL" -c "$1"; }
 hgf_expect_exit 0 "$H" migrate
 
-# sql FILE NAME: the C string constant NAME of FILE as one SQL text, with the
-# string macros it is made of (#define NAME "..." ...) expanded.
-sql() {
-  python3 - "$HGF_SOURCE_DIR/$1" "$2" <<'PY'
-import re, sys
-src, name = open(sys.argv[1]).read(), sys.argv[2]
-lit = r'"(?:[^"\\]|\\.)*"'
-macros = dict(re.findall(r'^#define\s+(\w+)\s+(.*)$', re.sub(r'\\\n', ' ', src), re.M))
-def text(body):
-    out = []
-    for tok in re.findall(r'%s|\w+' % lit, body):
-        if tok.startswith('"'):
-            out.append(tok[1:-1].encode().decode("unicode_escape"))
-        else:
-            assert tok in macros, "%s: %s is not a string macro" % (name, tok)
-            out.append(text(macros[tok]))
-    return "".join(out)
-m = re.search(r'\b%s\[\]\s*=\s*((?:\s*(?:%s|\w+))+)\s*;' % (re.escape(name), lit), src)
-assert m, "%s not found in %s" % (name, sys.argv[1])
-print(text(m.group(1)))
-PY
-}
-live_sql=$(sql src/sched/sweep.c LIVE_SQL)
-progress_sql=$(sql src/sched/sweep_wait.c SCAN_PROGRESS_SQL)
-claim_sql=$(sql src/store/jobs.c CLAIM_SQL)
+live_sql=$(hgf_c_sql src/sched/sweep.c LIVE_SQL)
+progress_sql=$(hgf_c_sql src/sched/sweep_wait.c SCAN_PROGRESS_SQL)
+claim_sql=$(hgf_c_sql src/store/jobs.c CLAIM_SQL)
 
 # --- (a) the statements on a big sweep --------------------------------------
 # Sweep 7 is scanning: 200,000 scans finished (50 failed), 1,000 live spread
@@ -91,48 +69,12 @@ db "ANALYZE sweeps" >/dev/null
 hgf_assert_eq "1001|50" "$(db "select count(*) filter (where state = 'queued'),
     count(*) filter (where state = 'failed') from jobs where sweep_id = 7")" "the generated sweep"
 
-# explain NAME TYPES SQL ARGS: the plan of SQL run with ARGS, as JSON, for
-# the custom plan libpq gets and the generic one, one per line.
-explain() {
-  local mode out=
-  for mode in force_custom_plan force_generic_plan; do
-    out+=$(db "SET plan_cache_mode = $mode; PREPARE $1($2) AS $3;
-               EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE $1($4);" | tr -d '\n')$'\n'
-  done
-  printf '%s' "$out"
-}
-
-# check WHAT BUDGET INDEXES: the plans on stdin read each of the comma-separated
-# INDEXES, no Seq Scan of jobs
-# and no more than BUDGET shared buffers.
-check() {
-  python3 -c '
-import json, sys
-what, budget, indexes = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
-def nodes(n):
-    yield n
-    for c in n.get("Plans", []):
-        yield from nodes(c)
-for mode, line in zip(("custom", "generic"), sys.stdin.read().splitlines()):
-    plan = json.loads(line)[0]["Plan"]
-    all_ = list(nodes(plan))
-    seq = [n for n in all_ if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "jobs"]
-    assert not seq, "%s (%s plan): Seq Scan on jobs" % (what, mode)
-    used = {n.get("Index Name") for n in all_}
-    for index in indexes:
-        assert index in used, "%s (%s plan): %s not used, only %s" % (what, mode, index, used)
-    bufs = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
-    assert bufs <= budget, "%s (%s plan): %d buffers, over %d" % (what, mode, bufs, budget)
-    print("%s (%s plan): %d buffers, %.3f ms" % (what, mode, bufs, plan["Actual Total Time"]))
-' "$@"
-}
-
 # A walk of the sweep's 201,001 jobs reads one index page and one heap page
 # a job at least: 400,000 buffers. The live check is an index probe; the
 # progress counts read the 1,001 live and 50 failed entries of the indexes
 # (index-only once vacuumed, at most one heap page each otherwise).
-explain live "bigint, text" "$live_sql" "7, 'scan'" | check "live check" 20 jobs_sweep_live
-explain progress bigint "$progress_sql" 7 | check "scan progress" 1500 jobs_sweep_live,jobs_sweep_failed
+hgf_explain live "bigint, text" "$live_sql" "7, 'scan'" | hgf_check_plans "live check" 20 jobs_sweep_live
+hgf_explain progress bigint "$progress_sql" 7 | hgf_check_plans "scan progress" 1500 jobs_sweep_live,jobs_sweep_failed
 
 # The answers.
 run() { db "PREPARE q($1) AS $2; EXECUTE q($3);"; }
@@ -168,8 +110,8 @@ claim_plan() {
 # Reading the jobs of sweep 9 at all (one index entry and one heap tuple of
 # each) would take thousands of buffers; a claim reads a few pages of each
 # index it probes and the rows it takes.
-small=$(claim_plan "$job10" | check "claim, sweep of 10 scans" 200 jobs_sweep_live)
-big=$(claim_plan "$job9" | check "claim, sweep of 200,000 scans" 200 jobs_sweep_live)
+small=$(claim_plan "$job10" | hgf_check_plans "claim, sweep of 10 scans" 200 jobs_sweep_live)
+big=$(claim_plan "$job9" | hgf_check_plans "claim, sweep of 200,000 scans" 200 jobs_sweep_live)
 printf '%s\n%s\n' "$small" "$big"
 b_small=$(sed -E 's/.*: ([0-9]+) buffers.*/\1/' <<<"$small")
 b_big=$(sed -E 's/.*: ([0-9]+) buffers.*/\1/' <<<"$big")

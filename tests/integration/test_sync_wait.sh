@@ -30,30 +30,8 @@ export HGFLEET_DATABASE_URL HGFLEET_MASTER_KEY
 db() { hgf_psql "$HGFLEET_DATABASE_URL" -c "$1"; }
 hgf_expect_exit 0 "$H" migrate
 
-# sql FILE NAME: the C string constant NAME of FILE as one SQL text, with the
-# string macros it is made of expanded (as in test_sweep_checks).
-sql() {
-  python3 - "$HGF_SOURCE_DIR/$1" "$2" <<'PY'
-import re, sys
-src, name = open(sys.argv[1]).read(), sys.argv[2]
-lit = r'"(?:[^"\\]|\\.)*"'
-macros = dict(re.findall(r'^#define\s+(\w+)\s+(.*)$', re.sub(r'\\\n', ' ', src), re.M))
-def text(body):
-    out = []
-    for tok in re.findall(r'%s|\w+' % lit, body):
-        if tok.startswith('"'):
-            out.append(tok[1:-1].encode().decode("unicode_escape"))
-        else:
-            assert tok in macros, "%s: %s is not a string macro" % (name, tok)
-            out.append(text(macros[tok]))
-    return "".join(out)
-m = re.search(r'\b%s\[\]\s*=\s*((?:\s*(?:%s|\w+))+)\s*;' % (re.escape(name), lit), src)
-assert m, "%s not found in %s" % (name, sys.argv[1])
-print(text(m.group(1)))
-PY
-}
-claim_sql=$(sql src/store/jobs.c CLAIM_SQL)
-live_sql=$(sql src/store/jobs.c BATCH_LIVE_SQL)
+claim_sql=$(hgf_c_sql src/store/jobs.c CLAIM_SQL)
+live_sql=$(hgf_c_sql src/store/jobs.c BATCH_LIVE_SQL)
 
 # --- (a) the statements on a big queue ----------------------------------------
 # Batch 7: 4,000 queued syncs (an org's fleet); batch 8: 10; batch 6, over:
@@ -76,43 +54,8 @@ hgf_assert_eq "scan|queued|0|90000 scan|queued|10|100000 scan|running|0|10000 " 
   "$(db "select kind, state, priority, count(*) from jobs where batch_id is null
          and state <> 'done' group by 1, 2, 3 order by 1, 2, 3" | tr '\n' ' ')" "the generated queue"
 
-# explain NAME TYPES SQL ARGS: the plan of SQL run with ARGS, as JSON, for
-# the custom plan libpq gets and the generic one, one per line.
-explain() {
-  local mode out=
-  for mode in force_custom_plan force_generic_plan; do
-    out+=$(db "SET plan_cache_mode = $mode; PREPARE $1($2) AS $3;
-               EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE $1($4);" | tr -d '\n')$'\n'
-  done
-  printf '%s' "$out"
-}
-
-# check WHAT BUDGET INDEXES: the plans on stdin read each of the comma-separated
-# INDEXES, no Seq Scan of jobs and no more than BUDGET shared buffers.
-check() {
-  python3 -c '
-import json, sys
-what, budget, indexes = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
-def nodes(n):
-    yield n
-    for c in n.get("Plans", []):
-        yield from nodes(c)
-for mode, line in zip(("custom", "generic"), sys.stdin.read().splitlines()):
-    plan = json.loads(line)[0]["Plan"]
-    all_ = list(nodes(plan))
-    seq = [n for n in all_ if n["Node Type"] == "Seq Scan" and n["Relation Name"] == "jobs"]
-    assert not seq, "%s (%s plan): Seq Scan on jobs" % (what, mode)
-    used = {n.get("Index Name") for n in all_}
-    for index in indexes:
-        assert index in used, "%s (%s plan): %s not used, only %s" % (what, mode, index, used)
-    bufs = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
-    assert bufs <= budget, "%s (%s plan): %d buffers, over %d" % (what, mode, bufs, budget)
-    print("%s (%s plan): %d buffers, %.3f ms" % (what, mode, bufs, plan["Actual Total Time"]))
-' "$@"
-}
-
 # The live check: the first live entry of the batch in jobs_batch_live.
-explain live "bigint, bigint[]" "$live_sql" "7, '{}'" | check "live check" 20 jobs_batch_live
+hgf_explain live "bigint, bigint[]" "$live_sql" "7, '{}'" | hgf_check_plans "live check" 20 jobs_batch_live
 run() { db "PREPARE q($1) AS $2; EXECUTE q($3);"; }
 hgf_assert_eq "t f" "$(run "bigint, bigint[]" "$live_sql" "7, '{}'") $(run "bigint, bigint[]" \
   "$live_sql" "6, '{}'")" "a batch with queued jobs is live, a batch all done is not"
@@ -136,8 +79,8 @@ claim_plan() {
 # Walking the 100,000 push scans ahead of the syncs in jobs_claim, or the
 # batch's 4,000 entries, would take hundreds to thousands of buffers; the
 # claim reads a few pages of jobs_batch_live and the 4 rows it takes.
-small=$(claim_plan 8 | check "claim, batch of 10 syncs" 200 jobs_batch_live)
-big=$(claim_plan 7 | check "claim, batch of 4,000 syncs" 200 jobs_batch_live)
+small=$(claim_plan 8 | hgf_check_plans "claim, batch of 10 syncs" 200 jobs_batch_live)
+big=$(claim_plan 7 | hgf_check_plans "claim, batch of 4,000 syncs" 200 jobs_batch_live)
 printf '%s\n%s\n' "$small" "$big"
 b_small=$(sed -E 's/.*: ([0-9]+) buffers.*/\1/' <<<"$small")
 b_big=$(sed -E 's/.*: ([0-9]+) buffers.*/\1/' <<<"$big")
