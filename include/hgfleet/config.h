@@ -26,8 +26,6 @@ typedef struct hgf_config {
     int total_inflight;      /* HGFLEET_TOTAL_INFLIGHT, default 256 */
     int lease_seconds;       /* HGFLEET_LEASE_SECONDS, default 15 */
     int scans_per_registry;  /* HGFLEET_SCANS_PER_REGISTRY, default 2 */
-    int db_prepare;          /* HGFLEET_DB_PREPARE, default 1: prepare statements (0 for a
-                                pooler in transaction mode) */
     int has_master_key;
     hgf_secret_key master_key; /* HGFLEET_MASTER_KEY[_FILE] */
     char *ca_bundle;         /* AWS_CA_BUNDLE or NULL */
@@ -57,7 +55,8 @@ char *hgf_config_read_secret_file(const char *path, const char *field, hgf_err *
 
 /* HGFLEET_DB_PREPARE: *on = 1 when unset or on/1/true/yes, 0 for off/0/false/no
  * (any case); anything else is HGF_EINPUT naming the variable. The store
- * reads it too, as it is not handed the config. */
+ * reads it when it opens (it is not handed the config); hgf_config_load only
+ * checks it, so a bad value stops every command at start. */
 int hgf_config_db_prepare(int *on, hgf_err *err);
 
 /* A human description of where a libpq conninfo points ("host 127.0.0.1

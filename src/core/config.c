@@ -210,8 +210,9 @@ int hgf_config_load(hgf_config *cfg, hgf_err *err)
         rc = load_sweep_schedule(cfg, err);
     if (!rc)
         rc = load_rescan_after(cfg, err);
+    int prepare;
     if (!rc)
-        rc = hgf_config_db_prepare(&cfg->db_prepare, err);
+        rc = hgf_config_db_prepare(&prepare, err);
     if (!rc)
         rc = check_readable("AWS_WEB_IDENTITY_TOKEN_FILE", err);
     if (!rc)
