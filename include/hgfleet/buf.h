@@ -25,6 +25,16 @@ int hgf_buf_puts(hgf_buf *b, const char *s);
 int hgf_buf_putc(hgf_buf *b, char c);
 int hgf_buf_printf(hgf_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int hgf_buf_vprintf(hgf_buf *b, const char *fmt, va_list ap);
+/* Numbers as text without printf, which a catalog listing calls millions of
+ * times. The hgf_fmt_ forms write into out (HGF_FMT_MAX bytes, NUL-terminated)
+ * and return the length. */
+#define HGF_FMT_MAX 32
+size_t hgf_fmt_i64(char *out, long long v);               /* as "%lld" */
+/* Text that a correctly rounding strtod reads back as exactly v: the shortest
+ * for a multiple of 0.001 in [0, 1e12) (AWS's epoch times), "%.17g" else. */
+size_t hgf_fmt_real(char *out, double v);
+int hgf_buf_put_i64(hgf_buf *b, long long v);
+int hgf_buf_put_real(hgf_buf *b, double v);
 /* Returns the data ("" if empty) and leaves b empty; caller frees. */
 char *hgf_buf_detach(hgf_buf *b);
 /* The data as a C string, "" when empty; owned by b. */

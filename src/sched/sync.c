@@ -12,7 +12,6 @@
 
 #include <fnmatch.h>
 #include <openssl/evp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -400,7 +399,8 @@ static void on_unchanged(PGresult *res, const hgf_err *err, void *arg)
  * encode alike. */
 static void canon_field(sync_job *j, const char *s, size_t n)
 {
-    int rc = s ? hgf_buf_printf(&j->canon, "%zu:", n) : hgf_buf_putc(&j->canon, '-');
+    int rc = s ? hgf_buf_put_i64(&j->canon, (long long)n) || hgf_buf_putc(&j->canon, ':')
+               : hgf_buf_putc(&j->canon, '-');
     if (!rc && s)
         rc = hgf_buf_append(&j->canon, s, n);
     j->canon_broken |= rc != 0;
@@ -411,19 +411,17 @@ static void canon_str(sync_job *j, const char *s)
     canon_field(j, s, s ? strlen(s) : 0);
 }
 
-/* Times as the text that identifies them exactly (jansson sends them so). */
+/* Times as the text that identifies them exactly. */
 static void canon_real(sync_job *j, double v)
 {
-    char t[40];
-    snprintf(t, sizeof t, "%.17g", v);
-    canon_str(j, t);
+    char t[HGF_FMT_MAX];
+    canon_field(j, t, hgf_fmt_real(t, v));
 }
 
 static void canon_int(sync_job *j, long long v)
 {
-    char t[24];
-    snprintf(t, sizeof t, "%lld", v);
-    canon_str(j, t);
+    char t[HGF_FMT_MAX];
+    canon_field(j, t, hgf_fmt_i64(t, v));
 }
 
 static void canon_begin(sync_job *j, char kind)
@@ -596,20 +594,17 @@ int hgf_sync_append_elem(hgf_buf *b, const char *s)
     return rc ? rc : hgf_buf_putc(b, '"');
 }
 
-/* A number; "%.17g" gives back the same double (as jansson sent it). */
-static int put_num(hgf_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int put_num(hgf_buf *b, const char *fmt, ...)
+static int put_int(hgf_buf *b, long long v)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = hgf_buf_putc(b, b->len ? ',' : '{');
-    rc = rc ? rc : hgf_buf_vprintf(b, fmt, ap);
-    va_end(ap);
-    return rc;
+    return hgf_buf_putc(b, b->len ? ',' : '{') || hgf_buf_put_i64(b, v);
 }
 
-/* The image, the j->st.images-th, and its kept tags onto the arrays. */
+/* A time as text that PostgreSQL reads back as the same double. */
+static int put_real(hgf_buf *b, double v)
+{
+    return hgf_buf_putc(b, b->len ? ',' : '{') || hgf_buf_put_real(b, v);
+}
+
 static int put_image(sync_job *j, const char *repo_name, const hgf_ecr_image *im, json_t *kept)
 {
     hgf_buf *l = j->listing;
@@ -617,13 +612,12 @@ static int put_image(sync_job *j, const char *repo_name, const hgf_ecr_image *im
              hgf_sync_append_elem(&l[F_DIGEST], im->digest) ||
              hgf_sync_append_elem(&l[F_MEDIA], im->media_type) ||
              hgf_sync_append_elem(&l[F_ARTIFACT], im->artifact_media_type) ||
-             put_num(&l[F_SIZE], "%lld", im->size_bytes) ||
-             put_num(&l[F_PUSHED], "%.17g", im->pushed_at);
+             put_int(&l[F_SIZE], im->size_bytes) || put_real(&l[F_PUSHED], im->pushed_at);
     size_t i;
     json_t *t;
     json_array_foreach(kept, i, t)
     {
-        rc = rc || put_num(&l[F_TAG_IMAGE], "%d", j->st.images) ||
+        rc = rc || put_int(&l[F_TAG_IMAGE], j->st.images) ||
              hgf_sync_append_elem(&l[F_TAG], json_string_value(t));
     }
     return rc;

@@ -23,7 +23,7 @@ static PGresult *result(int ncols, int nrows, const char *const *cells)
 {
     PGresult *r = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
     PGresAttDesc *att = calloc((size_t)ncols, sizeof *att);
-    char names[64][8];
+    char names[64][12];
     for (int c = 0; c < ncols; c++) {
         snprintf(names[c], sizeof names[c], "c%d", c);
         att[c] = (PGresAttDesc){.name = names[c], .typid = 25, .typlen = -1, .atttypmod = -1};

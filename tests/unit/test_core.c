@@ -1,4 +1,4 @@
-/* Unit tests for the small core pieces: buffers, ISO times, AWS JSON error
+/* Unit tests for the small core pieces: buffers and number text, ISO times, AWS JSON error
  * parsing, credential handling, tag filters and database descriptions. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +34,73 @@ static void test_buf(void **state)
     assert_string_equal(d, "00abff");
     assert_null(b.data);
     free(d);
+}
+
+/* A printf that fits the spare capacity and one that does not. */
+static void test_buf_printf_growth(void **state)
+{
+    (void)state;
+    hgf_buf b = HGF_BUF_INIT;
+    hgf_buf_reserve(&b, 100);
+    size_t cap = b.cap;
+    assert_int_equal(hgf_buf_printf(&b, "%s-%d", "ab", 7), 0);
+    assert_string_equal(b.data, "ab-7");
+    assert_int_equal(b.cap, cap);
+    char big[300];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(hgf_buf_printf(&b, "[%s]", big), 0);
+    assert_int_equal(b.len, 4 + 301);
+    assert_int_equal(b.data[4], '[');
+    assert_int_equal(b.data[b.len - 1], ']');
+    assert_int_equal(b.data[b.len], '\0');
+    hgf_buf_free(&b);
+}
+
+static void expect_real(double v, const char *text)
+{
+    char t[HGF_FMT_MAX];
+    assert_int_equal(hgf_fmt_real(t, v), strlen(text));
+    assert_string_equal(t, text);
+    assert_true(strtod(t, NULL) == v);
+}
+
+static void test_fmt_numbers(void **state)
+{
+    (void)state;
+    char t[HGF_FMT_MAX];
+    const long long ints[] = {0, 7, -7, 1700000000123LL, LLONG_MAX, LLONG_MIN};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+        char want[HGF_FMT_MAX];
+        snprintf(want, sizeof want, "%lld", ints[i]);
+        assert_int_equal(hgf_fmt_i64(t, ints[i]), strlen(want));
+        assert_string_equal(t, want);
+    }
+    /* AWS's epoch times: the shortest text, and integers as "%.17g" has them. */
+    expect_real(1700000000.0, "1700000000");
+    expect_real(1700000000.5, "1700000000.5");
+    expect_real(1700000000.123, "1700000000.123");
+    expect_real(1700000000.05, "1700000000.05");
+    expect_real(0.001, "0.001");
+    expect_real(0.0, "0");
+    /* Everything else reads back exactly through "%.17g". */
+    expect_real(-0.0, "-0");
+    expect_real(-1.5, "-1.5");
+    expect_real(1700000000.0001, "1700000000.0000999");
+    expect_real(0.1 + 0.2, "0.30000000000000004");
+    expect_real(1e12, "1000000000000");
+    expect_real(1e300, "1.0000000000000001e+300");
+    /* Every millisecond of a second reads back as itself. */
+    for (int ms = 0; ms < 1000; ms++) {
+        double v = 1764500000.0 + ms / 1000.0;
+        hgf_fmt_real(t, v);
+        assert_true(strtod(t, NULL) == v);
+    }
+    hgf_buf b = HGF_BUF_INIT;
+    assert_int_equal(hgf_buf_put_i64(&b, -42), 0);
+    assert_int_equal(hgf_buf_put_real(&b, 2.25), 0);
+    assert_string_equal(b.data, "-422.25");
+    hgf_buf_free(&b);
 }
 
 static void test_iso(void **state)
@@ -146,7 +215,8 @@ static void test_describe_db(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_buf),          cmocka_unit_test(test_iso),
+        cmocka_unit_test(test_buf),          cmocka_unit_test(test_buf_printf_growth),
+        cmocka_unit_test(test_fmt_numbers),  cmocka_unit_test(test_iso),
         cmocka_unit_test(test_aws_error_parse), cmocka_unit_test(test_creds_env),
         cmocka_unit_test(test_tag_filters),  cmocka_unit_test(test_describe_db),
     };
