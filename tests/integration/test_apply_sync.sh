@@ -5,7 +5,8 @@
 # scan job already queued under a digest's key, a push event that recorded an
 # image first), then the diff: a digest gone, one new, a tag moved, a tag
 # removed, an unchanged re-apply that writes nothing, and a digest back from
-# the dead. The listing as arrays, the form the sync job sends (sql/014),
+# the dead. The fingerprint's trigger ignores what a scan writes (sql/016).
+# The listing as arrays, the form the sync job sends (sql/014),
 # stores what the JSON form does, any text included. Then the integrity the
 # writers keep without foreign keys (sql/014): a purge waits for an apply or a
 # push event still open on its connection and deletes what they wrote too,
@@ -124,6 +125,29 @@ back="[$(img app 1 '[]'),$(img lib 3 '["latest"]'),$(img app 4 '["v2"]'),$(img a
 hgf_assert_eq "1 0 1 0 4 2 2" "$(apply "$c1" "$repos" "$back")" "revived: counts"
 hgf_assert_eq "0" "$(q "select count(*) from images where deleted_at is not null")" \
   "revived: nothing deleted any more"
+
+# --- the fingerprint's image trigger (sql/016) ---------------------------------------
+# triggered SQL: runs SQL, then prints how many times, in its transaction, the
+# images UPDATE trigger's functions ran (the statement form of sql/009 and the
+# row form of sql/016) and the fingerprint of connection 1 ("-": forgotten).
+triggered() {
+  q "set track_functions = 'all'; $1;
+     select coalesce(pg_stat_get_xact_function_calls('hgf_images_changed'::regproc), 0)
+            + coalesce(pg_stat_get_xact_function_calls('hgf_image_row_changed'::regproc), 0),
+            coalesce((select catalog_fingerprint from connections where id = $c1), '-')" |
+    tr '|' ' '
+}
+in_c1="repository_id in (select id from repositories where connection_id = $c1)"
+hgf_assert_eq "0 fp-$c1" \
+  "$(triggered "update images set config_kind = 'image', config_read_at = now()
+                 where digest = '$(d 1)' and $in_c1")" \
+  "a scan's config update: no trigger call, fingerprint kept"
+hgf_assert_eq "0 fp-$c1" "$(triggered "update images set deleted_at = coalesce(deleted_at, now())
+                                        where id = -1")" \
+  "an update that matches no image: no trigger call, fingerprint kept"
+hgf_assert_eq "1 -" "$(triggered "update images set deleted_at = now() where digest = '$(d 3)' and $in_c1")" \
+  "an image marked gone outside an apply: fingerprint forgotten"
+q "update images set deleted_at = null where digest = '$(d 3)' and $in_c1"
 
 # --- the listing as arrays (sql/014) ----------------------------------------------
 # apply_arrays CONN R D M A S P TI TT: hgf_apply_listing's array form, each
