@@ -201,7 +201,9 @@ def fleet_line(res):
             f"{num(b.get('repositories'))} repositories, {num(b.get('images'))} images; "
             f"{r.get('latency_ms')} ms per call; DescribeRepositories/DescribeImages quota "
             f"{r.get('describe_quota')}/s per (account, region); hgfleet workers "
-            f"{r.get('workers')}; {r.get('cpu')}, nproc {r.get('nproc')}, "
+            f"{r.get('workers')}; "
+            + (f"PostgreSQL {r['pg_settings']}; " if r.get('pg_settings') else "")
+            + f"{r.get('cpu')}, nproc {r.get('nproc')}, "
             f"{r.get('mem_gib')} GiB; load average "
             f"{r.get('load_start')} at start, {res.load_end} at end")
 
