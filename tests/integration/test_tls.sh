@@ -162,7 +162,8 @@ one_attempt() { # one_attempt LABEL REGISTRY REGEX: its sync fails once, at once
   [[ $HGF_ERR$HGF_OUT =~ $3 ]] || hgf_fail "$1: the error does not say '$3': $HGF_ERR"
 }
 one_attempt "AssumeRole with an untrusted CA" "$regB" "\(https://127\.0\.0\.1:[0-9]+/?\).*AWS_CA_BUNDLE"
-one_attempt "DescribeRepositories with an untrusted CA" "$regA" 'certificate'
+one_attempt "DescribeRepositories with an untrusted CA" "$regA" \
+  "DescribeRepositories: .*certificate.*\(https://127\.0\.0\.1:[0-9]+/?\).*AWS_CA_BUNDLE"
 echo "ok: a refused certificate fails after one attempt, naming AWS_CA_BUNDLE and the endpoint"
 
 # --- failures: each names the certificate; exit 1 ---
