@@ -56,17 +56,10 @@ enum hgf_aws_class {
  * signature expired (or is not yet current). Codes come first; then
  * 500/502/503/504 are transient whatever their code (ECR's ServerException)
  * and 429 is a throttle. Local curl failures (malformed URL, out of
- * memory, ...) and TLS trust failures (hgf_awsctl_tls_hint) are fatal;
+ * memory, ...) and TLS trust failures (hgf_http_tls_hint) are fatal;
  * every other curl error is transient. */
 int hgf_awsctl_classify(long status, int transport_error, const char *aws_code,
                         const char *message);
-
-/* For a TLS trust failure (the peer's certificate refused: wrong
- * AWS_CA_BUNDLE, TLS interception; or an unusable CA bundle or certificate
- * file): a static sentence naming AWS_CA_BUNDLE for error messages. NULL for
- * every other CURLcode. Such failures are configuration errors, never
- * retried. */
-const char *hgf_awsctl_tls_hint(int transport_error);
 
 /* "throttle", "transient", "skew", "expired", "ok" or "fatal". */
 const char *hgf_awsctl_class_name(int cls);

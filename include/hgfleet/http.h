@@ -78,6 +78,14 @@ void hgf_http_cancel_all(hgf_http *h);
  * callback runs and the client is released once the callback returns). */
 int hgf_http_send(hgf_http *h, const hgf_http_req *req, hgf_http_cb cb, void *arg, hgf_err *err);
 
+/* For a TLS trust failure (the peer's certificate refused: wrong
+ * AWS_CA_BUNDLE, TLS interception; or an unusable CA bundle or certificate
+ * file): a static sentence naming AWS_CA_BUNDLE, which is the CA bundle of
+ * every request this client makes, for error messages. NULL for every other
+ * CURLcode. Such failures are configuration errors: retrying them only
+ * delays the error. */
+const char *hgf_http_tls_hint(int transport_error);
+
 /* A response header's value (case-insensitive name, last occurrence wins),
  * or NULL. Valid during the callback only. */
 const char *hgf_http_resp_header(const hgf_http_resp *resp, const char *name);

@@ -11,7 +11,7 @@
  * ValidationError, InvalidIdentityToken, RegionDisabledException, ...) and
  * the message reads "<Action>: <Code>: <Message>". A transport error reads
  * "<Action>: <curl's error> (<endpoint>)", followed for a TLS trust failure
- * by hgf_awsctl_tls_hint's advice on AWS_CA_BUNDLE. Secrets (secret keys,
+ * by hgf_http_tls_hint's advice on AWS_CA_BUNDLE. Secrets (secret keys,
  * session tokens, web identity tokens) never appear in messages or logs.
  *
  * Ownership: the target and everything passed in are borrowed for the

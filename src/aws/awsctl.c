@@ -1,4 +1,5 @@
 #include "hgfleet/awsctl.h"
+#include "hgfleet/http.h"
 #include "hgfleet/log.h"
 
 #include <curl/curl.h>
@@ -55,20 +56,6 @@ static const int LOCAL_CURL_ERRORS[] = {
     CURLE_UNKNOWN_OPTION,       CURLE_ABORTED_BY_CALLBACK,
 };
 
-/* The peer's certificate was checked and refused: the same certificate
- * meets the same trust store on every attempt (a wrong AWS_CA_BUNDLE, or a
- * proxy intercepting TLS), so a retry only delays the error. */
-static const int TLS_TRUST_ERRORS[] = {
-    CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH,
-    CURLE_SSL_INVALIDCERTSTATUS,
-};
-
-/* The local trust material cannot be used (an unreadable or malformed CA
- * bundle, CRL file or client certificate). */
-static const int TLS_SETUP_ERRORS[] = {
-    CURLE_SSL_CACERT_BADFILE, CURLE_SSL_CRL_BADFILE, CURLE_SSL_CERTPROBLEM,
-};
-
 static int in_codes(int code, const int *list, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -97,21 +84,9 @@ static int is_placeholder(const char *code)
 
 static int classify_transport(int transport_error)
 {
-    if (IN_CODES(transport_error, LOCAL_CURL_ERRORS) || hgf_awsctl_tls_hint(transport_error))
+    if (IN_CODES(transport_error, LOCAL_CURL_ERRORS) || hgf_http_tls_hint(transport_error))
         return HGF_AWS_FATAL;
     return HGF_AWS_RETRY_TRANSIENT;
-}
-
-const char *hgf_awsctl_tls_hint(int transport_error)
-{
-    if (IN_CODES(transport_error, TLS_TRUST_ERRORS))
-        return "the endpoint's TLS certificate is not trusted: point AWS_CA_BUNDLE at the PEM "
-               "file of the CA that issued it (a proxy intercepting TLS has its own CA); not "
-               "retried";
-    if (IN_CODES(transport_error, TLS_SETUP_ERRORS))
-        return "the CA bundle or a certificate file cannot be used: check that AWS_CA_BUNDLE "
-               "names a readable PEM file; not retried";
-    return NULL;
 }
 
 static int time_blamed(const char *message)

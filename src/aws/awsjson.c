@@ -90,7 +90,7 @@ static void read_response(const call *c, const hgf_http_resp *resp, hgf_aws_resu
         r->request_id = "";
     if (resp->transport_error) {
         /* Which endpoint, and what to do about a certificate: as STS says it (sts.c). */
-        const char *hint = hgf_awsctl_tls_hint(resp->transport_error);
+        const char *hint = hgf_http_tls_hint(resp->transport_error);
         r->rc = hgf_err_set(&r->err, HGF_EHTTP, "%s: %s (%s)%s%s", c->op, resp->error,
                             c->endpoint ? c->endpoint : "no endpoint",
                             hint ? ": " : "", hint ? hint : "");

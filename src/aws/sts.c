@@ -342,7 +342,7 @@ static int interpret_http(const char *action, const char *endpoint, const hgf_ht
 {
     const char *ctype = hgf_http_resp_header(resp, "content-type");
     if (resp->transport_error) {
-        const char *hint = hgf_awsctl_tls_hint(resp->transport_error);
+        const char *hint = hgf_http_tls_hint(resp->transport_error);
         return hgf_err_set(&r->err, HGF_EHTTP, "%s: %s (%s)%s%s", action, resp->error, endpoint,
                            hint ? ": " : "", hint ? hint : "");
     }

@@ -938,3 +938,41 @@ void hgf_http_get_stats(const hgf_http *h, hgf_http_stats *out)
     out->in_flight = (int)h->active.n;
     out->queued = (int)h->queued;
 }
+
+/* ---- TLS failures ----------------------------------------------------- */
+
+/* The peer's certificate was checked and refused: the same certificate
+ * meets the same trust store on every attempt (a wrong AWS_CA_BUNDLE, or a
+ * proxy intercepting TLS), so a retry only delays the error. */
+static const int TLS_TRUST_ERRORS[] = {
+    CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH,
+    CURLE_SSL_INVALIDCERTSTATUS,
+};
+
+/* The local trust material cannot be used (an unreadable or malformed CA
+ * bundle, CRL file or client certificate). */
+static const int TLS_SETUP_ERRORS[] = {
+    CURLE_SSL_CACERT_BADFILE, CURLE_SSL_CRL_BADFILE, CURLE_SSL_CERTPROBLEM,
+};
+
+static int in_codes(int code, const int *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (code == list[i])
+            return 1;
+    return 0;
+}
+
+#define IN_CODES(code, list) in_codes((code), (list), sizeof(list) / sizeof((list)[0]))
+
+const char *hgf_http_tls_hint(int transport_error)
+{
+    if (IN_CODES(transport_error, TLS_TRUST_ERRORS))
+        return "the endpoint's TLS certificate is not trusted: point AWS_CA_BUNDLE at the PEM "
+               "file of the CA that issued it (a proxy intercepting TLS has its own CA); not "
+               "retried";
+    if (IN_CODES(transport_error, TLS_SETUP_ERRORS))
+        return "the CA bundle or a certificate file cannot be used: check that AWS_CA_BUNDLE "
+               "names a readable PEM file; not retried";
+    return NULL;
+}

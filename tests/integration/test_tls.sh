@@ -164,6 +164,10 @@ one_attempt() { # one_attempt LABEL REGISTRY REGEX: its sync fails once, at once
 one_attempt "AssumeRole with an untrusted CA" "$regB" "\(https://127\.0\.0\.1:[0-9]+/?\).*AWS_CA_BUNDLE"
 one_attempt "DescribeRepositories with an untrusted CA" "$regA" \
   "DescribeRepositories: .*certificate.*\(https://127\.0\.0\.1:[0-9]+/?\).*AWS_CA_BUNDLE"
+# Registry v2 says the same (a scan, `registry manifest`).
+hgf_expect_exit 1 env AWS_CA_BUNDLE="$tmp/other-ca.pem" "$H" registry manifest "$sim/team/app:latest"
+[[ $HGF_ERR =~ certificate.*AWS_CA_BUNDLE ]] ||
+  hgf_fail "registry v2: a refused certificate does not name AWS_CA_BUNDLE: $HGF_ERR"
 echo "ok: a refused certificate fails after one attempt, naming AWS_CA_BUNDLE and the endpoint"
 
 # --- failures: each names the certificate; exit 1 ---

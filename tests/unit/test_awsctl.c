@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "hgfleet/awsctl.h"
+#include "hgfleet/http.h"
 #include "hgfleet/metrics.h"
 
 static void near(double got, double want, int line)
@@ -152,14 +153,14 @@ static void test_classify_tls_trust(void **state)
     for (size_t i = 0; i < sizeof trust / sizeof trust[0]; i++) {
         if (hgf_awsctl_classify(0, trust[i], NULL, NULL) != HGF_AWS_FATAL)
             fail_msg("CURLcode %d (%s) is retried", trust[i], curl_easy_strerror(trust[i]));
-        const char *hint = hgf_awsctl_tls_hint(trust[i]);
+        const char *hint = hgf_http_tls_hint(trust[i]);
         assert_non_null(hint);
         assert_non_null(strstr(hint, "AWS_CA_BUNDLE"));
     }
     int other[] = {CURLE_SSL_CONNECT_ERROR, CURLE_COULDNT_CONNECT, CURLE_RECV_ERROR,
                    CURLE_OPERATION_TIMEDOUT, CURLE_URL_MALFORMAT, CURLE_OK};
     for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
-        assert_null(hgf_awsctl_tls_hint(other[i]));
+        assert_null(hgf_http_tls_hint(other[i]));
     assert_int_equal(hgf_awsctl_classify(0, CURLE_SSL_CONNECT_ERROR, NULL, NULL),
                      HGF_AWS_RETRY_TRANSIENT);
 }
