@@ -48,24 +48,6 @@ static const char *const SKEW_IF_EXPIRED_CODES[] = {"InvalidSignatureException",
 
 static const char *const EXPIRED_CODES[] = {"ExpiredTokenException", "ExpiredToken", NULL};
 
-/* Failures of our own making that a retry cannot fix; ABORTED_BY_CALLBACK
- * is a request ended by hgf_http_cancel_all (the process is closing). */
-static const int LOCAL_CURL_ERRORS[] = {
-    CURLE_UNSUPPORTED_PROTOCOL, CURLE_FAILED_INIT,   CURLE_URL_MALFORMAT,
-    CURLE_NOT_BUILT_IN,         CURLE_OUT_OF_MEMORY, CURLE_BAD_FUNCTION_ARGUMENT,
-    CURLE_UNKNOWN_OPTION,       CURLE_ABORTED_BY_CALLBACK,
-};
-
-static int in_codes(int code, const int *list, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (code == list[i])
-            return 1;
-    return 0;
-}
-
-#define IN_CODES(code, list) in_codes((code), (list), sizeof(list) / sizeof((list)[0]))
-
 static int in_list(const char *code, const char *const *list)
 {
     for (size_t i = 0; list[i]; i++)
@@ -84,7 +66,7 @@ static int is_placeholder(const char *code)
 
 static int classify_transport(int transport_error)
 {
-    if (IN_CODES(transport_error, LOCAL_CURL_ERRORS) || hgf_http_tls_hint(transport_error))
+    if (hgf_http_error_is_local(transport_error) || hgf_http_tls_hint(transport_error))
         return HGF_AWS_FATAL;
     return HGF_AWS_RETRY_TRANSIENT;
 }

@@ -939,7 +939,15 @@ void hgf_http_get_stats(const hgf_http *h, hgf_http_stats *out)
     out->queued = (int)h->queued;
 }
 
-/* ---- TLS failures ----------------------------------------------------- */
+/* ---- failures a retry cannot fix ----------------------------------------- */
+
+/* Failures of our own making that a retry cannot fix; ABORTED_BY_CALLBACK
+ * is a request ended by hgf_http_cancel_all (the process is closing). */
+static const int LOCAL_CURL_ERRORS[] = {
+    CURLE_UNSUPPORTED_PROTOCOL, CURLE_FAILED_INIT,   CURLE_URL_MALFORMAT,
+    CURLE_NOT_BUILT_IN,         CURLE_OUT_OF_MEMORY, CURLE_BAD_FUNCTION_ARGUMENT,
+    CURLE_UNKNOWN_OPTION,       CURLE_ABORTED_BY_CALLBACK,
+};
 
 /* The peer's certificate was checked and refused: the same certificate
  * meets the same trust store on every attempt (a wrong AWS_CA_BUNDLE, or a
@@ -975,4 +983,9 @@ const char *hgf_http_tls_hint(int transport_error)
         return "the CA bundle or a certificate file cannot be used: check that AWS_CA_BUNDLE "
                "names a readable PEM file; not retried";
     return NULL;
+}
+
+int hgf_http_error_is_local(int transport_error)
+{
+    return IN_CODES(transport_error, LOCAL_CURL_ERRORS);
 }
