@@ -85,6 +85,9 @@ int hgf_http_send(hgf_http *h, const hgf_http_req *req, hgf_http_cb cb, void *ar
  * CURLcode. Such failures are configuration errors: retrying them only
  * delays the error. */
 const char *hgf_http_tls_hint(int transport_error);
+/* The same sentence after ": ", or "" for any other CURLcode: for appending
+ * to an error message. Static. */
+const char *hgf_http_tls_suffix(int transport_error);
 /* 1 for a failure of the client's own making (malformed URL, out of memory,
  * a request ended by hgf_http_cancel_all, ...), which a retry cannot fix. */
 int hgf_http_error_is_local(int transport_error);

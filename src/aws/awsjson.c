@@ -90,10 +90,9 @@ static void read_response(const call *c, const hgf_http_resp *resp, hgf_aws_resu
         r->request_id = "";
     if (resp->transport_error) {
         /* Which endpoint, and what to do about a certificate: as STS says it (sts.c). */
-        const char *hint = hgf_http_tls_hint(resp->transport_error);
-        r->rc = hgf_err_set(&r->err, HGF_EHTTP, "%s: %s (%s)%s%s", c->op, resp->error,
+        r->rc = hgf_err_set(&r->err, HGF_EHTTP, "%s: %s (%s)%s", c->op, resp->error,
                             c->endpoint ? c->endpoint : "no endpoint",
-                            hint ? ": " : "", hint ? hint : "");
+                            hgf_http_tls_suffix(resp->transport_error));
     } else if (resp->status / 100 != 2) {
         r->rc = hgf_awsjson_parse_error(c->op, resp->status, resp->body, resp->body_len,
                                         hgf_http_resp_header(resp, "x-amzn-errortype"), &r->err);

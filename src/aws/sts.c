@@ -342,9 +342,8 @@ static int interpret_http(const char *action, const char *endpoint, const hgf_ht
 {
     const char *ctype = hgf_http_resp_header(resp, "content-type");
     if (resp->transport_error) {
-        const char *hint = hgf_http_tls_hint(resp->transport_error);
-        return hgf_err_set(&r->err, HGF_EHTTP, "%s: %s (%s)%s%s", action, resp->error, endpoint,
-                           hint ? ": " : "", hint ? hint : "");
+        return hgf_err_set(&r->err, HGF_EHTTP, "%s: %s (%s)%s", action, resp->error, endpoint,
+                           hgf_http_tls_suffix(resp->transport_error));
     }
     if (resp->body_truncated)
         return hgf_err_set(&r->err, HGF_EHTTP, "%s: HTTP %ld reply is larger than %d bytes", action,

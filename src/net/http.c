@@ -973,16 +973,22 @@ static int in_codes(int code, const int *list, size_t n)
 
 #define IN_CODES(code, list) in_codes((code), (list), sizeof(list) / sizeof((list)[0]))
 
-const char *hgf_http_tls_hint(int transport_error)
+const char *hgf_http_tls_suffix(int transport_error)
 {
     if (IN_CODES(transport_error, TLS_TRUST_ERRORS))
-        return "the endpoint's TLS certificate is not trusted: point AWS_CA_BUNDLE at the PEM "
+        return ": the endpoint's TLS certificate is not trusted: point AWS_CA_BUNDLE at the PEM "
                "file of the CA that issued it (a proxy intercepting TLS has its own CA); not "
                "retried";
     if (IN_CODES(transport_error, TLS_SETUP_ERRORS))
-        return "the CA bundle or a certificate file cannot be used: check that AWS_CA_BUNDLE "
+        return ": the CA bundle or a certificate file cannot be used: check that AWS_CA_BUNDLE "
                "names a readable PEM file; not retried";
-    return NULL;
+    return "";
+}
+
+const char *hgf_http_tls_hint(int transport_error)
+{
+    const char *s = hgf_http_tls_suffix(transport_error);
+    return *s ? s + 2 : NULL;
 }
 
 int hgf_http_error_is_local(int transport_error)

@@ -48,18 +48,6 @@ struct sess {
     void *arg;
 };
 
-/* What to do about a refused certificate, as ECR and STS errors say it. */
-static const char *tls_hint(const hgf_http_resp *resp)
-{
-    const char *h = hgf_http_tls_hint(resp->transport_error);
-    return h ? h : "";
-}
-
-static const char *tls_hint_sep(const hgf_http_resp *resp)
-{
-    return hgf_http_tls_hint(resp->transport_error) ? ": " : "";
-}
-
 /* ---- session lifetime ------------------------------------------------- */
 
 static char *dup_or_null(const char *s)
@@ -272,8 +260,8 @@ static void fill_from_resp(const sess *s, const hgf_http_resp *resp, hgf_registr
     snprintf(r->media_type, sizeof r->media_type, "%s", ct ? ct : "");
     r->content_length = cl ? atoll(cl) : -1;
     if (resp->transport_error)
-        r->rc = hgf_err_set(&r->err, HGF_EHTTP, "%s: %s%s%s", s->what, resp->error,
-                            tls_hint_sep(resp), tls_hint(resp));
+        r->rc = hgf_err_set(&r->err, HGF_EHTTP, "%s: %s%s", s->what, resp->error,
+                            hgf_http_tls_suffix(resp->transport_error));
     else if (resp->status / 100 != 2)
         registry_error(s, resp, r);
     else
@@ -376,8 +364,8 @@ static void token_failed(sess *s, const hgf_http_resp *resp)
     snprintf(where, sizeof where, "%.*s", (int)strcspn(s->ch.realm, "?"), s->ch.realm);
     s->token_status = resp->status;
     if (resp->transport_error) {
-        hgf_err_set(&e, HGF_EHTTP, "%s: token endpoint %s: %s%s%s", s->what, where, resp->error,
-                    tls_hint_sep(resp), tls_hint(resp));
+        hgf_err_set(&e, HGF_EHTTP, "%s: token endpoint %s: %s%s", s->what, where, resp->error,
+                    hgf_http_tls_suffix(resp->transport_error));
     } else {
         json_t *j = json_loadb(resp->body, resp->body_len, 0, NULL);
         const char *code = json_string_value(
