@@ -576,9 +576,15 @@ static void apply(sync_job *j)
 static void start_repos(sync_job *j);
 static void call_send(call *c);
 
+/* An array literal's opening brace, or the comma before its next element. */
+static int elem_sep(hgf_buf *b)
+{
+    return hgf_buf_putc(b, b->len ? ',' : '{');
+}
+
 int hgf_sync_append_elem(hgf_buf *b, const char *s)
 {
-    int rc = hgf_buf_putc(b, b->len ? ',' : '{');
+    int rc = elem_sep(b);
     if (!s)
         return rc ? rc : hgf_buf_puts(b, "NULL");
     rc = rc ? rc : hgf_buf_putc(b, '"');
@@ -596,15 +602,16 @@ int hgf_sync_append_elem(hgf_buf *b, const char *s)
 
 static int put_int(hgf_buf *b, long long v)
 {
-    return hgf_buf_putc(b, b->len ? ',' : '{') || hgf_buf_put_i64(b, v);
+    return elem_sep(b) || hgf_buf_put_i64(b, v);
 }
 
 /* A time as text that PostgreSQL reads back as the same double. */
 static int put_real(hgf_buf *b, double v)
 {
-    return hgf_buf_putc(b, b->len ? ',' : '{') || hgf_buf_put_real(b, v);
+    return elem_sep(b) || hgf_buf_put_real(b, v);
 }
 
+/* The image, the j->st.images-th, and its kept tags onto the arrays. */
 static int put_image(sync_job *j, const char *repo_name, const hgf_ecr_image *im, json_t *kept)
 {
     hgf_buf *l = j->listing;
