@@ -292,6 +292,11 @@ def others_notes(res):
             notes.append(f"during {name} ({num(wall(r), 2)} s): {name} process CPU "
                          f"{num(cpu(r), 2)} s, PostgreSQL CPU {num(o['postgres_cpu_seconds'], 2)} s, "
                          f"ecrsim CPU {num(o['ecrsim_cpu_seconds'], 2)} s")
+        w = load(res.d, name + ".wal.json")
+        if isinstance(w, dict) and name != "idle":
+            notes.append(f"    WAL: {num(w['records'])} records, {num(w['fpi'])} full-page images, "
+                         f"{num(int(w['bytes']) / 1048576, 1)} MiB; {num(w['checkpoints'])} "
+                         f"checkpoints")
         tot = load(res.d, name + ".statements_total.json")
         if isinstance(tot, dict):
             plan = tot.get("plan_seconds")

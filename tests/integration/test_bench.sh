@@ -50,6 +50,12 @@ bound=$(figure_cell "full sync: wall s" 3)
 boto=$(figure_cell "full sync vs boto: wall s" 3)
 [[ $boto =~ ^boto\ [0-9.]+$ || $boto == n/a ]] || hgf_fail "bad baseline cell: '$boto'"
 
+# The sync's WAL is counted (pg_stat_wal), so a row count can be told from
+# the bytes it cost: the note follows the sync's CPU line.
+wal=$(grep -A1 -- '- during sync (' "$tmp/table.txt" | sed -n 2p)
+[[ $wal =~ WAL:\ [1-9][0-9,]*\ records,\ [0-9,]+\ full-page\ images,\ [0-9.,]+\ MiB\;\ [0-9,]+\ checkpoints ]] ||
+  hgf_fail "no WAL figures for the sync: '$wal'"
+
 # Every process the harness started is gone with it.
 if pgrep -f "$tmp/" >/dev/null; then hgf_fail "bench/run left processes behind"; fi
 echo "PASS: bench"
