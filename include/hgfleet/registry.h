@@ -145,6 +145,10 @@ typedef struct hgf_registry_image {
     int rc;                   /* as in hgf_registry_result, from the step that failed */
     hgf_err err;
     long status;
+    int reference_fetched;    /* 1 once the GET of the manifest the reference names succeeded:
+                                 with rc set, a later step failed (the platform manifest, the
+                                 config, or what the bodies say), not the reference itself */
+    char reference_media_type[160]; /* that GET's Content-Type, as a HEAD would give it */
     char index_digest[80];    /* the index or manifest list the reference named, else "" */
     char platform[64];        /* "os/architecture[/variant]" of the entry picked, else "" */
     char manifest_digest[80]; /* the image manifest */

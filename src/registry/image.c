@@ -308,6 +308,11 @@ static void on_manifest(const hgf_registry_result *r, void *arg)
         return;
     }
     remember_basic(im, r);
+    if (!im->out.reference_fetched) {
+        im->out.reference_fetched = 1;
+        snprintf(im->out.reference_media_type, sizeof im->out.reference_media_type, "%s",
+                 r->media_type);
+    }
     if (!size_ok(im, r->digest, r->body_len))
         return;
     json_t *j = json_loadb(r->body, r->body_len, 0, NULL);

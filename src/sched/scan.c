@@ -20,7 +20,7 @@
     "policy expiring untagged images?). Keep the policy's untagged window at least as long " \
     "as the scan interval."
 
-#define HEAD_MAX_RETRIES 4
+#define MANIFEST_MAX_RETRIES 4
 
 /* A scan's own rows (its scans row, the image's config user) are written
  * through the bulk connections: the main one carries the job claims, which a
@@ -41,10 +41,10 @@ typedef struct hgf_scan {
     char proxy[512], media_type[160];
     int need_config;         /* the image's config user was never read */
     int token_refreshed;     /* a refused token was replaced once already */
-    int head_retries;
+    int manifest_retries;
     int already_ok;          /* this job's scan was stored by a run that died */
     int in_scanner;          /* hgf_scanner_scan runs for it */
-    ev_timer head_timer;     /* a HEAD retry */
+    ev_timer manifest_timer; /* a retry of the manifest's first request */
     /* the outcome, kept until it is stored */
     const char *fin_status;
     hgf_err fin_err;
@@ -66,7 +66,7 @@ static void drop_secret(char **p)
 
 static void job_free(scan_job *j)
 {
-    ev_timer_stop(j->rt->loop, &j->head_timer);
+    ev_timer_stop(j->rt->loop, &j->manifest_timer);
     json_decref(j->fin_result);
     drop_secret(&j->secret);
     drop_secret(&j->password);
@@ -274,13 +274,21 @@ static void judge_config(scan_job *j, const hgf_registry_image *img)
     }
 }
 
-/* A failed read stores nothing (the next scan tries again); the scan goes
- * on either way. */
+static int manifest_failed(scan_job *j, int rc, long status, const hgf_err *err);
+
+/* The manifest's GET stands for the HEAD here, so its failure is handled as
+ * the HEAD's would be. A failure after it (the platform manifest, the config)
+ * stores nothing, so the next scan tries again, and the scan goes on. */
 static void on_config(const hgf_registry_image *img, void *arg)
 {
     scan_job *j = arg;
     if (j->cancelled)
         return;
+    if (img->rc && !img->reference_fetched) {
+        manifest_failed(j, img->rc, img->status, &img->err);
+        return;
+    }
+    snprintf(j->media_type, sizeof j->media_type, "%s", img->reference_media_type);
     if (img->rc)
         hgf_log_warn("scan.config_failed", "registry=%s repository=%s digest=%s %s",
                      j->conn.reg.host, j->repo, j->digest, img->err.msg);
@@ -292,18 +300,15 @@ static void on_config(const hgf_registry_image *img, void *arg)
 static void read_config(scan_job *j)
 {
     hgf_buf auth = HGF_BUF_INIT;
-    hgf_buf_printf(&auth, "Basic %s", j->basic);
+    hgf_buf_printf(&auth, "Basic %s", j->basic ? j->basic : "");
     hgf_registry_req req = {.http = j->rt->http, .proxy_endpoint = j->proxy,
                             .authorization = auth.data, .repository = j->repo,
                             .reference = j->digest, .limit_key = j->conn.reg.host};
     hgf_err e;
     int rc = hgf_registry_image_config(&req, on_config, j, &e);
     hgf_secret_wipe_buf(&auth);
-    if (rc) {
-        hgf_log_warn("scan.config_failed", "registry=%s repository=%s digest=%s %s",
-                     j->conn.reg.host, j->repo, j->digest, e.msg);
-        run_scanner(j);
-    }
+    if (rc)
+        finish(j, "failed", &e, 0, NULL, NULL);
 }
 
 static void request_token(scan_job *j);
@@ -323,59 +328,74 @@ static void send_head(scan_job *j)
         finish(j, "failed", &e, 0, NULL, NULL);
 }
 
-static void on_head_timer(struct ev_loop *loop, ev_timer *w, int revents)
+/* The image's first registry request: a first scan GETs the manifest on its
+ * way to the config (a HEAD before it would ask for the same manifest
+ * twice); a later one only HEADs it. Either tells whether the image is
+ * there and the token is good. */
+static void send_manifest(scan_job *j)
 {
-    send_head(w->data);
+    if (j->need_config)
+        read_config(j);
+    else
+        send_head(j);
+}
+
+static void on_manifest_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    send_manifest(w->data);
 }
 
 /* A registry that throttles (429), fails (5xx) or drops the connection is
  * asked again after the SDKs' backoff, as ECR's own API calls are. */
-static int retry_head(scan_job *j, const hgf_registry_result *r)
+static int retry_manifest(scan_job *j, int rc, long status)
 {
-    int transient = r->status == 429 || r->status >= 500 || (r->rc == HGF_EHTTP && !r->status);
-    if (!transient || j->head_retries >= HEAD_MAX_RETRIES)
+    int transient = status == 429 || status >= 500 || (rc == HGF_EHTTP && !status);
+    if (!transient || j->manifest_retries >= MANIFEST_MAX_RETRIES)
         return 0;
-    double delay = hgf_awsctl_backoff(j->head_retries++, (double)rand() / RAND_MAX);
-    ev_timer_set(&j->head_timer, delay, 0.);
-    ev_timer_start(j->rt->loop, &j->head_timer);
+    double delay = hgf_awsctl_backoff(j->manifest_retries++, (double)rand() / RAND_MAX);
+    ev_timer_set(&j->manifest_timer, delay, 0.);
+    ev_timer_start(j->rt->loop, &j->manifest_timer);
     return 1;
 }
 
-static void on_manifest(const hgf_registry_result *r, void *arg)
+/* 0 when the manifest's first request succeeded; else it is retried, or the
+ * image is gone, or the token is replaced, or the job ends, and 1. */
+static int manifest_failed(scan_job *j, int rc, long status, const hgf_err *err)
 {
-    scan_job *j = arg;
-    if (j->cancelled)
-        return;
-    if (r->rc && retry_head(j, r))
-        return;
-    if (r->rc == HGF_ENOTFOUND) {
+    if (!rc)
+        return 0;
+    if (retry_manifest(j, rc, status))
+        return 1;
+    if (rc == HGF_ENOTFOUND) {
         hgf_err e;
         hgf_err_set(&e, HGF_ENOTFOUND, "%s", GONE_REMEDY);
         hgf_log_info("scan.gone", "registry=%s repository=%s digest=%s", j->conn.reg.host,
                      j->repo, j->digest);
         finish(j, "skipped", &e, 0, NULL, NULL);
-        return;
+        return 1;
     }
-    if (r->rc && (r->status == 401 || r->status == 403) && !j->token_refreshed) {
+    if ((status == 401 || status == 403) && !j->token_refreshed) {
         /* A registry refuses an expired token as it refuses a missing
          * permission: a fresh token tells the two apart. */
         j->token_refreshed = 1;
         hgf_credmgr_invalidate_ecr_token(j->rt->creds, &j->spec, j->conn.reg.account_id,
                                          j->ecr_endpoint, j->basic);
         request_token(j);
-        return;
+        return 1;
     }
-    if (r->rc) {
-        if (r->status == 401 || r->status == 403)
-            store_diagnosis(j, &r->err, r->status);
-        finish(j, "failed", &r->err, r->rc == HGF_EHTTP || r->status >= 500, NULL, NULL);
+    if (status == 401 || status == 403)
+        store_diagnosis(j, err, status);
+    finish(j, "failed", err, rc == HGF_EHTTP || status >= 500, NULL, NULL);
+    return 1;
+}
+
+static void on_manifest(const hgf_registry_result *r, void *arg)
+{
+    scan_job *j = arg;
+    if (j->cancelled || manifest_failed(j, r->rc, r->status, &r->err))
         return;
-    }
     snprintf(j->media_type, sizeof j->media_type, "%s", r->media_type);
-    if (j->need_config)
-        read_config(j);
-    else
-        run_scanner(j);
+    run_scanner(j);
 }
 
 static int decode_password(scan_job *j, const char *token, hgf_err *err)
@@ -412,7 +432,7 @@ static void on_token(int rc, const hgf_err *err, const char *token, const char *
     }
     j->basic = strdup(token);
     snprintf(j->proxy, sizeof j->proxy, "%s", proxy);
-    send_head(j);
+    send_manifest(j);
 }
 
 static void request_token(scan_job *j)
@@ -544,8 +564,8 @@ int hgf_scan_start(hgf_runtime *rt, int64_t job_id, json_t *payload, hgf_scan_do
     j->rt = rt;
     j->cb = cb;
     j->arg = arg;
-    ev_init(&j->head_timer, on_head_timer);
-    j->head_timer.data = j;
+    ev_init(&j->manifest_timer, on_manifest_timer);
+    j->manifest_timer.data = j;
     int rc = rt->scanner ? copy_payload(j, payload, err)
                          : hgf_err_set(err, HGF_EINPUT, "no scanner configured");
     if (!rc)
@@ -562,7 +582,7 @@ void hgf_scan_cancel(hgf_scan *j)
     if (!j)
         return;
     j->cancelled = 1;
-    ev_timer_stop(j->rt->loop, &j->head_timer);
+    ev_timer_stop(j->rt->loop, &j->manifest_timer);
 }
 
 void hgf_scan_free(hgf_scan *j)

@@ -80,6 +80,20 @@ drop() { "$H" connection remove "$1" --purge >/dev/null; }
 # Row 1: repos enumerate, but scans fail with denied.
 add "$regA" --access-key-id AKIALISTONLY00000001 --secret-access-key-file "$tmp/s1"
 diagnose "$regA" pull_denied "ecr:BatchGetImage"
+# A sweep's first scans GET the manifest (no HEAD first): the 403 still gets
+# one fresh token, then fails the scan and stores the same diagnosis.
+hgf_psql "$HGFLEET_DATABASE_URL" -c "update connections set last_diagnosis = null" >/dev/null
+curl -fsS -X DELETE "$sim/_sim/stats" >/dev/null
+"$H" sweep --wait --json >"$tmp/sweep.out" 2>"$tmp/sweep.err" || true
+scans=$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select count(*) || ' ' || count(*) filter (where status = 'failed' and error like '%DENIED%') from scans")
+[[ ${scans% *} -gt 0 && ${scans% *} == "${scans#* }" ]] ||
+  hgf_fail "the scans of a list-only principal are not all failed as DENIED: $scans"
+hgf_assert_eq pull_denied "$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select last_diagnosis->>'code' from connections")" \
+  "a failed scan stores the pull diagnosis"
+stats=$(curl -fsS "$sim/_sim/stats")
+hgf_assert_eq 0 "$(jq '.calls["registry:HeadManifest"].calls // 0' <<<"$stats")" "manifest HEADs of first scans"
+hgf_assert_eq $(( 2 * ${scans% *} )) "$(jq '.calls["registry:GetManifest"].calls' <<<"$stats")" \
+  "manifest GETs: each scan's, then once more with a fresh token"
 drop "$regA"
 
 # Row 2: test connection succeeds, sync produces zero repos (wrong region).

@@ -95,6 +95,12 @@ hgf_assert_eq "$(db "select count(*) from repositories r join connections c on c
   "denied lifecycle policies are those of the denied account"
 hgf_assert_eq 0 "$(db "select count(*) from images where deleted_at is null and config_kind is null")" \
   "images whose config the sweep's scans did not read"
+# A first scan GETs the manifest on its way to the config: the GET answers
+# what a HEAD would (gone? token good?), so no HEAD goes before it.
+hgf_assert_eq 0 "$(calls registry:HeadManifest)" "manifest HEADs of first scans"
+scanned=$(db "select count(*) from scans where status = 'ok'")
+(( $(calls registry:GetManifest) >= scanned && scanned > 0 )) ||
+  hgf_fail "$(calls registry:GetManifest) manifest GETs for $scanned scanned images"
 curl -fsS "$sim_url/_sim/truth" >"$tmp/truth.json"
 python3 - "$tmp/truth.json" "$tmp/r.json" "$(acct 2)" \
   "$(for k in "${!schedule[@]}"; do printf '%s=%s,' "$k" "${schedule[$k]}"; done)" <<'PY'

@@ -350,8 +350,9 @@ struct got {
 
 struct gotimg {
     struct fix *f;
-    int called, rc;
+    int called, rc, ref_fetched;
     char msg[1024], index[80], platform[64], manifest[80], config_digest[80], user[32], media[160];
+    char ref_media[160];
 };
 
 static void on_result(const hgf_registry_result *r, void *arg)
@@ -384,6 +385,8 @@ static void on_image(const hgf_registry_image *img, void *arg)
     snprintf(g->manifest, sizeof g->manifest, "%s", img->manifest_digest);
     snprintf(g->config_digest, sizeof g->config_digest, "%s", img->config_digest);
     snprintf(g->media, sizeof g->media, "%s", img->media_type);
+    g->ref_fetched = img->reference_fetched;
+    snprintf(g->ref_media, sizeof g->ref_media, "%s", img->reference_media_type);
     const char *u = json_string_value(json_object_get(json_object_get(img->config, "config"), "User"));
     snprintf(g->user, sizeof g->user, "%s", u ? u : "");
     if (!img->rc) {
@@ -976,6 +979,9 @@ static void test_image_config_index(void **state)
     assert_string_equal(g.manifest, f->im.man_amd);
     assert_string_equal(g.config_digest, f->im.cfg_amd);
     assert_string_equal(g.media, OCI_MANIFEST);
+    /* What the tag names, as a HEAD of it would say: the index. */
+    assert_int_equal(g.ref_fetched, 1);
+    assert_string_equal(g.ref_media, OCI_INDEX);
     assert_int_equal(counter(f, &f->s.token_hits), 1);  /* one token for all three steps */
     assert_int_equal(counter(f, &f->s.reg_401), 1);
     assert_string_equal(f->s.store_auth, "none");
@@ -991,6 +997,7 @@ static void test_image_config_index(void **state)
     assert_string_equal(g.platform, "");
     assert_string_equal(g.manifest, f->im.man_amd);
     assert_string_equal(g.user, "1000");
+    assert_string_equal(g.ref_media, OCI_MANIFEST);
 }
 
 static void test_image_config_errors(void **state)
@@ -1000,14 +1007,20 @@ static void test_image_config_errors(void **state)
     fetch_image(f, "open", "badsize", NULL, &g);
     assert_int_equal(g.rc, HGF_EHTTP);
     assert_non_null(strstr(g.msg, "descriptor says"));
+    /* The index itself came: the platform manifest is what failed. */
+    assert_int_equal(g.ref_fetched, 1);
+    assert_string_equal(g.ref_media, OCI_INDEX);
 
     fetch_image(f, "open", "missing", NULL, &g);
     assert_int_equal(g.rc, HGF_ENOTFOUND);
     assert_non_null(strstr(g.msg, "MANIFEST_UNKNOWN"));
+    assert_int_equal(g.ref_fetched, 0);
+    assert_string_equal(g.ref_media, "");
 
     fetch_image(f, "basic", "multi", &WRONG_AUTH, &g);
     assert_int_equal(g.rc, HGF_EAWS);
     assert_non_null(strstr(g.msg, "UNAUTHORIZED"));
+    assert_int_equal(g.ref_fetched, 0);
 
     /* A config served as a manifest: shaped like one ("config" is an
      * object) but without a descriptor in it. */
