@@ -29,7 +29,7 @@ typedef struct hgf_scan hgf_scan;
 
 /* Starts scan job `job_id` from its payload {connection_id, image_id,
  * repository, digest, tag?}. Asynchronous from the first statement, so it may
- * be called from loop callbacks; cb runs later, never from inside this call.
+ * be called from loop callbacks; attempt is the job's (its lease's) attempt; cb runs later, never from inside this call.
  * A job that already stored an ok scan (its replica died before marking it
  * done) ends ok at once, without scanning again. *out (when out is not
  * NULL) is the running scan, valid until its callback returns or, once
@@ -38,11 +38,11 @@ typedef struct hgf_scan hgf_scan;
  * The scan does not wait for a per-registry slot: its caller bounds how many
  * scans of one registry run at once (the worker pool, by
  * hgf_scan_connection, at HGFLEET_SCANS_PER_REGISTRY). */
-int hgf_scan_start(hgf_runtime *rt, int64_t job_id, json_t *payload, hgf_scan_done_cb cb,
-                   void *arg, hgf_scan **out, hgf_err *err);
+int hgf_scan_start(hgf_runtime *rt, int64_t job_id, int attempt, json_t *payload,
+                   hgf_scan_done_cb cb, void *arg, hgf_scan **out, hgf_err *err);
 
 /* Stops a running scan (from the loop, never from its own callback): its
- * callback never runs, its HEAD retry timer stops, it sends and writes
+ * callback never runs, its manifest retry timer stops, it sends and writes
  * nothing more, and what it still has in flight (the token fetch, registry
  * requests, the scanner, statements) finds it cancelled when it ends. The
  * caller now owns it and frees it with hgf_scan_free once none of those can

@@ -36,6 +36,7 @@ typedef struct hgf_scan {
     char *secret;
     char repo[257], digest[80], tag[300], ecr_endpoint[256];
     int64_t image_id, scan_id;
+    int attempt;             /* the job's attempt this run holds the lease for */
     char *password;          /* decoded from the ECR token */
     char *basic;             /* the token as given (base64 "AWS:<password>") */
     char proxy[512], media_type[160];
@@ -157,12 +158,17 @@ static void finish(scan_job *j, const char *status, const hgf_err *err, int retr
     j->fin_result = scan_result(j, status);
     if (summary)
         json_object_set_new(j->fin_result, "summary", summary);
-    const char *p[] = {sid, status, sum_text, rep_text, err ? err->msg : NULL, j->rt->owner, iid};
+    char att[16];
+    snprintf(att, sizeof att, "%d", j->attempt);
+    const char *p[] = {sid,   status, sum_text, rep_text, err ? err->msg : NULL, j->rt->owner,
+                       iid,   att};
     /* One statement: a vanished image is marked deleted before the outcome
      * is reported (two bulk statements could commit in either order). The
      * scan row is fenced by the lease: a run whose job was taken over (its
      * lease expired during a database outage while it scanned) stores
-     * nothing, so a digest is never stored as scanned twice. */
+     * nothing, so a digest is never stored as scanned twice. The attempt
+     * too: the same replica may hold the job again, and a stale run whose
+     * open came late has a row of its own. */
     int rc = hgf_store_query_bulk(j->rt->store,
                                   "WITH gone AS (UPDATE images SET deleted_at = "
                                   "coalesce(deleted_at, now()) WHERE id = $7 AND $2 = 'skipped') "
@@ -170,8 +176,9 @@ static void finish(scan_job *j, const char *status, const hgf_err *err, int retr
                                   "summary = $3::jsonb, report = $4::jsonb, error = $5 "
                                   "WHERE id = $1 AND (scans.job_id IS NULL OR EXISTS "
                                   "(SELECT 1 FROM jobs WHERE jobs.id = scans.job_id "
-                                  "AND jobs.state = 'running' AND jobs.lease_owner = $6))",
-                                  7, p, on_recorded, j);
+                                  "AND jobs.state = 'running' AND jobs.lease_owner = $6 "
+                                  "AND jobs.attempts = $8::int))",
+                                  8, p, on_recorded, j);
     free(sum_text);
     free(rep_text);
     if (rc) {
@@ -555,13 +562,14 @@ static int open_scan(scan_job *j, int64_t job_id, hgf_err *err)
     return rc ? hgf_err_set(err, rc, "the database is unreachable") : 0;
 }
 
-int hgf_scan_start(hgf_runtime *rt, int64_t job_id, json_t *payload, hgf_scan_done_cb cb,
-                   void *arg, hgf_scan **out, hgf_err *err)
+int hgf_scan_start(hgf_runtime *rt, int64_t job_id, int attempt, json_t *payload,
+                   hgf_scan_done_cb cb, void *arg, hgf_scan **out, hgf_err *err)
 {
     scan_job *j = calloc(1, sizeof *j);
     if (!j)
         return hgf_err_set(err, HGF_ENOMEM, "out of memory");
     j->rt = rt;
+    j->attempt = attempt;
     j->cb = cb;
     j->arg = arg;
     ev_init(&j->manifest_timer, on_manifest_timer);

@@ -87,7 +87,7 @@ static int exec_scan(hgf_runtime *rt, const hgf_job *job, hgf_worker_job *wj, vo
                      hgf_err *err)
 {
     hgf_scan *s = NULL;
-    int rc = hgf_scan_start(rt, job->id, job->payload, on_scan_done, wj, &s, err);
+    int rc = hgf_scan_start(rt, job->id, job->attempts, job->payload, on_scan_done, wj, &s, err);
     *run = s;
     return rc;
 }
