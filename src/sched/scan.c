@@ -490,19 +490,26 @@ static void end_already_ok(scan_job *j)
 /* The connection, and the job's own ok scan if a run that died stored one
  * (else its row an interrupted run left queued, sql/015, else a new row), in
  * one round trip sent from the loop: a start never waits on the database, so
- * a burst of claimed jobs starts at once. The last three columns follow
- * HGF_CONN_COLUMNS. */
+ * a burst of claimed jobs starts at once. A run whose job has passed to
+ * another run (its lease expired while this open waited) opens no row: the
+ * newer run opens its own, and two rows would each store a scan. The last
+ * four columns follow HGF_CONN_COLUMNS. */
 static const char OPEN_SQL[] =
     "WITH c AS (SELECT %s FROM connections WHERE id = $4::bigint AND removed_at IS NULL), "
+    "l AS (SELECT $3::bigint IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $3::bigint "
+    " AND state = 'running' AND lease_owner = $5 AND attempts = $6::int) AS held), "
     "done AS (SELECT id FROM scans WHERE job_id = $3::bigint AND status = 'ok' LIMIT 1), "
     "again AS (UPDATE scans SET status = 'running', scanner = $2, started_at = now() "
     " WHERE id = (SELECT max(id) FROM scans WHERE job_id = $3::bigint AND status = 'queued') "
-    " AND NOT EXISTS (SELECT 1 FROM done) AND EXISTS (SELECT 1 FROM c) RETURNING id), "
+    " AND NOT EXISTS (SELECT 1 FROM done) AND EXISTS (SELECT 1 FROM c) "
+    " AND (SELECT held FROM l) RETURNING id), "
     "ins AS (INSERT INTO scans (image_id, scanner, status, started_at, job_id) "
     " SELECT $1, $2, 'running', now(), $3::bigint WHERE NOT EXISTS (SELECT 1 FROM done) "
-    " AND NOT EXISTS (SELECT 1 FROM again) AND EXISTS (SELECT 1 FROM c) RETURNING id) "
+    " AND NOT EXISTS (SELECT 1 FROM again) AND EXISTS (SELECT 1 FROM c) "
+    " AND (SELECT held FROM l) RETURNING id) "
     "SELECT c.*, coalesce((SELECT id FROM ins), (SELECT id FROM again), (SELECT id FROM done)), "
-    " (SELECT config_read_at IS NULL FROM images WHERE id = $1), EXISTS (SELECT 1 FROM done) "
+    " (SELECT config_read_at IS NULL FROM images WHERE id = $1), EXISTS (SELECT 1 FROM done), "
+    " (SELECT held FROM l) "
     "FROM c";
 
 static int prepare(scan_job *j, const PGresult *r, hgf_err *err)
@@ -511,9 +518,12 @@ static int prepare(scan_job *j, const PGresult *r, hgf_err *err)
     if (PQntuples(r) == 0)
         return hgf_err_set(err, HGF_ENOTFOUND, "no connection with id %lld",
                            (long long)j->conn.id);
-    j->scan_id = atoll(PQgetvalue(r, 0, last - 2));
-    j->need_config = !strcmp(PQgetvalue(r, 0, last - 1), "t");
-    j->already_ok = !strcmp(PQgetvalue(r, 0, last), "t");
+    if (strcmp(PQgetvalue(r, 0, last), "t"))
+        return hgf_err_set(err, HGF_EDB,
+                           "scan not opened: this job's lease has passed to another run");
+    j->scan_id = atoll(PQgetvalue(r, 0, last - 3));
+    j->need_config = !strcmp(PQgetvalue(r, 0, last - 2), "t");
+    j->already_ok = !strcmp(PQgetvalue(r, 0, last - 1), "t");
     int rc = hgf_conn_from_row(r, 0, &j->conn, err);
     if (!rc)
         rc = hgf_conntest_auth_spec(j->rt, &j->conn, &j->spec, &j->secret, err);
@@ -551,14 +561,16 @@ static void on_opened(PGresult *res, const hgf_err *db_err, void *arg)
 
 static int open_scan(scan_job *j, int64_t job_id, hgf_err *err)
 {
-    char sql[sizeof OPEN_SQL + 1024], iid[24], jid[24], cid[24];
+    char sql[sizeof OPEN_SQL + 1024], iid[24], jid[24], cid[24], att[16];
     if (snprintf(sql, sizeof sql, OPEN_SQL, HGF_CONN_COLUMNS) >= (int)sizeof sql)
         return hgf_err_set(err, HGF_EFAIL, "scan: connection columns outgrew the query buffer");
     snprintf(iid, sizeof iid, "%lld", (long long)j->image_id);
     snprintf(jid, sizeof jid, "%lld", (long long)job_id);
     snprintf(cid, sizeof cid, "%lld", (long long)j->conn.id);
-    const char *p[] = {iid, hgf_scanner_name(j->rt->scanner), job_id ? jid : NULL, cid};
-    int rc = hgf_store_query_bulk(j->rt->store, sql, 4, p, on_opened, j);
+    snprintf(att, sizeof att, "%d", j->attempt);
+    const char *p[] = {iid, hgf_scanner_name(j->rt->scanner), job_id ? jid : NULL, cid,
+                       j->rt->owner, att};
+    int rc = hgf_store_query_bulk(j->rt->store, sql, 6, p, on_opened, j);
     return rc ? hgf_err_set(err, rc, "the database is unreachable") : 0;
 }
 
