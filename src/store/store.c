@@ -458,9 +458,11 @@ static void listen_done(PGresult *res, const hgf_err *err, void *arg)
 {
     const hgf_store *s = arg;
     hgf_err e;
-    if (err && !s->closing)
-        hgf_log_warn("store.listen", "%s", err->msg);
-    else if (hgf_store_check(res, &e))
+    if (err) {
+        /* A LISTEN cut off by close() is no news. */
+        if (!s->closing)
+            hgf_log_warn("store.listen", "%s", err->msg);
+    } else if (hgf_store_check(res, &e))
         hgf_log_warn("store.listen", "%s", e.msg);
     PQclear(res);
 }
