@@ -58,7 +58,8 @@ typedef struct hgf_jobs_claim_opts {
     const int64_t *ids;        /* and only among these (but see below), or NULL for any */
     int n_ids;
     int limit;                 /* jobs of any priority */
-    int ahead;                 /* and up to this many more of at least ahead_min_priority */
+    int ahead;                 /* and up to this many more of at least ahead_min_priority
+                                * (without ids only: a drain claims no push scans ahead) */
     int ahead_min_priority;
     int64_t batch;             /* with ids: also this batch's queued jobs; 0 for none */
 } hgf_jobs_claim_opts;

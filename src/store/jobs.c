@@ -166,52 +166,70 @@ static int kinds_array(const char *const *kinds, int n, hgf_buf *out)
     return 0;
 }
 
-/* The first $5 claimable jobs, plus the first $5 + $6 of priority >= $7: the
- * second part reads only the jobs_claim index's high-priority end, so asking
- * for push scans ahead never locks a backlog of sweep scans. */
+/* A claim is one of two statements, so that each plans only what it can
+ * use: PostgreSQL plans a claim on every call (a generic plan made while
+ * `jobs` is nearly empty reads the wrong index once it is not; see
+ * docs/benchmarks.md), and planning grows with every reference to `jobs`
+ * and its partial indexes.
+ *
+ * A pool that works any job claims ANY_CLAIM_SQL: the first $4 claimable
+ * jobs, plus the first $4 + $5 of priority >= $6. The second part reads only
+ * the jobs_claim index's high-priority end, so asking for push scans ahead
+ * never locks a backlog of sweep scans. */
 #define CLAIMABLE                                                                  \
     "SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now()"               \
-    " AND kind = ANY($3::text[]) AND ($4::bigint[] IS NULL OR id = ANY($4))"
+    " AND kind = ANY($3::text[])"
 
-/* A sweep's job among $4 (`sweep --wait`) brings in the jobs its current
- * phase waits for, read through their tag from the jobs_sweep_live index in
- * its run_at order, never listed as ids: the claim costs the same at ten
- * scans as at a million. The subqueries hand the index its sweep and kind as
- * values; a join would leave a sort of every job of the sweep. Phases as in
- * sql/006; 'start' and 'done' wait for no job. */
-#define SWEEP_PHASE_JOBS                                                                   \
-    " waited AS (SELECT s.id, CASE s.phase WHEN 'syncing' THEN 'sync'"                    \
-    "   WHEN 'scanning' THEN 'scan' END AS kind"                                           \
-    "   FROM jobs j JOIN sweeps s ON s.id = (j.payload->>'sweep_id')::bigint"              \
-    "   WHERE j.id = ANY($4) AND j.kind = 'sweep' AND s.status = 'running' LIMIT 1),"      \
-    " phase_job AS (SELECT id FROM jobs WHERE sweep_id = (SELECT id FROM waited)"          \
-    "   AND kind = (SELECT kind FROM waited) AND state = 'queued' AND run_at <= now()"     \
-    "   AND kind = ANY($3::text[]) ORDER BY run_at LIMIT $5::int FOR UPDATE SKIP LOCKED)"
-
-/* The batch of `sync --wait` ($8, NULL for none): its queued jobs, read
- * from the jobs_batch_live index in run_at order, however many jobs the
- * batch or the queue holds. */
-#define BATCH_JOBS                                                                         \
-    " batch_job AS (SELECT id FROM jobs WHERE batch_id = $8::bigint AND state = 'queued'"  \
-    "   AND run_at <= now() AND kind = ANY($3::text[]) ORDER BY run_at LIMIT $5::int"      \
-    "   FOR UPDATE SKIP LOCKED)"
-
-/* phase_job, then batch_job, fill what any_job left of the $5, and only the
- * rows read from them are locked. */
-static const char CLAIM_SQL[] =
-    "WITH any_job AS (" CLAIMABLE " ORDER BY priority DESC, run_at, id LIMIT $5::int"
-    " FOR UPDATE SKIP LOCKED),"
-    " urgent AS (" CLAIMABLE " AND priority >= $7::int ORDER BY priority DESC, run_at, id"
-    " LIMIT $5::int + $6::int FOR UPDATE SKIP LOCKED),"
-    SWEEP_PHASE_JOBS ","
-    BATCH_JOBS
-    " UPDATE jobs SET state = 'running', lease_owner = $1, attempts = attempts + 1,"
-    " lease_expires_at = now() + make_interval(secs => $2::int), updated_at = now(),"
+#define LEASE_SET                                                                          \
+    " UPDATE jobs SET state = 'running', lease_owner = $1, attempts = attempts + 1,"      \
+    " lease_expires_at = now() + make_interval(secs => $2::int), updated_at = now(),"     \
     " claimed_at = coalesce(claimed_at, clock_timestamp())"
-    " WHERE id IN (SELECT id FROM any_job UNION SELECT id FROM urgent"
+
+#define CLAIMED " RETURNING id, kind, payload::text, attempts, max_attempts, priority"
+
+static const char ANY_CLAIM_SQL[] =
+    "WITH any_job AS (" CLAIMABLE " ORDER BY priority DESC, run_at, id LIMIT $4::int"
+    " FOR UPDATE SKIP LOCKED),"
+    " urgent AS (" CLAIMABLE " AND priority >= $6::int ORDER BY priority DESC, run_at, id"
+    " LIMIT $4::int + $5::int FOR UPDATE SKIP LOCKED)"
+    LEASE_SET
+    " WHERE id IN (SELECT id FROM any_job UNION SELECT id FROM urgent)"
+    CLAIMED;
+
+/* A drain (`sweep --wait`, `sync --wait`) claims IDS_CLAIM_SQL: its own jobs
+ * among $4, then the work they stand for.
+ *
+ * A sweep's job among $4 brings in the jobs its current phase waits for,
+ * read through their tag from the jobs_sweep_live index in its run_at order,
+ * never listed as ids: the claim costs the same at ten scans as at a million.
+ * The subqueries hand the index its sweep and kind as values; a join would
+ * leave a sort of every job of the sweep. Phases as in sql/006; 'start' and
+ * 'done' wait for no job.
+ *
+ * The batch of `sync --wait` ($6, NULL for none): its queued jobs, read from
+ * the jobs_batch_live index in run_at order, however many jobs the batch or
+ * the queue holds.
+ *
+ * phase_job, then batch_job, fill what own_job left of the $5, and only the
+ * rows read from them are locked. */
+static const char IDS_CLAIM_SQL[] =
+    "WITH own_job AS (" CLAIMABLE " AND id = ANY($4::bigint[])"
+    " ORDER BY priority DESC, run_at, id LIMIT $5::int FOR UPDATE SKIP LOCKED),"
+    " waited AS (SELECT s.id, CASE s.phase WHEN 'syncing' THEN 'sync'"
+    "   WHEN 'scanning' THEN 'scan' END AS kind"
+    "   FROM jobs j JOIN sweeps s ON s.id = (j.payload->>'sweep_id')::bigint"
+    "   WHERE j.id = ANY($4) AND j.kind = 'sweep' AND s.status = 'running' LIMIT 1),"
+    " phase_job AS (SELECT id FROM jobs WHERE sweep_id = (SELECT id FROM waited)"
+    "   AND kind = (SELECT kind FROM waited) AND state = 'queued' AND run_at <= now()"
+    "   AND kind = ANY($3::text[]) ORDER BY run_at LIMIT $5::int FOR UPDATE SKIP LOCKED),"
+    " batch_job AS (SELECT id FROM jobs WHERE batch_id = $6::bigint AND state = 'queued'"
+    "   AND run_at <= now() AND kind = ANY($3::text[]) ORDER BY run_at LIMIT $5::int"
+    "   FOR UPDATE SKIP LOCKED)"
+    LEASE_SET
+    " WHERE id IN (SELECT id FROM own_job"
     " UNION (SELECT id FROM (SELECT id FROM phase_job UNION ALL SELECT id FROM batch_job) w"
-    " LIMIT $5::int - (SELECT count(*) FROM any_job)))"
-    " RETURNING id, kind, payload::text, attempts, max_attempts, priority";
+    " LIMIT $5::int - (SELECT count(*) FROM own_job)))"
+    CLAIMED;
 
 int hgf_jobs_claim(hgf_store *s, const hgf_jobs_claim_opts *o, hgf_jobs_claim_cb cb, void *arg)
 {
@@ -228,9 +246,11 @@ int hgf_jobs_claim(hgf_store *s, const hgf_jobs_claim_opts *o, hgf_jobs_claim_cb
     claim_ctx *c = rc ? NULL : malloc(sizeof *c);
     if (c) {
         *c = (claim_ctx){cb, arg};
-        const char *p[] = {o->owner, lease, kinds.data, o->ids ? ids.data : NULL, lim, ahead,
-                           prio, o->batch ? batch : NULL};
-        rc = hgf_store_query(s, CLAIM_SQL, 8, p, claimed, c);
+        const char *any[] = {o->owner, lease, kinds.data, lim, ahead, prio};
+        const char *own[] = {o->owner, lease, kinds.data, ids.data, lim,
+                             o->batch ? batch : NULL};
+        rc = o->ids ? hgf_store_query(s, IDS_CLAIM_SQL, 6, own, claimed, c)
+                    : hgf_store_query(s, ANY_CLAIM_SQL, 6, any, claimed, c);
         if (rc)
             free(c);
     } else if (!rc) {

@@ -7,7 +7,7 @@
 #      array, within a buffer budget a walk of the sweep's jobs exceeds a
 #      hundredfold; and their answers are right (a scan parked in a long
 #      backoff is not waited for; a phase waits only for its kind);
-#  (a') the claim of `sweep --wait`'s pool (CLAIM_SQL in jobs.c), which names
+#  (a') the claim of `sweep --wait`'s pool (IDS_CLAIM_SQL in jobs.c), which names
 #      only the sweep's job: on a sweep of 200,000 queued scans it reads
 #      jobs_sweep_live, no Seq Scan of jobs, and no more buffers than for a
 #      sweep of 10 plus a few; it takes the sweep's job and the jobs of its
@@ -32,7 +32,7 @@ hgf_expect_exit 0 "$H" migrate
 
 live_sql=$(hgf_c_sql src/sched/sweep.c LIVE_SQL)
 progress_sql=$(hgf_c_sql src/sched/sweep_wait.c SCAN_PROGRESS_SQL)
-claim_sql=$(hgf_c_sql src/store/jobs.c CLAIM_SQL)
+claim_sql=$(hgf_c_sql src/store/jobs.c IDS_CLAIM_SQL)
 
 # --- (a) the statements on a big sweep --------------------------------------
 # Sweep 7 is scanning: 200,000 scans finished (50 failed), 1,000 live spread
@@ -95,12 +95,12 @@ hgf_assert_eq "t f" "$(live 8 sync) $(live 8 scan)" \
 # --- (a') the claim of `sweep --wait`'s pool ----------------------------------
 job9=$(db "select id from jobs where kind = 'sweep' and payload->>'sweep_id' = '9'")
 job10=$(db "select id from jobs where kind = 'sweep' and payload->>'sweep_id' = '10'")
-claim_types="text, int, text[], bigint[], int, int, int, bigint"
+claim_types="text, int, text[], bigint[], int, bigint"
 # claim_args JOB LIMIT: the parameters the pool of `sweep --wait` on JOB sends.
-claim_args() { printf "'test', 60, '{sync,scan,sweep}', '{%s}', %s, 0, 10, NULL" "$1" "$2"; }
+claim_args() { printf "'test', 60, '{sync,scan,sweep}', '{%s}', %s, NULL" "$1" "$2"; }
 
-# The plan of a claim of 4, rolled back. Only the custom plan: the claim is
-# sent unnamed (PQsendQueryParams), so it is always planned with its values.
+# The plan of a claim of 4, rolled back. Only the custom plan: PostgreSQL
+# plans the claim with its values on every call (src/store/jobs.c).
 claim_plan() {
   db "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan;
       PREPARE c($claim_types) AS $claim_sql;

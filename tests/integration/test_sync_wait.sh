@@ -3,7 +3,7 @@
 # never through the list of their ids (issue #8):
 #  (a) on a queue of 4,000 syncs in one batch beside 200,000 other live jobs
 #      (100,000 of them push scans queued ahead of every sync in jobs_claim's
-#      order), the claim its pool sends (CLAIM_SQL in jobs.c, with its
+#      order), the claim its pool sends (IDS_CLAIM_SQL in jobs.c, with its
 #      parameters: no ids, the batch) reads jobs_batch_live, no Seq Scan of
 #      jobs, and no more buffers than for a batch of 10 plus a few; the check
 #      of what is still live (BATCH_LIVE_SQL) is one index probe; and what
@@ -30,7 +30,7 @@ export HGFLEET_DATABASE_URL HGFLEET_MASTER_KEY
 db() { hgf_psql "$HGFLEET_DATABASE_URL" -c "$1"; }
 hgf_expect_exit 0 "$H" migrate
 
-claim_sql=$(hgf_c_sql src/store/jobs.c CLAIM_SQL)
+claim_sql=$(hgf_c_sql src/store/jobs.c IDS_CLAIM_SQL)
 live_sql=$(hgf_c_sql src/store/jobs.c BATCH_LIVE_SQL)
 
 # --- (a) the statements on a big queue ----------------------------------------
@@ -63,13 +63,13 @@ running_scan=$(db "select min(id) from jobs where kind = 'scan' and state = 'run
 hgf_assert_eq t "$(run "bigint, bigint[]" "$live_sql" "6, '{$running_scan}'")" \
   "a live job named beside the batch keeps the wait going"
 
-claim_types="text, int, text[], bigint[], int, int, int, bigint"
+claim_types="text, int, text[], bigint[], int, bigint"
 # claim_args IDS LIMIT BATCH: the parameters a pool sends; `sync --wait`'s
 # names no id but those held in another batch, and its batch.
-claim_args() { printf "'test', 60, '{sync,scan,sweep}', %s, %s, 0, 10, %s" "$1" "$2" "$3"; }
+claim_args() { printf "'test', 60, '{sync,scan,sweep}', %s, %s, %s" "$1" "$2" "$3"; }
 
-# The plan of a claim of 4, rolled back. Only the custom plan: the claim is
-# sent unnamed (PQsendQueryParams), so it is always planned with its values.
+# The plan of a claim of 4, rolled back. Only the custom plan: PostgreSQL
+# plans the claim with its values on every call (src/store/jobs.c).
 claim_plan() {
   db "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan;
       PREPARE c($claim_types) AS $claim_sql;
@@ -104,8 +104,14 @@ hgf_assert_eq "sync|8|5|1 " "$(claimed "'{$other}'" 4 7 "UPDATE jobs SET run_at 
     interval '1 hour' WHERE batch_id = 7;")" "a batch's job in a retry backoff is not claimed"
 hgf_assert_eq "" "$(claimed "'{}'" 4 7 "UPDATE jobs SET state = 'running' WHERE batch_id = 7;")" \
   "a batch's running jobs are not claimed again"
-hgf_assert_eq "scan|-|10|4 " "$(claimed NULL 4 NULL)" \
-  "a server's claim (no ids, no batch) takes the queue's first jobs, none for a batch"
+# A server's pool names no ids and claims ANY_CLAIM_SQL: 4, and none ahead.
+any_sql=$(hgf_c_sql src/store/jobs.c ANY_CLAIM_SQL)
+ids=$(db "BEGIN; PREPARE a(text, int, text[], int, int, int) AS $any_sql;
+          EXECUTE a('test', 60, '{sync,scan,sweep}', 4, 0, 10); ROLLBACK;" | cut -d'|' -f1 |
+      paste -sd, -)
+hgf_assert_eq "scan|-|10|4 " "$(db "SELECT kind, coalesce(batch_id::text, '-'), priority, count(*)
+    FROM jobs WHERE id IN (${ids:-0}) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3" | tr '\n' ' ')" \
+  "a server's claim takes the queue's first jobs, none for a batch"
 
 # --- (b) real runs ------------------------------------------------------------
 HGFLEET_DATABASE_URL=$(hgf_new_db sync_wait_b)
