@@ -143,6 +143,55 @@ hgf_wait_for_line() {
   hgf_fail "no line matching /$regex/ in $file after $3 s"
 }
 
+# hgf_wait_sql SQL WANT TIMEOUT_S WHAT: poll $HGFLEET_DATABASE_URL until SQL
+# answers WANT.
+hgf_wait_sql() {
+  [[ $# -eq 4 && $3 =~ ^[0-9]+$ ]] || hgf_fail "hgf_wait_sql: expected SQL WANT TIMEOUT_S WHAT"
+  local i got=
+  for (( i = 0; i < $3 * 20; i++ )); do
+    got=$(hgf_psql "$HGFLEET_DATABASE_URL" -c "$1")
+    [[ $got == "$2" ]] && return 0
+    sleep 0.05
+  done
+  hgf_fail "$4: expected '$2', still '$got' after $3 s"
+}
+
+# hgf_stop PID: end a server started with hgf_bg (its process group) and wait for it.
+hgf_stop() {
+  kill -TERM -- "-$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# hgf_one_registry NAME SEED IMAGES DIR: the fixture of the tests that follow
+# one scan job's runs: a new database (hgf_new_db NAME) with a master key, the
+# `none` scanner and ecrsim's default keys in the environment; ecrsim with one
+# registry (one repository of IMAGES images, its output in DIR); the database
+# migrated, the registry's connection added and synced, so that its scan jobs
+# are queued. Sets HGF_SIM to ecrsim's URL (exported as AWS_ENDPOINT_URL_ECR)
+# and HGF_ACCOUNT to the registry's account.
+hgf_one_registry() {
+  [[ $# -eq 4 ]] || hgf_fail "hgf_one_registry: expected NAME SEED IMAGES DIR"
+  local line
+  HGFLEET_DATABASE_URL=$(hgf_new_db "$1")
+  HGFLEET_MASTER_KEY=$(openssl rand -base64 32)
+  export HGFLEET_DATABASE_URL HGFLEET_MASTER_KEY HGFLEET_SCANNER=none AWS_EC2_METADATA_DISABLED=true
+  export AWS_ACCESS_KEY_ID=AKIDECRSIMDEFAULT AWS_SECRET_ACCESS_KEY=ecrsim-default-secret
+  unset AWS_SESSION_TOKEN AWS_ENDPOINT_URL HGFLEET_LOG_FORMAT HGFLEET_SWEEP_SCHEDULE \
+    HGFLEET_RESCAN_AFTER || true
+  shift
+  hgf_bg "$ECRSIM_BIN" --seed "$1" --accounts 1 --regions us-east-1 --repos 1 --images "$2" \
+    >"$3/sim.out" 2>"$3/sim.log"
+  line=$(hgf_wait_for_line "$3/sim.out" 'listening on http://' 10)
+  HGF_SIM=${line##* }
+  export AWS_ENDPOINT_URL_ECR=$HGF_SIM
+  HGF_ACCOUNT=$(curl -fsS "$HGF_SIM/_sim/truth" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["registries"][0]["account_id"])')
+  hgf_expect_exit 0 "$HGFLEET_BIN" migrate
+  hgf_expect_exit 0 "$HGFLEET_BIN" connection add "$HGF_ACCOUNT.dkr.ecr.us-east-1.amazonaws.com" \
+    --schedule manual
+  hgf_expect_exit 0 "$HGFLEET_BIN" sync --all --wait
+}
+
 hgf_assert_eq() {
   [[ $# -eq 3 ]] || hgf_fail "hgf_assert_eq: expected EXPECTED ACTUAL MSG"
   [[ $1 == "$2" ]] || hgf_fail "$3: expected '$1', got '$2'"

@@ -21,44 +21,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 tmp=$(hgf_tmpdir)
-HGFLEET_DATABASE_URL=$(hgf_new_db lease_fence)
-HGFLEET_MASTER_KEY=$(openssl rand -base64 32)
-export HGFLEET_DATABASE_URL HGFLEET_MASTER_KEY HGFLEET_SCANNER=none AWS_EC2_METADATA_DISABLED=true
-export AWS_ACCESS_KEY_ID=AKIDECRSIMDEFAULT AWS_SECRET_ACCESS_KEY=ecrsim-default-secret
-unset AWS_SESSION_TOKEN AWS_ENDPOINT_URL HGFLEET_LOG_FORMAT HGFLEET_SWEEP_SCHEDULE \
-  HGFLEET_RESCAN_AFTER || true
 H=$HGFLEET_BIN
 LATENCY_MS=2000
 q() { hgf_psql "$HGFLEET_DATABASE_URL" -c "$1"; }
 
-# wait_for SQL WANT TIMEOUT_S WHAT: poll until SQL answers WANT.
-wait_for() {
-  local i got=
-  for (( i = 0; i < $3 * 20; i++ )); do
-    got=$(q "$1")
-    [[ $got == "$2" ]] && return 0
-    sleep 0.05
-  done
-  hgf_fail "$4: expected '$2', still '$got' after $3 s"
-}
-
-# stop PID: end a server started with hgf_bg and wait for it.
-stop() {
-  kill -TERM -- "-$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
-
-hgf_bg "$ECRSIM_BIN" --seed 12 --accounts 1 --regions us-east-1 --repos 1 --images 2 \
-  >"$tmp/sim.out" 2>"$tmp/sim.log"
-line=$(hgf_wait_for_line "$tmp/sim.out" 'listening on http://' 10)
-sim=${line##* }
-export AWS_ENDPOINT_URL_ECR=$sim
+hgf_one_registry lease_fence 12 2 "$tmp"
+sim=$HGF_SIM
 latency() { curl -fsS -X POST "$sim/_sim/config" -d "{\"latency_ms\": $1}" >/dev/null; }
-acct=$(curl -fsS "$sim/_sim/truth" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["registries"][0]["account_id"])')
-hgf_expect_exit 0 "$H" migrate
-hgf_expect_exit 0 "$H" connection add "$acct.dkr.ecr.us-east-1.amazonaws.com" --schedule manual
-hgf_expect_exit 0 "$H" sync --all --wait
 
 # One scan job to race over; the sync's others are parked for the day.
 job=$(q "select min(id) from jobs where kind = 'scan' and state = 'queued'")
@@ -72,7 +41,7 @@ export HGFLEET_LISTEN=127.0.0.1:0 HGFLEET_WORKERS=1
 hgf_bg "$H" serve >"$tmp/a.out" 2>"$tmp/a.log"
 a_pid=$HGF_BG_PID
 # The scans row is opened before the first registry call.
-wait_for "select count(*) from scans where job_id = $job" 1 30 "A opening its scan"
+hgf_wait_sql "select count(*) from scans where job_id = $job" 1 30 "A opening its scan"
 a_scan=$(q "select id from scans where job_id = $job")
 a_owner=$(q "select lease_owner from jobs where id = $job")
 [[ $a_owner == *:* ]] || hgf_fail "job $job is not leased to a replica: '$a_owner'"
@@ -93,15 +62,15 @@ hgf_assert_eq "running|someone-else|1||" "$(q "select state || '|' || lease_owne
     from jobs where id = $job")" "A's outcome left the job to its holder"
 hgf_assert_contains "$(<"$tmp/a.log")" "lease has passed to another run" \
   "A reports its scan result as fenced"
-stop "$a_pid"
+hgf_stop "$a_pid"
 
 # --- the holder's lease runs out; B takes the job over ------------------------
 latency 0
 q "update jobs set lease_expires_at = now() - interval '1 second' where id = $job" >/dev/null
 hgf_bg "$H" serve >"$tmp/b.out" 2>"$tmp/b.log"
 b_pid=$HGF_BG_PID
-wait_for "select state from jobs where id = $job" "done" 30 "B finishing the job"
-stop "$b_pid"
+hgf_wait_sql "select state from jobs where id = $job" "done" 30 "B finishing the job"
+hgf_stop "$b_pid"
 hgf_assert_eq "$a_scan ok" "$(q "select string_agg(id || ' ' || status, ',') from scans
     where job_id = $job")" "the job has one scans row, A's, and B stored the ok scan on it"
 hgf_assert_eq "ok|1" "$(q "select string_agg(status, ',') || '|' || count(*) from scans

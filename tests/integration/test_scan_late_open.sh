@@ -21,36 +21,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 tmp=$(hgf_tmpdir)
-HGFLEET_DATABASE_URL=$(hgf_new_db scan_late_open)
-HGFLEET_MASTER_KEY=$(openssl rand -base64 32)
-export HGFLEET_DATABASE_URL HGFLEET_MASTER_KEY HGFLEET_SCANNER=none AWS_EC2_METADATA_DISABLED=true
-export AWS_ACCESS_KEY_ID=AKIDECRSIMDEFAULT AWS_SECRET_ACCESS_KEY=ecrsim-default-secret
-unset AWS_SESSION_TOKEN AWS_ENDPOINT_URL HGFLEET_LOG_FORMAT HGFLEET_SWEEP_SCHEDULE \
-  HGFLEET_RESCAN_AFTER || true
 H=$HGFLEET_BIN
 q() { hgf_psql "$HGFLEET_DATABASE_URL" -c "$1"; }
 
-# wait_for SQL WANT TIMEOUT_S WHAT: poll until SQL answers WANT.
-wait_for() {
-  local i got=
-  for (( i = 0; i < $3 * 20; i++ )); do
-    got=$(q "$1")
-    [[ $got == "$2" ]] && return 0
-    sleep 0.05
-  done
-  hgf_fail "$4: expected '$2', still '$got' after $3 s"
-}
-
-hgf_bg "$ECRSIM_BIN" --seed 13 --accounts 1 --regions us-east-1 --repos 1 --images 4 \
-  >"$tmp/sim.out" 2>"$tmp/sim.log"
-line=$(hgf_wait_for_line "$tmp/sim.out" 'listening on http://' 10)
-sim=${line##* }
-export AWS_ENDPOINT_URL_ECR=$sim
-acct=$(curl -fsS "$sim/_sim/truth" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["registries"][0]["account_id"])')
-hgf_expect_exit 0 "$H" migrate
-hgf_expect_exit 0 "$H" connection add "$acct.dkr.ecr.us-east-1.amazonaws.com" --schedule manual
-hgf_expect_exit 0 "$H" sync --all --wait
+hgf_one_registry scan_late_open 13 4 "$tmp"
 
 # One scan job to race over, and one to warm A up with; the sync's others are
 # parked for the day, and so is the first until A is warm.
@@ -67,13 +41,13 @@ q "update jobs set run_at = now() + interval '1 day' where kind = 'scan' and id 
 # claim.
 export HGFLEET_LISTEN=127.0.0.1:0 HGFLEET_WORKERS=2
 hgf_bg "$H" serve >"$tmp/a.out" 2>"$tmp/a.log"
-wait_for "select state from jobs where id = $warm" done 30 "A's warm-up scan"
+hgf_wait_sql "select state from jobs where id = $warm" "done" 30 "A's warm-up scan"
 
 # The lock holder ends when its sleep is cancelled.
 PGAPPNAME=hgf_late_open hgf_bg "$HGF_PG_BIN/psql" -X -q -d "$HGFLEET_DATABASE_URL" \
   -c "BEGIN; LOCK TABLE scans IN SHARE MODE; SELECT pg_sleep(600); COMMIT;" \
   >"$tmp/holder.out" 2>&1
-wait_for "select count(*) from pg_locks l join pg_class c on c.oid = l.relation
+hgf_wait_sql "select count(*) from pg_locks l join pg_class c on c.oid = l.relation
     where c.relname = 'scans' and l.mode = 'ShareLock' and l.granted" 1 10 "the lock on scans"
 
 # A scan's open, waiting on the lock (pg_stat_activity shows only the start of
@@ -83,9 +57,9 @@ BLOCKED="select count(*) from pg_stat_activity where datname = current_database(
 
 # --- attempt 1: A claims the job; its open waits ------------------------------
 q "update jobs set run_at = now() where id = $job" >/dev/null
-wait_for "select state || ' ' || attempts from jobs where id = $job" "running 1" 30 \
+hgf_wait_sql "select state || ' ' || attempts from jobs where id = $job" "running 1" 30 \
   "A claiming the job"
-wait_for "$BLOCKED" 1 30 "A's first open waiting on the lock"
+hgf_wait_sql "$BLOCKED" 1 30 "A's first open waiting on the lock"
 owner=$(q "select lease_owner from jobs where id = $job")
 
 # --- the lease is lost; A claims the job again --------------------------------
@@ -94,16 +68,16 @@ owner=$(q "select lease_owner from jobs where id = $job")
 q "set session_replication_role = replica;
    update jobs set state = 'queued', lease_owner = null, lease_expires_at = null,
      updated_at = now() where id = $job and state = 'running'" >/dev/null
-wait_for "select state || ' ' || attempts || ' ' || lease_owner from jobs where id = $job" \
+hgf_wait_sql "select state || ' ' || attempts || ' ' || lease_owner from jobs where id = $job" \
   "running 2 $owner" 30 "A claiming the job again"
-wait_for "$BLOCKED" 2 30 "A's second open waiting on the lock"
+hgf_wait_sql "$BLOCKED" 2 30 "A's second open waiting on the lock"
 hgf_assert_eq 0 "$(q "select count(*) from scans where job_id = $job")" \
   "no scans row is open while the lock holds"
 
 # --- the lock goes; both opens run ---------------------------------------------
 hgf_assert_eq t "$(q "select bool_and(pg_cancel_backend(pid)) from pg_stat_activity
     where application_name = 'hgf_late_open'")" "the lock holder cancelled"
-wait_for "select state from jobs where id = $job" "done" 30 "the job ending"
+hgf_wait_sql "select state from jobs where id = $job" "done" 30 "the job ending"
 hgf_assert_eq "1|ok" "$(q "select count(*) || '|' || string_agg(status, ',')
     from scans where job_id = $job")" "the job has one scans row, and it is ok"
 hgf_wait_for_line "$tmp/a.log" "scan not opened: this job's lease has passed to another run" \

@@ -27,31 +27,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 tmp=$(hgf_tmpdir)
-HGFLEET_DATABASE_URL=$(hgf_new_db scan_requeue)
-HGFLEET_MASTER_KEY=$(openssl rand -base64 32)
-export HGFLEET_DATABASE_URL HGFLEET_MASTER_KEY HGFLEET_SCANNER=none AWS_EC2_METADATA_DISABLED=true
-export AWS_ACCESS_KEY_ID=AKIDECRSIMDEFAULT AWS_SECRET_ACCESS_KEY=ecrsim-default-secret
-unset AWS_SESSION_TOKEN AWS_ENDPOINT_URL HGFLEET_LOG_FORMAT HGFLEET_SWEEP_SCHEDULE \
-  HGFLEET_RESCAN_AFTER || true
 H=$HGFLEET_BIN
 q() { hgf_psql "$HGFLEET_DATABASE_URL" -c "$1"; }
-
-# wait_for SQL WANT TIMEOUT_S WHAT: poll until SQL answers WANT.
-wait_for() {
-  local i got=
-  for (( i = 0; i < $3 * 20; i++ )); do
-    got=$(q "$1")
-    [[ $got == "$2" ]] && return 0
-    sleep 0.05
-  done
-  hgf_fail "$4: expected '$2', still '$got' after $3 s"
-}
-
-# stop PID: end a server started with hgf_bg and wait for it.
-stop() {
-  kill -TERM -- "-$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 
 # rows JOB: the job's scans rows, oldest first, as "status|error" lines joined by ','.
 rows() {
@@ -63,17 +40,9 @@ no_running() {
     "no scans row is left running $1"
 }
 
-hgf_bg "$ECRSIM_BIN" --seed 13 --accounts 1 --regions us-east-1 --repos 1 --images 6 \
-  >"$tmp/sim.out" 2>"$tmp/sim.log"
-line=$(hgf_wait_for_line "$tmp/sim.out" 'listening on http://' 10)
-sim=${line##* }
-export AWS_ENDPOINT_URL_ECR=$sim
+hgf_one_registry scan_requeue 13 6 "$tmp"
+sim=$HGF_SIM
 latency() { curl -fsS -X POST "$sim/_sim/config" -d "{\"latency_ms\": $1}" >/dev/null; }
-acct=$(curl -fsS "$sim/_sim/truth" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["registries"][0]["account_id"])')
-hgf_expect_exit 0 "$H" migrate
-hgf_expect_exit 0 "$H" connection add "$acct.dkr.ecr.us-east-1.amazonaws.com" --schedule manual
-hgf_expect_exit 0 "$H" sync --all --wait
 
 read -r j1 j2 j3 j4 j5 <<<"$(q "select string_agg(id::text, ' ' order by id) from
     (select id from jobs where kind = 'scan' and state = 'queued' order by id limit 5) s")"
@@ -94,7 +63,7 @@ export HGFLEET_LISTEN=127.0.0.1:0 HGFLEET_WORKERS=2 HGFLEET_SCANS_PER_REGISTRY=2
   HGFLEET_LEASE_SECONDS=300
 hgf_bg "$H" serve >"$tmp/a.out" 2>"$tmp/a.log"
 a_pid=$HGF_BG_PID
-wait_for "select count(*) from scans where job_id in ($j1, $j2) and status = 'running'" 2 30 \
+hgf_wait_sql "select count(*) from scans where job_id in ($j1, $j2) and status = 'running'" 2 30 \
   "A opening both scans"
 a_row=$(q "select id from scans where job_id = $j1")
 a_owner=$(q "select lease_owner from jobs where id = $j1")
@@ -102,7 +71,7 @@ hgf_assert_eq 2 "$(q "update jobs set lease_expires_at = now() - interval '1 sec
     where id in ($j1, $j2) and state = 'running' and lease_owner = '$a_owner' returning id" |
   wc -l)" "both leases expired before the registry answered"
 
-wait_for "select state || ' ' || attempts from jobs where id = $j1" "queued 1" 10 \
+hgf_wait_sql "select state || ' ' || attempts from jobs where id = $j1" "queued 1" 10 \
   "A's pool re-queueing J1"
 hgf_assert_eq "queued|" "$(rows "$j1")" "J1's row is queued with its job"
 hgf_assert_eq "failed|failed|lease of $a_owner expired on attempt 1 of 1" \
@@ -114,7 +83,7 @@ no_running "once A's leases expired"
 # A's stale runs find their jobs gone; then A's freed worker runs J1 again.
 hgf_wait_for_line "$tmp/a.log" "lease has passed to another run" 30 >/dev/null
 latency 0
-wait_for "select state from jobs where id = $j1" done 30 "A's second run of J1"
+hgf_wait_sql "select state from jobs where id = $j1" "done" 30 "A's second run of J1"
 hgf_assert_eq "ok|" "$(rows "$j1")" "J1 has one scans row, and it is ok"
 hgf_assert_eq "done|2|$a_row|ok" "$(q "select state || '|' || attempts || '|' ||
     (result->>'scan_id') || '|' || (result->>'status') from jobs where id = $j1")" \
@@ -128,18 +97,18 @@ no_running "after A's stale runs ended"
 # --- (1b) the same replica claims the job again while its stale run goes on ---
 latency 2000
 q "update jobs set run_at = now() where id = $j5" >/dev/null
-wait_for "select status from scans where job_id = $j5" running 30 "A opening J5's scan"
+hgf_wait_sql "select status from scans where job_id = $j5" running 30 "A opening J5's scan"
 a5_row=$(q "select id from scans where job_id = $j5")
 q "update jobs set lease_expires_at = now() - interval '1 second' where id = $j5" >/dev/null
 # A's free worker takes J5 again at once: its re-queue and its claim are one round.
-wait_for "select state || ' ' || attempts from jobs where id = $j5" "running 2" 10 \
+hgf_wait_sql "select state || ' ' || attempts from jobs where id = $j5" "running 2" 10 \
   "A claiming J5 again"
 hgf_wait_for_line "$tmp/a.log" "job\.lease_lost.*job=$j5 " 30 >/dev/null
 hgf_assert_eq "running 2" "$(q "select state || ' ' || attempts from jobs where id = $j5")" \
   "J5 is still its second run's once the stale run's outcome was refused"
 latency 0
-wait_for "select state from jobs where id = $j5" done 30 "A's second run of J5"
-stop "$a_pid"
+hgf_wait_sql "select state from jobs where id = $j5" "done" 30 "A's second run of J5"
+hgf_stop "$a_pid"
 hgf_assert_eq "ok|" "$(rows "$j5")" "J5 has one scans row, and it is ok"
 hgf_assert_eq "done|2|$a5_row|ok" "$(q "select state || '|' || attempts || '|' ||
     (result->>'scan_id') || '|' || (result->>'status') from jobs where id = $j5")" \
@@ -154,9 +123,9 @@ latency 2000
 export HGFLEET_SHUTDOWN_GRACE=0
 hgf_bg "$H" serve >"$tmp/c.out" 2>"$tmp/c.log"
 c_pid=$HGF_BG_PID
-wait_for "select count(*) from scans where job_id in ($j3, $j4) and status = 'running'" 2 30 \
+hgf_wait_sql "select count(*) from scans where job_id in ($j3, $j4) and status = 'running'" 2 30 \
   "C opening both scans"
-stop "$c_pid"
+hgf_stop "$c_pid"
 hgf_assert_contains "$(<"$tmp/c.log")" "worker.released" "C re-queued its running jobs"
 hgf_assert_eq "queued 0 queued|,queued 0 queued|" "$(q "select string_agg(j.state || ' ' ||
     j.attempts || ' ' || (select string_agg(status || '|' || coalesce(error, ''), ',')
@@ -169,13 +138,13 @@ latency 0
 export HGFLEET_SHUTDOWN_GRACE=30
 hgf_bg "$H" serve >"$tmp/d.out" 2>"$tmp/d.log"
 d_pid=$HGF_BG_PID
-wait_for "select state from jobs where id = $j3" done 30 "D running J3"
-stop "$d_pid"
+hgf_wait_sql "select state from jobs where id = $j3" "done" 30 "D running J3"
+hgf_stop "$d_pid"
 hgf_assert_eq "ok|" "$(rows "$j3")" "J3 has one scans row, and it is ok"
 hgf_assert_eq 1 "$(q "select count(*) from scans where image_id = ${image[j3]} and status = 'ok'")" \
   "J3's digest was scanned once"
 
-hgf_expect_exit 0 "$H" connection remove "$acct.dkr.ecr.us-east-1.amazonaws.com"
+hgf_expect_exit 0 "$H" connection remove "$HGF_ACCOUNT.dkr.ecr.us-east-1.amazonaws.com"
 hgf_assert_eq "failed|failed|connection removed" "$(q "select state || '|' ||
     (select string_agg(status || '|' || coalesce(error, ''), ',') from scans where job_id = $j4)
     from jobs where id = $j4")" "J4 failed with its connection, and its row says why"
