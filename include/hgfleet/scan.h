@@ -29,7 +29,9 @@ typedef struct hgf_scan hgf_scan;
 
 /* Starts scan job `job_id` from its payload {connection_id, image_id,
  * repository, digest, tag?}. Asynchronous from the first statement, so it may
- * be called from loop callbacks; attempt is the job's (its lease's) attempt; cb runs later, never from inside this call.
+ * be called from loop callbacks; cb runs later, never from inside this call.
+ * attempt is the job's attempt this run holds the lease for: the run opens
+ * and stores its scan only while the job is still running under it.
  * A job that already stored an ok scan (its replica died before marking it
  * done) ends ok at once, without scanning again. *out (when out is not
  * NULL) is the running scan, valid until its callback returns or, once

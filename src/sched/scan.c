@@ -36,7 +36,7 @@ typedef struct hgf_scan {
     char *secret;
     char repo[257], digest[80], tag[300], ecr_endpoint[256];
     int64_t image_id, scan_id;
-    int attempt;             /* the job's attempt this run holds the lease for */
+    char attempt[16];        /* the job's attempt this run holds the lease for, as text */
     char *password;          /* decoded from the ECR token */
     char *basic;             /* the token as given (base64 "AWS:<password>") */
     char proxy[512], media_type[160];
@@ -134,6 +134,13 @@ static void on_recorded(PGresult *res, const hgf_err *err, void *arg)
     report_outcome(arg, fenced ? &e : err);
 }
 
+/* A run holds its job while the job runs under this process and the run's
+ * attempt: the fence on both the scan's open and its outcome. JOB, OWNER and
+ * ATTEMPT are SQL expressions. */
+#define JOB_HELD(job, owner, attempt)                                                      \
+    "EXISTS (SELECT 1 FROM jobs WHERE jobs.id = " job " AND jobs.state = 'running'"       \
+    " AND jobs.lease_owner = " owner " AND jobs.attempts = " attempt "::int)"
+
 static void finish(scan_job *j, const char *status, const hgf_err *err, int retry,
                    const hgf_scan_summary *sum, json_t *report)
 {
@@ -158,10 +165,8 @@ static void finish(scan_job *j, const char *status, const hgf_err *err, int retr
     j->fin_result = scan_result(j, status);
     if (summary)
         json_object_set_new(j->fin_result, "summary", summary);
-    char att[16];
-    snprintf(att, sizeof att, "%d", j->attempt);
-    const char *p[] = {sid,   status, sum_text, rep_text, err ? err->msg : NULL, j->rt->owner,
-                       iid,   att};
+    const char *p[] = {sid, status, sum_text, rep_text, err ? err->msg : NULL, j->rt->owner,
+                       iid, j->attempt};
     /* One statement: a vanished image is marked deleted before the outcome
      * is reported (two bulk statements could commit in either order). The
      * scan row is fenced by the lease: a run whose job was taken over (its
@@ -174,10 +179,8 @@ static void finish(scan_job *j, const char *status, const hgf_err *err, int retr
                                   "coalesce(deleted_at, now()) WHERE id = $7 AND $2 = 'skipped') "
                                   "UPDATE scans SET status = $2, finished_at = now(), "
                                   "summary = $3::jsonb, report = $4::jsonb, error = $5 "
-                                  "WHERE id = $1 AND (scans.job_id IS NULL OR EXISTS "
-                                  "(SELECT 1 FROM jobs WHERE jobs.id = scans.job_id "
-                                  "AND jobs.state = 'running' AND jobs.lease_owner = $6 "
-                                  "AND jobs.attempts = $8::int))",
+                                  "WHERE id = $1 AND (scans.job_id IS NULL OR "
+                                  JOB_HELD("scans.job_id", "$6", "$8") ")",
                                   8, p, on_recorded, j);
     free(sum_text);
     free(rep_text);
@@ -496,8 +499,7 @@ static void end_already_ok(scan_job *j)
  * four columns follow HGF_CONN_COLUMNS. */
 static const char OPEN_SQL[] =
     "WITH c AS (SELECT %s FROM connections WHERE id = $4::bigint AND removed_at IS NULL), "
-    "l AS (SELECT $3::bigint IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $3::bigint "
-    " AND state = 'running' AND lease_owner = $5 AND attempts = $6::int) AS held), "
+    "l AS (SELECT $3::bigint IS NULL OR " JOB_HELD("$3::bigint", "$5", "$6") " AS held), "
     "done AS (SELECT id FROM scans WHERE job_id = $3::bigint AND status = 'ok' LIMIT 1), "
     "again AS (UPDATE scans SET status = 'running', scanner = $2, started_at = now() "
     " WHERE id = (SELECT max(id) FROM scans WHERE job_id = $3::bigint AND status = 'queued') "
@@ -561,15 +563,14 @@ static void on_opened(PGresult *res, const hgf_err *db_err, void *arg)
 
 static int open_scan(scan_job *j, int64_t job_id, hgf_err *err)
 {
-    char sql[sizeof OPEN_SQL + 1024], iid[24], jid[24], cid[24], att[16];
+    char sql[sizeof OPEN_SQL + 1024], iid[24], jid[24], cid[24];
     if (snprintf(sql, sizeof sql, OPEN_SQL, HGF_CONN_COLUMNS) >= (int)sizeof sql)
         return hgf_err_set(err, HGF_EFAIL, "scan: connection columns outgrew the query buffer");
     snprintf(iid, sizeof iid, "%lld", (long long)j->image_id);
     snprintf(jid, sizeof jid, "%lld", (long long)job_id);
     snprintf(cid, sizeof cid, "%lld", (long long)j->conn.id);
-    snprintf(att, sizeof att, "%d", j->attempt);
     const char *p[] = {iid, hgf_scanner_name(j->rt->scanner), job_id ? jid : NULL, cid,
-                       j->rt->owner, att};
+                       j->rt->owner, j->attempt};
     int rc = hgf_store_query_bulk(j->rt->store, sql, 6, p, on_opened, j);
     return rc ? hgf_err_set(err, rc, "the database is unreachable") : 0;
 }
@@ -581,7 +582,7 @@ int hgf_scan_start(hgf_runtime *rt, int64_t job_id, int attempt, json_t *payload
     if (!j)
         return hgf_err_set(err, HGF_ENOMEM, "out of memory");
     j->rt = rt;
-    j->attempt = attempt;
+    snprintf(j->attempt, sizeof j->attempt, "%d", attempt);
     j->cb = cb;
     j->arg = arg;
     ev_init(&j->manifest_timer, on_manifest_timer);
