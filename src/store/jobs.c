@@ -208,7 +208,9 @@ static const char ANY_CLAIM_SQL[] =
  *
  * The batch of `sync --wait` ($6, NULL for none): its queued jobs, read from
  * the jobs_batch_live index in run_at order, however many jobs the batch or
- * the queue holds.
+ * the queue holds. hgf_jobs_batch_due (sql/018) reads them, so that no
+ * estimate of a batch the statistics have not seen can turn the walk into a
+ * read and sort of the whole batch.
  *
  * phase_job, then batch_job, fill what own_job left of the $5, and only the
  * rows read from them are locked. */
@@ -222,9 +224,8 @@ static const char IDS_CLAIM_SQL[] =
     " phase_job AS (SELECT id FROM jobs WHERE sweep_id = (SELECT id FROM waited)"
     "   AND kind = (SELECT kind FROM waited) AND state = 'queued' AND run_at <= now()"
     "   AND kind = ANY($3::text[]) ORDER BY run_at LIMIT $5::int FOR UPDATE SKIP LOCKED),"
-    " batch_job AS (SELECT id FROM jobs WHERE batch_id = $6::bigint AND state = 'queued'"
-    "   AND run_at <= now() AND kind = ANY($3::text[]) ORDER BY run_at LIMIT $5::int"
-    "   FOR UPDATE SKIP LOCKED)"
+    " batch_job AS (SELECT id FROM hgf_jobs_batch_due($6::bigint, $3::text[],"
+    "   $5::int - (SELECT count(*)::int FROM own_job)) b(id))"
     LEASE_SET
     " WHERE id IN (SELECT id FROM own_job"
     " UNION (SELECT id FROM (SELECT id FROM phase_job UNION ALL SELECT id FROM batch_job) w"

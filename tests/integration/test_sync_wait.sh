@@ -68,24 +68,32 @@ claim_types="text, int, text[], bigint[], int, bigint"
 # names no id but those held in another batch, and its batch.
 claim_args() { printf "'test', 60, '{sync,scan,sweep}', %s, %s, %s" "$1" "$2" "$3"; }
 
-# The plan of a claim of 4, rolled back. Only the custom plan: PostgreSQL
-# plans the claim with its values on every call (src/store/jobs.c).
+# claim_plan BATCH [SETTINGS]: the plan of a claim of 4, rolled back. Only
+# the custom plan: PostgreSQL plans the claim with its values on every call
+# (src/store/jobs.c).
 claim_plan() {
-  db "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan;
+  db "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; ${2:-}
       PREPARE c($claim_types) AS $claim_sql;
       EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE c($(claim_args "'{}'" 4 "$1"));
       ROLLBACK;" | tr -d '\n'
 }
 # Walking the 100,000 push scans ahead of the syncs in jobs_claim, or the
 # batch's 4,000 entries, would take hundreds to thousands of buffers; the
-# claim reads a few pages of jobs_batch_live and the 4 rows it takes.
-small=$(claim_plan 8 | hgf_check_plans "claim, batch of 10 syncs" 200 jobs_batch_live)
-big=$(claim_plan 7 | hgf_check_plans "claim, batch of 4,000 syncs" 200 jobs_batch_live)
-printf '%s\n%s\n' "$small" "$big"
-b_small=$(sed -E 's/.*: ([0-9]+) buffers.*/\1/' <<<"$small")
-b_big=$(sed -E 's/.*: ([0-9]+) buffers.*/\1/' <<<"$big")
-(( b_big <= b_small + 20 )) ||
-  hgf_fail "a claim read $b_big buffers for a batch of 4,000, $b_small for 10: it grows with the batch"
+# claim reads a few pages of jobs_batch_live (in hgf_jobs_batch_due, sql/018,
+# whose buffers its Function Scan counts) and the 4 rows it takes.
+# Then the same with index scans disabled in the session: the planner's
+# choice when it expects a handful of rows in a batch the statistics have
+# not seen (an org-1k sync logged a Bitmap Heap Scan and a sort of up to
+# 3,117 rows per claim). The batch's walk must not depend on that choice.
+for trap in "" "SET LOCAL enable_indexscan = off;"; do
+  small=$(claim_plan 8 "$trap" | hgf_check_plans "claim, batch of 10 syncs ${trap:+($trap)}" 200 jobs_pkey)
+  big=$(claim_plan 7 "$trap" | hgf_check_plans "claim, batch of 4,000 syncs ${trap:+($trap)}" 200 jobs_pkey)
+  printf '%s\n%s\n' "$small" "$big"
+  b_small=$(sed -E 's/.*: ([0-9]+) buffers.*/\1/' <<<"$small")
+  b_big=$(sed -E 's/.*: ([0-9]+) buffers.*/\1/' <<<"$big")
+  (( b_big <= b_small + 20 )) ||
+    hgf_fail "a claim read $b_big buffers for a batch of 4,000, $b_small for 10: it grows with the batch"
+done
 
 # claimed IDS LIMIT BATCH [SETUP]: what that claim takes, after SETUP in the
 # same (rolled back) transaction, as "kind|batch|priority|count" lines.
