@@ -375,13 +375,12 @@ int hgf_jobs_release(hgf_store *s, const char *owner, const int64_t *ids, int n_
 }
 
 /* One probe of jobs_batch_live, however many jobs the batch has, and one of
- * the primary key per id. The batch's probe is a scalar subquery in the
- * index's order, not an EXISTS: PostgreSQL strips ORDER BY from an EXISTS,
- * and then costs a Seq Scan of a batch of thousands about as cheap as the
- * index (a CI run's plan flipped with ANALYZE's sample). */
+ * the primary key per id. The batch's probe is hgf_jobs_batch_live (sql/018),
+ * whose plan cannot read the batch whole: as a plain subquery it became a
+ * Seq Scan (a CI run's plan flipped with ANALYZE's sample) or a Bitmap Heap
+ * Scan and a sort, whenever the planner's costs favoured them. */
 static const char BATCH_LIVE_SQL[] =
-    "SELECT (SELECT run_at FROM jobs WHERE batch_id = $1::bigint"
-    "        AND state IN ('queued', 'running') ORDER BY batch_id, run_at LIMIT 1) IS NOT NULL"
+    "SELECT hgf_jobs_batch_live($1::bigint)"
     "    OR EXISTS (SELECT 1 FROM jobs WHERE id = ANY($2::bigint[])"
     "               AND state IN ('queued', 'running'))";
 

@@ -319,12 +319,12 @@ hgf_explain() {
 }
 
 # hgf_check_plans WHAT BUDGET INDEXES: the plans on stdin (from hgf_explain)
-# read each of the comma-separated INDEXES, no Seq Scan of jobs and no more
-# than BUDGET shared buffers.
+# read each of the comma-separated INDEXES (none when empty), no Seq Scan of
+# jobs and no more than BUDGET shared buffers.
 hgf_check_plans() {
   python3 -c '
 import json, sys
-what, budget, indexes = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
+what, budget, indexes = sys.argv[1], int(sys.argv[2]), [i for i in sys.argv[3].split(",") if i]
 def nodes(n):
     yield n
     for c in n.get("Plans", []):
