@@ -202,18 +202,17 @@ static const char ANY_CLAIM_SQL[] =
  * A sweep's job among $4 brings in the jobs its current phase waits for,
  * read through their tag from the jobs_sweep_live index in its run_at order,
  * never listed as ids: the claim costs the same at ten scans as at a million.
- * The subqueries hand the index its sweep and kind as values; a join would
- * leave a sort of every job of the sweep. Phases as in sql/006; 'start' and
- * 'done' wait for no job.
+ * Phases as in sql/006; 'start' and 'done' wait for no job.
  *
  * The batch of `sync --wait` ($6, NULL for none): its queued jobs, read from
  * the jobs_batch_live index in run_at order, however many jobs the batch or
- * the queue holds. hgf_jobs_batch_due (sql/018) reads them, so that no
- * estimate of a batch the statistics have not seen can turn the walk into a
- * read and sort of the whole batch.
+ * the queue holds.
  *
- * phase_job, then batch_job, fill what own_job left of the $5, and only the
- * rows read from them are locked. */
+ * Those two walks are functions (sql/018) with the planner's other choices
+ * taken away: planned inside this statement, a guess of a few rows in the
+ * phase or the batch could turn either into a read and sort of all of it on
+ * every claim. phase_job, then batch_job, fill what own_job left of the $5;
+ * each locks no more than that. */
 static const char IDS_CLAIM_SQL[] =
     "WITH own_job AS (" CLAIMABLE " AND id = ANY($4::bigint[])"
     " ORDER BY priority DESC, run_at, id LIMIT $5::int FOR UPDATE SKIP LOCKED),"
@@ -221,11 +220,11 @@ static const char IDS_CLAIM_SQL[] =
     "   WHEN 'scanning' THEN 'scan' END AS kind"
     "   FROM jobs j JOIN sweeps s ON s.id = (j.payload->>'sweep_id')::bigint"
     "   WHERE j.id = ANY($4) AND j.kind = 'sweep' AND s.status = 'running' LIMIT 1),"
-    " phase_job AS (SELECT id FROM jobs WHERE sweep_id = (SELECT id FROM waited)"
-    "   AND kind = (SELECT kind FROM waited) AND state = 'queued' AND run_at <= now()"
-    "   AND kind = ANY($3::text[]) ORDER BY run_at LIMIT $5::int FOR UPDATE SKIP LOCKED),"
+    " left_over AS (SELECT $5::int - count(*)::int AS n FROM own_job),"
+    " phase_job AS (SELECT id FROM hgf_jobs_phase_due((SELECT id FROM waited),"
+    "   (SELECT kind FROM waited), $3::text[], (SELECT n FROM left_over)) p(id)),"
     " batch_job AS (SELECT id FROM hgf_jobs_batch_due($6::bigint, $3::text[],"
-    "   $5::int - (SELECT count(*)::int FROM own_job)) b(id))"
+    "   (SELECT n FROM left_over)) b(id))"
     LEASE_SET
     " WHERE id IN (SELECT id FROM own_job"
     " UNION (SELECT id FROM (SELECT id FROM phase_job UNION ALL SELECT id FROM batch_job) w"
