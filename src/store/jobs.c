@@ -173,9 +173,13 @@ static int kinds_array(const char *const *kinds, int n, hgf_buf *out)
  * and its partial indexes.
  *
  * A pool that works any job claims ANY_CLAIM_SQL: the first $4 claimable
- * jobs, plus the first $4 + $5 of priority >= $6. The second part reads only
- * the jobs_claim index's high-priority end, so asking for push scans ahead
- * never locks a backlog of sweep scans. */
+ * jobs, plus the first $4 + $5 of priority >= $6 when it asks for $5 > 0
+ * ahead (with none, those are among the first $4). The second part reads
+ * only the jobs_claim index's high-priority end, so asking for push scans
+ * ahead never locks a backlog of sweep scans. Both walk jobs_claim in
+ * hgf_jobs_queue_due (sql/018), where the planner has no other choice: with
+ * statistics taken while the queue was empty, the plain subqueries read and
+ * sorted the whole queue on every claim. */
 #define CLAIMABLE                                                                  \
     "SELECT id FROM jobs WHERE state = 'queued' AND run_at <= now()"               \
     " AND kind = ANY($3::text[])"
@@ -188,10 +192,9 @@ static int kinds_array(const char *const *kinds, int n, hgf_buf *out)
 #define CLAIMED " RETURNING id, kind, payload::text, attempts, max_attempts, priority"
 
 static const char ANY_CLAIM_SQL[] =
-    "WITH any_job AS (" CLAIMABLE " ORDER BY priority DESC, run_at, id LIMIT $4::int"
-    " FOR UPDATE SKIP LOCKED),"
-    " urgent AS (" CLAIMABLE " AND priority >= $6::int ORDER BY priority DESC, run_at, id"
-    " LIMIT $4::int + $5::int FOR UPDATE SKIP LOCKED)"
+    "WITH any_job AS (SELECT id FROM hgf_jobs_queue_due($3::text[], -2147483648, $4::int) a(id)),"
+    " urgent AS (SELECT id FROM hgf_jobs_queue_due($3::text[], $6::int, $4::int + $5::int) u(id)"
+    "   WHERE $5::int > 0)"
     LEASE_SET
     " WHERE id IN (SELECT id FROM any_job UNION SELECT id FROM urgent)"
     CLAIMED;

@@ -9,7 +9,8 @@
 #      of what is still live (BATCH_LIVE_SQL) is one index probe, both also
 #      when the planner's costs favour reading the batch whole; and what
 #      they answer is right (the batch's due jobs and the ids named beside
-#      it, within the limit; a server's claim takes no batch);
+#      it, within the limit; a server's claim takes no batch, and walks
+#      jobs_claim from the queue's head, whatever the planner's costs);
 #  (b) real runs against ecrsim: a sync already queued (by `connection add`)
 #      joins the waiter's batch and runs here; one in another waiter's batch
 #      keeps it and still runs here; one running on another replica joins
@@ -136,6 +137,24 @@ ids=$(db "BEGIN; PREPARE a(text, int, text[], int, int, int) AS $any_sql;
 hgf_assert_eq "scan|-|10|4 " "$(db "SELECT kind, coalesce(batch_id::text, '-'), priority, count(*)
     FROM jobs WHERE id IN (${ids:-0}) GROUP BY 1, 2, 3 ORDER BY 1, 2, 3" | tr '\n' ' ')" \
   "a server's claim takes the queue's first jobs, none for a batch"
+# Its plan: hgf_jobs_queue_due (sql/018) walks jobs_claim from the queue's
+# head, for the first jobs and for those ahead, so it reads a few pages of
+# a queue of 190,000 (about 200 buffers in all when it takes 8 jobs, most
+# of them the UPDATE's). Also with index scans disabled in the session: the
+# plain subqueries then read the whole queue (a Seq Scan of jobs), as they
+# read it through jobs_dedup_live and sorted it on disk when the statistics
+# had been taken while the queue was empty. (The function is compiled and
+# planned first: that happens once per connection, and reads the catalogs.)
+for trap in "" "SET LOCAL enable_indexscan = off;"; do
+  for ahead in 0 4; do
+    db "BEGIN; SET LOCAL plan_cache_mode = force_custom_plan; $trap
+        DO \$\$ BEGIN PERFORM count(*) FROM hgf_jobs_queue_due('{none}', 0, 1); END \$\$;
+        PREPARE a(text, int, text[], int, int, int) AS $any_sql;
+        EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE a('test', 60, '{sync,scan,sweep}', 4,
+          $ahead, 10); ROLLBACK;" | tr -d '\n' |
+      hgf_check_plans "server claim, 4 and $ahead ahead ${trap:+($trap)}" 300 jobs_pkey
+  done
+done
 
 # --- (b) real runs ------------------------------------------------------------
 HGFLEET_DATABASE_URL=$(hgf_new_db sync_wait_b)
