@@ -318,6 +318,18 @@ hgf_explain() {
   printf '%s' "$out"
 }
 
+# hgf_buffers_flat SMALL BIG SLACK WHAT: SMALL and BIG are hgf_check_plans
+# outputs for the same statement on a small and a big case; prints them and
+# fails unless BIG read at most SLACK more buffers than SMALL (the largest
+# figure of each).
+hgf_buffers_flat() {
+  local small big
+  printf '%s\n%s\n' "$1" "$2"
+  small=$(sed -nE 's/.*: ([0-9]+) buffers.*/\1/p' <<<"$1" | sort -n | tail -1)
+  big=$(sed -nE 's/.*: ([0-9]+) buffers.*/\1/p' <<<"$2" | sort -n | tail -1)
+  (( big <= small + $3 )) || hgf_fail "$4 read $big buffers in the big case, $small in the small one"
+}
+
 # hgf_check_plans WHAT BUDGET INDEXES: the plans on stdin (from hgf_explain)
 # read each of the comma-separated INDEXES (none when empty), no Seq Scan of
 # jobs and no more than BUDGET shared buffers.
