@@ -1,19 +1,22 @@
--- A `sync --wait` claim reads its batch's due jobs in jobs_batch_live's order,
--- whatever the statistics say about the batch (issue #8).
+-- Every walk of the queue that a claim or a drain's check makes is a function
+-- below, whose plan is the index walk whatever the statistics say (issue #8):
+-- a batch's due jobs (hgf_jobs_batch_due) and whether it has any live one
+-- (hgf_jobs_batch_live), a sweep phase's due jobs (hgf_jobs_phase_due), and
+-- the queue's head (hgf_jobs_queue_due).
 --
--- The claim (IDS_CLAIM_SQL in src/store/jobs.c) wants the first few due jobs
--- of its batch in run_at order. PostgreSQL plans it with the batch id as a
--- value, and a batch is new to the statistics by construction: each waiter
--- draws its id from jobs_batch_seq. When ANALYZE last saw the batch small (or
--- saw few queued jobs), the planner expects a handful of rows, prices "read
--- them all, then sort" about the same as "read in the index's order and stop
--- at the limit", and sometimes picks the first: a Bitmap Heap Scan of every
--- live entry of the batch, then a sort, on every claim. In an org-1k full
--- sync with one bulk connection, auto_explain logged 26 claims over 8 ms; 22
--- of them were that plan, sorting 692 to 3,117 rows to take one or two.
--- Across that run the claims took 15 ms each (43 s of 79 s); in another run
--- of the same code, 0.8 ms. Claims are planned with their values on every
--- call, so each one could flip.
+-- First, the batch of `sync --wait`. The claim (IDS_CLAIM_SQL in
+-- src/store/jobs.c) wants the first few due jobs of its batch in run_at order.
+-- PostgreSQL plans it with the batch id as a value, and a batch is new to the
+-- statistics by construction: each waiter draws its id from jobs_batch_seq.
+-- When ANALYZE last saw the batch small (or saw few queued jobs), the planner
+-- expects a handful of rows, prices "read them all, then sort" about the same
+-- as "read in the index's order and stop at the limit", and sometimes picks
+-- the first: a Bitmap Heap Scan of every live entry of the batch, then a sort,
+-- on every claim. In an org-1k full sync with one bulk connection,
+-- auto_explain logged 26 claims over 8 ms; 22 of them were that plan, sorting
+-- 692 to 3,117 rows to take one or two. Across that run the claims took 15 ms
+-- each (43 s of 79 s); in another run of the same code, 0.8 ms. Claims are
+-- planned with their values on every call, so each one could flip.
 --
 -- The function below is that part of the claim with the choice taken away:
 -- no bitmap, no sort, no sequential scan, so the only plan left walks
@@ -24,11 +27,12 @@
 -- empty Result), the statement's cost passes jit_above_cost, and compiling
 -- it took 130 ms of a 200 ms call. And its plan is generic, made once per
 -- session: with the walk the only plan, planning it again on every call
--- (PL/pgSQL's first five, and whenever a custom plan looks cheaper) was
--- most of the function's cost, 0.15-0.2 ms a claim. It locks what it returns (FOR UPDATE SKIP LOCKED),
--- as the CTE it replaces did, for the claim's transaction. A NULL batch
--- returns nothing. ROWS: a claim takes a few jobs; at the default guess of
--- 1,000 the claim's UPDATE could join jobs by hash rather than probe its key.
+-- (PL/pgSQL's first five, and whenever a custom plan looks cheaper) was most
+-- of the function's cost, 0.15-0.2 ms a claim. It locks what it returns
+-- (FOR UPDATE SKIP LOCKED), as the CTE it replaces did, for the claim's
+-- transaction. A NULL batch returns nothing. ROWS: a claim takes a few jobs;
+-- at the default guess of 1,000 the claim's UPDATE could join jobs by hash
+-- rather than probe its key. The functions below are built the same way.
 CREATE FUNCTION hgf_jobs_batch_due(p_batch bigint, p_kinds text[], p_limit int)
 RETURNS SETOF bigint LANGUAGE plpgsql ROWS 4
 SET enable_bitmapscan = off SET enable_sort = off SET enable_seqscan = off
