@@ -231,7 +231,7 @@ static const char IDS_CLAIM_SQL[] =
     LEASE_SET
     " WHERE id IN (SELECT id FROM own_job"
     " UNION (SELECT id FROM (SELECT id FROM phase_job UNION ALL SELECT id FROM batch_job) w"
-    " LIMIT $5::int - (SELECT count(*) FROM own_job)))"
+    " LIMIT (SELECT n FROM left_over)))"
     CLAIMED;
 
 int hgf_jobs_claim(hgf_store *s, const hgf_jobs_claim_opts *o, hgf_jobs_claim_cb cb, void *arg)
