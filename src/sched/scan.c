@@ -35,6 +35,7 @@ typedef struct hgf_scan {
     hgf_auth_spec spec;
     char *secret;
     char repo[257], digest[80], tag[300], ecr_endpoint[256];
+    char fresh_after[64];    /* a sweep's: an ok scan finished since then will do */
     int64_t image_id, scan_id;
     char attempt[16];        /* the job's attempt this run holds the lease for, as text */
     char *password;          /* decoded from the ECR token */
@@ -43,7 +44,7 @@ typedef struct hgf_scan {
     int need_config;         /* the image's config user was never read */
     int token_refreshed;     /* a refused token was replaced once already */
     int manifest_retries;
-    int already_ok;          /* this job's scan was stored by a run that died */
+    int already_ok;          /* a run that died stored this job's scan, or one fresh enough is */
     int in_scanner;          /* hgf_scanner_scan runs for it */
     ev_timer manifest_timer; /* a retry of the manifest's first request */
     /* the outcome, kept until it is stored */
@@ -460,6 +461,9 @@ static int copy_payload(scan_job *j, json_t *payload, hgf_err *err)
     const char *repo = json_string_value(json_object_get(payload, "repository"));
     const char *digest = json_string_value(json_object_get(payload, "digest"));
     const char *tag = json_string_value(json_object_get(payload, "tag"));
+    json_t *fresh = json_object_get(payload, "fresh_after");
+    if (fresh && (!json_is_string(fresh) || json_string_length(fresh) >= sizeof j->fresh_after))
+        return hgf_err_set(err, HGF_EINPUT, "scan payload: fresh_after must be a timestamp");
     if (!json_is_integer(cid) || !json_is_integer(iid) || !repo || !digest ||
         strlen(repo) >= sizeof j->repo || !hgf_registry_is_digest(digest))
         return hgf_err_set(err, HGF_EINPUT, "scan payload needs connection_id, image_id, "
@@ -469,6 +473,7 @@ static int copy_payload(scan_job *j, json_t *payload, hgf_err *err)
     snprintf(j->repo, sizeof j->repo, "%s", repo);
     snprintf(j->digest, sizeof j->digest, "%s", digest);
     snprintf(j->tag, sizeof j->tag, "%s", tag ? tag : "");
+    snprintf(j->fresh_after, sizeof j->fresh_after, "%s", fresh ? json_string_value(fresh) : "");
     return 0;
 }
 
@@ -495,12 +500,18 @@ static void end_already_ok(scan_job *j)
  * one round trip sent from the loop: a start never waits on the database, so
  * a burst of claimed jobs starts at once. A run whose job has passed to
  * another run (its lease expired while this open waited) opens no row: the
- * newer run opens its own, and two rows would each store a scan. The last
- * four columns follow HGF_CONN_COLUMNS. */
+ * newer run opens its own, and two rows would each store a scan. A sweep's
+ * job ($7, fresh_after) is also done by any ok scan of the digest finished
+ * since: the sweep chose its images in one snapshot, and a scan that ended
+ * after it (its job no longer live to dedup against) would be stored twice
+ * (tests/integration/test_sweep_scan_race.sh). The last four columns follow
+ * HGF_CONN_COLUMNS. */
 static const char OPEN_SQL[] =
     "WITH c AS (SELECT %s FROM connections WHERE id = $4::bigint AND removed_at IS NULL), "
     "l AS (SELECT $3::bigint IS NULL OR " JOB_HELD("$3::bigint", "$5", "$6") " AS held), "
-    "done AS (SELECT id FROM scans WHERE job_id = $3::bigint AND status = 'ok' LIMIT 1), "
+    "done AS ((SELECT id FROM scans WHERE job_id = $3::bigint AND status = 'ok' LIMIT 1) "
+    " UNION ALL (SELECT id FROM scans WHERE image_id = $1::bigint AND status = 'ok' "
+    "  AND finished_at >= $7::timestamptz ORDER BY id DESC LIMIT 1) LIMIT 1), "
     "again AS (UPDATE scans SET status = 'running', scanner = $2, started_at = now() "
     " WHERE id = (SELECT max(id) FROM scans WHERE job_id = $3::bigint AND status = 'queued') "
     " AND NOT EXISTS (SELECT 1 FROM done) AND EXISTS (SELECT 1 FROM c) "
@@ -570,8 +581,8 @@ static int open_scan(scan_job *j, int64_t job_id, hgf_err *err)
     snprintf(jid, sizeof jid, "%lld", (long long)job_id);
     snprintf(cid, sizeof cid, "%lld", (long long)j->conn.id);
     const char *p[] = {iid, hgf_scanner_name(j->rt->scanner), job_id ? jid : NULL, cid,
-                       j->rt->owner, j->attempt};
-    int rc = hgf_store_query_bulk(j->rt->store, sql, 6, p, on_opened, j);
+                       j->rt->owner, j->attempt, j->fresh_after[0] ? j->fresh_after : NULL};
+    int rc = hgf_store_query_bulk(j->rt->store, sql, 7, p, on_opened, j);
     return rc ? hgf_err_set(err, rc, "the database is unreachable") : 0;
 }
 

@@ -350,7 +350,9 @@ static int any_live(hgf_store *s, const sweep_row *w, int *live, hgf_err *err)
 /* Digests due a scan: never scanned ok, or last ok scan older than the
  * rescan window and pushed within the active window (old images are not
  * rescanned, which bounds a sweep's cost). Scans already live keep their
- * job (and its priority). */
+ * job (and its priority). Each job carries the window's start: a scan that
+ * ends after this statement's snapshot is not seen here, and its job no
+ * longer dedups, so the scan's open checks again (OPEN_SQL, scan.c). */
 static const char ENQUEUE_SCANS_SQL[] =
     "WITH cand AS ("
     " SELECT c.id AS cid, c.registry, rp.name AS repo, i.id AS iid, i.digest "
@@ -363,7 +365,8 @@ static const char ENQUEUE_SCANS_SQL[] =
     "         AND coalesce(i.pushed_at, now()) >= now() - make_interval(secs => $3::bigint)))), "
     "ins AS (INSERT INTO jobs (kind, payload, priority, dedup_key, sweep_id) "
     " SELECT 'scan', jsonb_build_object('connection_id', cid, 'image_id', iid, 'repository', repo, "
-    "        'digest', digest, 'reason', 'sweep'), $4::int, "
+    "        'digest', digest, 'reason', 'sweep', "
+    "        'fresh_after', now() - make_interval(secs => $2::bigint)), $4::int, "
     "        'scan:' || registry || '/' || repo || '@' || digest, $5::bigint "
     "   FROM cand ON CONFLICT (dedup_key) WHERE state IN ('queued', 'running') DO NOTHING RETURNING id) "
     "SELECT count(*) FROM ins";
