@@ -504,14 +504,15 @@ static void end_already_ok(scan_job *j)
  * job ($7, fresh_after) is also done by any ok scan of the digest finished
  * since: the sweep chose its images in one snapshot, and a scan that ended
  * after it (its job no longer live to dedup against) would be stored twice
- * (tests/integration/test_sweep_scan_race.sh). The last four columns follow
+ * (tests/integration/test_sweep_scan_race.sh). Other jobs skip that look-up
+ * (a one-time filter on $7, also in a generic plan). The last four columns follow
  * HGF_CONN_COLUMNS. */
 static const char OPEN_SQL[] =
     "WITH c AS (SELECT %s FROM connections WHERE id = $4::bigint AND removed_at IS NULL), "
     "l AS (SELECT $3::bigint IS NULL OR " JOB_HELD("$3::bigint", "$5", "$6") " AS held), "
     "done AS ((SELECT id FROM scans WHERE job_id = $3::bigint AND status = 'ok' LIMIT 1) "
-    " UNION ALL (SELECT id FROM scans WHERE image_id = $1::bigint AND status = 'ok' "
-    "  AND finished_at >= $7::timestamptz ORDER BY id DESC LIMIT 1) LIMIT 1), "
+    " UNION ALL (SELECT id FROM scans WHERE $7::timestamptz IS NOT NULL AND image_id = $1::bigint "
+    "  AND status = 'ok' AND finished_at >= $7::timestamptz ORDER BY id DESC LIMIT 1) LIMIT 1), "
     "again AS (UPDATE scans SET status = 'running', scanner = $2, started_at = now() "
     " WHERE id = (SELECT max(id) FROM scans WHERE job_id = $3::bigint AND status = 'queued') "
     " AND NOT EXISTS (SELECT 1 FROM done) AND EXISTS (SELECT 1 FROM c) "
