@@ -56,9 +56,10 @@ hgf_credmgr *hgf_credmgr_new(struct ev_loop *loop, hgf_http *http, hgf_metrics *
                              hgf_err *err);
 void hgf_credmgr_free(hgf_credmgr *m);
 /* Borrows the process's AWS controller (it must outlive m): ECR tokens are
- * then fetched with its retries and rates, and every signature (STS, ECR,
- * the host chain) uses the clock skew it learned. Without one, calls are
- * signed with the local clock and tried once. */
+ * then fetched with its retries and rates, AssumeRole is tried at most its
+ * max_attempts (AWS_MAX_ATTEMPTS) times, and every signature (STS, ECR, the
+ * host chain) uses the clock skew it learned. Without one, calls are signed
+ * with the local clock, ECR tokens are tried once and AssumeRole 5 times. */
 void hgf_credmgr_set_awsctl(hgf_credmgr *m, hgf_awsctl *ctl);
 
 /* Validates a spec's fields (ARNs, ExternalId [\w+=,.@:/-]{2,1224}, session

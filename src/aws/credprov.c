@@ -22,7 +22,7 @@
 #define REFRESH_MARGIN 300.0    /* refresh 5 min before Expiration ... */
 #define REFRESH_FRACTION 0.2    /* ... or at 80% of a shorter lifetime */
 #define JITTER_FRACTION 0.1
-#define STS_MAX_RETRIES 4       /* as the SDKs: 5 attempts in all */
+#define STS_MAX_RETRIES 4       /* with no awsctl (tests): 5 attempts in all */
 #define BACKOFF_MIN 1.0
 #define BACKOFF_MAX 30.0
 
@@ -630,6 +630,13 @@ static void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents)
     send_assume(o);
 }
 
+/* AWS_MAX_ATTEMPTS counts STS's attempts too, as it does for the SDKs'
+ * clients; a manager without the process's awsctl keeps the legacy 5. */
+static int sts_max_retries(const hgf_credmgr *m)
+{
+    return m->ctl ? hgf_awsctl_get_config(m->ctl)->max_attempts - 1 : STS_MAX_RETRIES;
+}
+
 /* Throttling, 5xx and dropped connections are retried here with the SDKs'
  * backoff, so one busy STS moment does not fail every job waiting for the
  * shared refresh. The transport error is classified like any AWS call's:
@@ -637,7 +644,7 @@ static void on_retry_timer(struct ev_loop *loop, ev_timer *w, int revents)
 static int retry_assume(op *o, const hgf_sts_result *r)
 {
     int cls = hgf_awsctl_classify(r->status, r->transport_error, r->err.aws_code, r->err.msg);
-    if (!o->m || o->sts_retries >= STS_MAX_RETRIES ||
+    if (!o->m || o->sts_retries >= sts_max_retries(o->m) ||
         (cls != HGF_AWS_RETRY_THROTTLE && cls != HGF_AWS_RETRY_TRANSIENT))
         return 0;
     double delay = hgf_awsctl_backoff(o->sts_retries++, rand01(o->m));

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hgfleet/awsctl.h"
 #include "hgfleet/buf.h"
 #include "hgfleet/credprov.h"
 #include "hgfleet/http.h"
@@ -1327,6 +1328,42 @@ static void test_sts_errors_are_reported_without_secrets(void **state)
     assert_null(strstr(r.last_err.msg, s3.secret_access_key));
 }
 
+/* AWS_MAX_ATTEMPTS bounds AssumeRole's attempts, as it bounds every other
+ * AWS call's, once the manager has the process's awsctl. */
+static void test_sts_attempts_follow_aws_max_attempts(void **state)
+{
+    struct fix *f = *state;
+    setenv("AWS_MAX_ATTEMPTS", "2", 1);
+    hgf_err err;
+    hgf_awsctl *ctl = hgf_awsctl_new(f->loop, NULL, &err);
+    unsetenv("AWS_MAX_ATTEMPTS");
+    assert_non_null(ctl);
+    hgf_credmgr_set_awsctl(f->m, ctl);
+    SET(f, sts_mode, STS_HTML_503);
+    hgf_auth_spec s = role_spec();
+    rec r = {0};
+    get_wait(f, &s, &r);
+    assert_int_equal(r.last_rc, HGF_EHTTP);
+    struct srv sv;
+    snap(&f->srv, &sv);
+    assert_int_equal(sv.sts_calls, 2);
+
+    /* Without the variable, the standard mode's 3. */
+    hgf_credmgr_free(f->m);
+    hgf_awsctl_free(ctl);
+    ctl = hgf_awsctl_new(f->loop, NULL, &err);
+    assert_non_null(ctl);
+    f->m = hgf_credmgr_new(f->loop, f->http, f->metrics, &err);
+    assert_non_null(f->m);
+    hgf_credmgr_set_awsctl(f->m, ctl);
+    get_wait(f, &s, &r);
+    snap(&f->srv, &sv);
+    assert_int_equal(sv.sts_calls, 2 + 3);
+    hgf_credmgr_free(f->m);
+    f->m = NULL;
+    hgf_awsctl_free(ctl);
+}
+
 static void test_free_with_fetch_in_flight(void **state)
 {
     struct fix *f = *state;
@@ -1364,6 +1401,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_hop_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ecr_token_half_life, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sts_errors_are_reported_without_secrets, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_sts_attempts_follow_aws_max_attempts, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_free_with_fetch_in_flight, setup, teardown),
     };
