@@ -7,6 +7,7 @@
 #include "hgfleet/registry.h"
 #include "hgfleet/scanner.h"
 #include "hgfleet/secret.h"
+#include "hgfleet/timeutil.h"
 #include "hgfleet/worker.h"
 
 #include <ev.h>
@@ -462,8 +463,12 @@ static int copy_payload(scan_job *j, json_t *payload, hgf_err *err)
     const char *digest = json_string_value(json_object_get(payload, "digest"));
     const char *tag = json_string_value(json_object_get(payload, "tag"));
     json_t *fresh = json_object_get(payload, "fresh_after");
-    if (fresh && (!json_is_string(fresh) || json_string_length(fresh) >= sizeof j->fresh_after))
-        return hgf_err_set(err, HGF_EINPUT, "scan payload: fresh_after must be a timestamp");
+    /* Checked here so that a bad value names its field, not PostgreSQL's
+     * cast error at the open. */
+    if (fresh && (!json_is_string(fresh) || json_string_length(fresh) >= sizeof j->fresh_after ||
+                  hgf_time_parse_iso(json_string_value(fresh)) < 0))
+        return hgf_err_set(err, HGF_EINPUT,
+                           "scan payload: fresh_after must be an ISO 8601 timestamp");
     if (!json_is_integer(cid) || !json_is_integer(iid) || !repo || !digest ||
         strlen(repo) >= sizeof j->repo || !hgf_registry_is_digest(digest))
         return hgf_err_set(err, HGF_EINPUT, "scan payload needs connection_id, image_id, "
