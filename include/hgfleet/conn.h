@@ -53,10 +53,18 @@ int hgf_conn_update(hgf_store *s, const hgf_connection *c, int reschedule, hgf_e
 /* Stores the last diagnosis (JSON text, or NULL to clear it). */
 int hgf_conn_set_diagnosis(hgf_store *s, int64_t id, const char *diagnosis_json, hgf_err *err);
 
-/* Finds a live connection by numeric id or by registry URL. HGF_ENOTFOUND
- * names what was looked for; a malformed URL is HGF_EINPUT. */
+/* Checks a connection key without the database: an ID (1 to 11 digits, not
+ * 0) or a registry URL, parsed into *reg when reg is not NULL and the key is
+ * a URL. HGF_EINPUT says what was expected. */
+int hgf_conn_key_check(const char *id_or_url, hgf_registry *reg, hgf_err *err);
+/* Finds a live connection by numeric id or by registry URL (either form of
+ * it, -fips or not: one registry is one (partition, account, region)).
+ * HGF_ENOTFOUND names what was looked for; a malformed key is HGF_EINPUT. */
 int hgf_conn_find(hgf_store *s, const char *id_or_url, hgf_connection *out, hgf_err *err);
 int hgf_conn_get(hgf_store *s, int64_t id, hgf_connection *out, hgf_err *err);
+/* As hgf_conn_get, but a removed connection (history kept) is found too, with
+ * out->removed set: what `connection remove ID --purge` needs. */
+int hgf_conn_get_any(hgf_store *s, int64_t id, hgf_connection *out, hgf_err *err);
 
 int hgf_conn_list(hgf_store *s, hgf_connection **out, int *n, hgf_err *err);
 

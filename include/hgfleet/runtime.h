@@ -25,6 +25,11 @@ typedef struct hgf_runtime {
     char owner[96];   /* this process's lease owner id: host:pid:random */
 } hgf_runtime;
 
+/* The process settings that hgf_runtime_open would refuse, checked without
+ * opening anything: AWS_MAX_ATTEMPTS, AWS_RETRY_MODE and HGFLEET_SCANNER.
+ * HGF_EINPUT names the variable. Commands call it before the database, so
+ * that a bad setting exits 2 whether or not the database is up. */
+int hgf_runtime_check(const hgf_config *cfg, hgf_err *err);
 /* Opens the store and the HTTP client on the default loop. On failure
  * everything opened is closed again and err names what failed. */
 int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err);

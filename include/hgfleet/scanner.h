@@ -82,6 +82,11 @@ typedef void (*hgf_scan_cb)(const hgf_scan_result *res, void *arg);
 int hgf_scanner_new(struct ev_loop *loop, hgf_http *http, const char *spec,
                     const hgf_scanner_opts *opts, hgf_scanner **out, hgf_err *err);
 
+/* Checks a spec as hgf_scanner_new would (its syntax; for trivy and grype,
+ * the tool on PATH) without a loop: for commands to refuse a bad setting
+ * before they open the database. */
+int hgf_scanner_check(const char *spec, hgf_err *err);
+
 /* Kills running children (their process groups) and cancels every scan
  * without calling its callback. Free it before the HTTP client. */
 void hgf_scanner_free(hgf_scanner *s);

@@ -133,13 +133,31 @@ static int check_chars(const char *flag, const char *v, size_t min, size_t max, 
                        flag, min, max, what, q);
 }
 
+/* STS in one partition cannot assume a role of another: the registry's
+ * partition (from its URL) decides, as it does for `connection import`. */
+static int check_role_partition(const char *flag, const char *arn, const char *partition,
+                                hgf_err *err)
+{
+    const char *p = arn + 4; /* role_arn_problem has checked "arn:" */
+    size_t n = strcspn(p, ":");
+    if (!set(partition) || (strlen(partition) == n && !strncmp(p, partition, n)))
+        return 0;
+    return hgf_err_set(err, HGF_EINPUT,
+                       "%s: partition %.*s does not match the registry's partition %s", flag,
+                       (int)(n < 16 ? n : 16), p, partition);
+}
+
 static int check_role_options(const hgf_auth_spec *s, hgf_err *err)
 {
     int rc = 0;
     if (set(s->role_arn))
         rc = check_role_arn("--role-arn", s->role_arn, err);
+    if (!rc && set(s->role_arn))
+        rc = check_role_partition("--role-arn", s->role_arn, s->partition, err);
     if (!rc && s->via_role_arn)
         rc = check_role_arn("--via-role-arn", s->via_role_arn, err);
+    if (!rc && s->via_role_arn)
+        rc = check_role_partition("--via-role-arn", s->via_role_arn, s->partition, err);
     if (!rc && s->external_id)
         rc =
             check_chars("--external-id", s->external_id, 2, 1224, "+=,.@:/-", "[\\w+=,.@:/-]", err);

@@ -37,7 +37,7 @@ int hgf_cli_open(hgf_config *cfg, hgf_runtime *rt)
     hgf_err err;
     hgf_err_clear(&err);
     memset(rt, 0, sizeof *rt);
-    if (hgf_config_load(cfg, &err)) {
+    if (hgf_config_load(cfg, &err) || hgf_runtime_check(cfg, &err)) {
         hgf_config_free(cfg);
         return hgf_cli_fail(&err);
     }

@@ -50,6 +50,8 @@ static const char USAGE_UPDATE[] =
     "  --no-keys        drop the static keys (use the host's credentials)\n"
     "  --no-role        drop the role (and any --via-role-arn)\n"
     "  --clear-tag-filters  drop every --tag-include and --tag-exclude\n"
+    "On a connection with a role, --external-id, --session-name, --duration and\n"
+    "--via-role-arn may each change alone, and --role-arn alone keeps them.\n"
     "A new --schedule takes effect without restarting any server.\n";
 
 static const char USAGE[] =
@@ -154,7 +156,14 @@ static int validate_role(add_opts *o, const hgf_registry *reg, hgf_err *err)
                                o->duration_text);
         o->duration = (int)d;
     }
-    if (!o->role_arn && (o->external_id || o->session_name || o->duration_text || o->via_role_arn))
+    /* An update may change one role option of a connection that has a role:
+     * apply_update checks the merged set once the row is loaded. */
+    int update = !strcmp(o->cmd, "connection update");
+    int role_opts = o->external_id || o->session_name || o->duration_text || o->via_role_arn;
+    if (role_opts && o->no_role)
+        return hgf_err_set(err, HGF_EINPUT, "--no-role: cannot be combined with --external-id, "
+                                            "--session-name, --duration or --via-role-arn");
+    if (!o->role_arn && role_opts && !update)
         return hgf_err_set(err, HGF_EINPUT, "--role-arn: required with --external-id, "
                                             "--session-name, --duration and --via-role-arn");
     if (!o->role_arn)
@@ -169,11 +178,12 @@ static int validate_role(add_opts *o, const hgf_registry *reg, hgf_err *err)
 static int validate_add(add_opts *o, hgf_connection *c, hgf_err *err)
 {
     int update = !strcmp(o->cmd, "connection update");
-    int rc = 0;
-    if (!update || strlen(o->url) >= 12)
-        rc = hgf_endpoint_parse_registry(o->url, &c->reg, err);
+    int rc = update ? hgf_conn_key_check(o->url, &c->reg, err)
+                    : hgf_endpoint_parse_registry(o->url, &c->reg, err);
     if (rc)
         return rc;
+    /* An update by ID learns the registry (its partition) from the row. */
+    int by_id = update && !c->reg.account_id[0];
     if (o->name && (!*o->name || strlen(o->name) > 128))
         return hgf_err_set(err, HGF_EINPUT, "--name: expected 1 to 128 characters");
     if (o->schedule) {
@@ -191,7 +201,7 @@ static int validate_add(add_opts *o, hgf_connection *c, hgf_err *err)
         return hgf_err_set(err, HGF_EINPUT, "--no-keys: cannot be combined with --access-key-id");
     if (o->role_arn && o->no_role)
         return hgf_err_set(err, HGF_EINPUT, "--no-role: cannot be combined with --role-arn");
-    return validate_role(o, update && strlen(o->url) < 12 ? NULL : &c->reg, err);
+    return validate_role(o, by_id ? NULL : &c->reg, err);
 }
 
 /* Reads and seals the secret before the database is opened, so a missing
@@ -332,8 +342,49 @@ static void replace_globs(char ***field, int *n, char **values, int nv)
     *n = nv;
 }
 
-static void apply_update(const add_opts *o, hgf_connection *row, const char *sealed)
+/* The role options given replace the stored ones one by one; --role-arn
+ * alone keeps the external id, session name, duration and first hop. The
+ * merged set is validated against the registry's partition. */
+static int merge_role(const add_opts *o, hgf_connection *row, hgf_err *err)
 {
+    if (o->no_role) {
+        replace_str(&row->role_arn, NULL);
+        replace_str(&row->external_id, NULL);
+        replace_str(&row->session_name, NULL);
+        replace_str(&row->via_role_arn, NULL);
+        row->duration_seconds = 0;
+        return 0;
+    }
+    if (!o->role_arn && !o->external_id && !o->session_name && !o->duration_text &&
+        !o->via_role_arn)
+        return 0;
+    if (!o->role_arn && !row->role_arn)
+        return hgf_err_set(err, HGF_EINPUT,
+                           "--role-arn: required with --external-id, --session-name, --duration "
+                           "and --via-role-arn: connection %lld has no role",
+                           (long long)row->id);
+    if (o->role_arn)
+        replace_str(&row->role_arn, o->role_arn);
+    if (o->external_id)
+        replace_str(&row->external_id, o->external_id);
+    if (o->session_name)
+        replace_str(&row->session_name, o->session_name);
+    if (o->via_role_arn)
+        replace_str(&row->via_role_arn, o->via_role_arn);
+    if (o->duration_text)
+        row->duration_seconds = o->duration;
+    hgf_auth_spec spec = {.mode = "assume_role", .role_arn = row->role_arn,
+                          .external_id = row->external_id, .session_name = row->session_name,
+                          .duration_seconds = row->duration_seconds,
+                          .via_role_arn = row->via_role_arn, .region = row->reg.region,
+                          .partition = row->reg.partition};
+    return hgf_credprov_validate(&spec, err);
+}
+
+static int apply_update(const add_opts *o, hgf_connection *row, const char *sealed, hgf_err *err)
+{
+    if (merge_role(o, row, err))
+        return HGF_EINPUT;
     if (o->name)
         replace_str(&row->name, o->name);
     if (o->schedule)
@@ -341,13 +392,6 @@ static void apply_update(const add_opts *o, hgf_connection *row, const char *sea
     if (o->no_keys || o->akid) {
         replace_str(&row->access_key_id, o->akid);
         replace_str(&row->secret_sealed, o->akid ? sealed : NULL);
-    }
-    if (o->no_role || o->role_arn) {
-        replace_str(&row->role_arn, o->role_arn);
-        replace_str(&row->external_id, o->external_id);
-        replace_str(&row->session_name, o->session_name);
-        replace_str(&row->via_role_arn, o->via_role_arn);
-        row->duration_seconds = o->duration;
     }
     if (o->clear_filters) {
         replace_globs(&row->tag_include, &row->n_include, NULL, 0);
@@ -358,6 +402,7 @@ static void apply_update(const add_opts *o, hgf_connection *row, const char *sea
     if (o->n_exclude)
         replace_globs(&row->tag_exclude, &row->n_exclude, o->exclude, o->n_exclude);
     derive_auth_mode(row);
+    return 0;
 }
 
 static int cmd_update(int argc, char **argv)
@@ -384,10 +429,10 @@ static int cmd_update(int argc, char **argv)
         rc = hgf_conn_find(rt.store, o.url, &row, &err);
         if (rc == HGF_ENOTFOUND)
             err.code = HGF_EINPUT;
-        if (!rc) {
-            apply_update(&o, &row, sealed.data);
+        if (!rc)
+            rc = apply_update(&o, &row, sealed.data, &err);
+        if (!rc)
             rc = hgf_conn_update(rt.store, &row, o.schedule != NULL, &err);
-        }
         if (rc)
             code = hgf_cli_fail(&err);
         else
@@ -472,9 +517,14 @@ static int cmd_list(int argc, char **argv)
 }
 
 /* Looking up a connection the user named: not finding it is their input error. */
-static int find_target(hgf_runtime *rt, const char *target, hgf_connection *c, hgf_err *err)
+/* A removed connection is found by its ID only for --purge: its history is
+ * what the purge deletes. */
+static int find_target(hgf_runtime *rt, const char *target, int purge, hgf_connection *c,
+                       hgf_err *err)
 {
     int rc = hgf_conn_find(rt->store, target, c, err);
+    if (rc == HGF_ENOTFOUND && purge && strspn(target, "0123456789") == strlen(target))
+        rc = hgf_conn_get_any(rt->store, atoll(target), c, err);
     if (rc == HGF_ENOTFOUND)
         err->code = HGF_EINPUT;
     return rc;
@@ -493,13 +543,12 @@ static int open_target(int argc, char **argv, const char *cmd, int *json, int *p
         return rc;
     hgf_err err;
     hgf_err_clear(&err);
-    hgf_registry probe;
-    if (strlen(target) >= 12 && hgf_endpoint_parse_registry(target, &probe, &err))
+    if (hgf_conn_key_check(target, NULL, &err))
         return hgf_cli_fail(&err);
     int code = hgf_cli_open(cfg, rt);
     if (code)
         return code;
-    if (find_target(rt, target, c, &err)) {
+    if (find_target(rt, target, purge && *purge, c, &err)) {
         hgf_cli_close(cfg, rt);
         return hgf_cli_fail(&err);
     }
@@ -630,6 +679,39 @@ static int cmd_test(int argc, char **argv)
     return code;
 }
 
+static const char *sub_usage(const char *sub)
+{
+    static const struct {
+        const char *name, *usage;
+    } subs[] = {
+        {"list", "Usage: hgfleet connection list [--json]\n"
+                 "\n"
+                 "Lists the live connections with their auth mode, schedule and last sync.\n"
+                 "  --json  one JSON array on stdout (secrets are never included)\n"},
+        {"show", "Usage: hgfleet connection show ID|REGISTRY_URL [--json]\n"
+                 "\n"
+                 "Shows one live connection, its schedule, last sync and last diagnosis.\n"
+                 "  --json  one JSON object on stdout (secrets are never included)\n"},
+        {"remove", "Usage: hgfleet connection remove ID|REGISTRY_URL [--purge]\n"
+                   "\n"
+                   "Stops syncing a registry and cancels its queued jobs. Its catalog and scan\n"
+                   "history are kept, unless --purge deletes them with the connection. A\n"
+                   "connection removed earlier can still be purged by its ID.\n"},
+        {"test", "Usage: hgfleet connection test ID|REGISTRY_URL [--json]\n"
+                 "\n"
+                 "Diagnoses a connection step by step: GetCallerIdentity,\n"
+                 "GetAuthorizationToken, DescribeRepositories and one manifest HEAD. The\n"
+                 "diagnosis is stored on the connection.\n"
+                 "  --json  the steps and the diagnosis as one JSON object\n"
+                 "\n"
+                 "Exit codes: 0 healthy, 1 a step failed (see the diagnosis), 2 bad arguments.\n"},
+    };
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
+        if (!strcmp(sub, subs[i].name))
+            return subs[i].usage;
+    return USAGE;
+}
+
 int hgf_cli_connection(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
@@ -645,7 +727,7 @@ int hgf_cli_connection(int argc, char **argv)
     if (!strcmp(sub, "import"))
         return hgf_cli_connection_import(argc - 1, argv + 1);
     if (hgf_cli_wants_help(argc, argv)) {
-        fputs(USAGE, stdout);
+        fputs(sub_usage(sub), stdout);
         return 0;
     }
     if (!strcmp(sub, "list"))

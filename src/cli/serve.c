@@ -336,7 +336,8 @@ int hgf_cli_serve(int argc, char **argv)
     memset(&sv, 0, sizeof sv);
     hgf_err err;
     hgf_err_clear(&err);
-    if (hgf_config_load(&sv.cfg, &err) || parse_grace(&sv.grace_s, &err)) {
+    if (hgf_config_load(&sv.cfg, &err) || hgf_runtime_check(&sv.cfg, &err) ||
+        parse_grace(&sv.grace_s, &err)) {
         hgf_config_free(&sv.cfg);
         return hgf_cli_fail(&err);
     }

@@ -15,7 +15,8 @@ static const char USAGE[] =
     "  --all     every connection\n"
     "  --wait    work the queue in this process until these syncs are done\n"
     "            (scans they queue are left to the servers)\n"
-    "  --json    print one JSON object per job on stdout\n"
+    "  --json    print one JSON object per job on stdout: queued, or with --wait\n"
+    "            its outcome\n"
     "\n"
     "Exit codes: 0 queued (or, with --wait, all succeeded), 1 a sync failed or the\n"
     "database is unreachable, 2 bad arguments or an unknown connection.\n";
@@ -31,7 +32,6 @@ static int parse(int argc, char **argv, sync_opts *o)
     o->targets = calloc((size_t)argc, sizeof *o->targets);
     for (int i = 1; i < argc; i++) {
         hgf_err err;
-        hgf_registry reg;
         if (!strcmp(argv[i], "--all"))
             o->all = 1;
         else if (!strcmp(argv[i], "--wait"))
@@ -40,7 +40,7 @@ static int parse(int argc, char **argv, sync_opts *o)
             o->json = 1;
         else if (argv[i][0] == '-')
             return hgf_cli_usage_error("sync", "unknown option %s", argv[i]);
-        else if (strlen(argv[i]) >= 12 && hgf_endpoint_parse_registry(argv[i], &reg, &err))
+        else if (hgf_conn_key_check(argv[i], NULL, &err))
             return hgf_cli_fail(&err);
         else
             o->targets[o->n_targets++] = argv[i];
@@ -70,6 +70,24 @@ static int collect(hgf_runtime *rt, const sync_opts *o, hgf_connection **list, i
 typedef struct report {
     int json, failed, done;
 } report;
+
+/* Without --wait: one line per job, JSON with --json like --wait's lines. */
+static void print_queued(const hgf_connection *list, const int64_t *ids, int n, int json)
+{
+    for (int i = 0; i < n; i++) {
+        if (!json) {
+            printf("sync %s: queued as job %lld\n", list[i].reg.host, (long long)ids[i]);
+            continue;
+        }
+        json_t *o = json_pack("{s:I, s:s, s:s, s:I}", "job_id", (json_int_t)ids[i], "status",
+                              "queued", "registry", list[i].reg.host, "connection_id",
+                              (json_int_t)list[i].id);
+        char *t = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", t);
+        free(t);
+        json_decref(o);
+    }
+}
 
 static void on_done(int64_t job_id, const char *kind, const hgf_err *err, json_t *result, void *arg)
 {
@@ -176,8 +194,7 @@ static int run(hgf_runtime *rt, const sync_opts *o)
     if (rc) {
         code = hgf_cli_fail(&err);
     } else if (!o->wait) {
-        for (int i = 0; i < n; i++)
-            printf("sync %s: queued as job %lld\n", list[i].reg.host, (long long)ids[i]);
+        print_queued(list, ids, n, o->json);
     } else {
         report r = {o->json, 0, 0};
         fprintf(stderr, "syncing %d connection%s...\n", n, n == 1 ? "" : "s");

@@ -190,6 +190,18 @@ int hgf_scanner_new(struct ev_loop *loop, hgf_http *http, const char *spec,
     return 0;
 }
 
+int hgf_scanner_check(const char *spec, hgf_err *err)
+{
+    hgf_scanner *s = calloc(1, sizeof *s);
+    if (!s)
+        return hgf_err_set(err, HGF_ENOMEM, "out of memory");
+    int rc = parse_spec(s, spec, err);
+    if (rc == 0)
+        rc = apply_opts(s, NULL, err);
+    hgf_scanner_free(s);
+    return rc;
+}
+
 const char *hgf_scanner_name(const hgf_scanner *s)
 {
     return hgf_scan_kind_name(s->kind);

@@ -3,8 +3,17 @@
 #include <ev.h>
 #include <openssl/rand.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+int hgf_runtime_check(const hgf_config *cfg, hgf_err *err)
+{
+    hgf_awsctl_config ac;
+    if (hgf_awsctl_config_parse(getenv("AWS_MAX_ATTEMPTS"), getenv("AWS_RETRY_MODE"), &ac, err))
+        return err->code;
+    return hgf_scanner_check(cfg->scanner ? cfg->scanner : "none", err);
+}
 
 int hgf_runtime_open(hgf_runtime *rt, const hgf_config *cfg, hgf_err *err)
 {

@@ -164,7 +164,8 @@ static const char IMAGES_SQL[] =
     "        || '/' || r.name || '@' || i.digest) THEN 'queued' ELSE 'none' END)) AS o"
     " FROM images i JOIN repositories r ON r.id = i.repository_id"
     " JOIN connections c ON c.id = r.connection_id"
-    " WHERE c.removed_at IS NULL AND ($1::text IS NULL OR c.registry = $1)"
+    " WHERE c.removed_at IS NULL AND ($1::text IS NULL OR"
+    "   (c.partition || '/' || c.account_id || '/' || c.region) = $1)"
     " AND ($2::text IS NULL OR r.name = $2)"
     " AND ($3::text IS NULL OR (i.deleted_at IS NULL) = ($3 = 'present'))"
     " AND ($4::text IS NULL OR (c.registry, r.name, i.digest) > ($4, $5, $6))"
@@ -211,7 +212,12 @@ static int images_filter(hgf_catalog_query *q, const hgf_catalog_images_filter *
                    f->state);
     if (f->limit < 1)
         return bad(q, prefix, "limit", err, "expected at least 1, got %d", f->limit);
-    hgf_catalog_set(q, 0, f->registry ? reg.host : NULL);
+    /* One registry is one (partition, account, region), whichever form of
+     * its URL (-fips or not) names it. */
+    char key[80] = "";
+    if (f->registry)
+        snprintf(key, sizeof key, "%s/%s/%s", reg.partition, reg.account_id, reg.region);
+    hgf_catalog_set(q, 0, f->registry ? key : NULL);
     hgf_catalog_set(q, 1, f->repository);
     hgf_catalog_set(q, 2, f->state);
     return 0;

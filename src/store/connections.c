@@ -212,15 +212,13 @@ int hgf_conn_set_diagnosis(hgf_store *s, int64_t id, const char *diagnosis_json,
                           p, NULL, err);
 }
 
-static int load_one(hgf_store *s, const char *where, const char *param, const char *what,
-                    hgf_connection *out, hgf_err *err)
+static int load_one(hgf_store *s, const char *where, int n, const char *const *params,
+                    const char *what, hgf_connection *out, hgf_err *err)
 {
     char sql[1400];
-    snprintf(sql, sizeof sql, "SELECT %s FROM connections WHERE %s AND removed_at IS NULL",
-             HGF_CONN_COLUMNS, where);
-    const char *p[] = {param};
+    snprintf(sql, sizeof sql, "SELECT %s FROM connections WHERE %s", HGF_CONN_COLUMNS, where);
     PGresult *r;
-    int rc = hgf_store_exec(s, sql, 1, p, &r, err);
+    int rc = hgf_store_exec(s, sql, n, params, &r, err);
     if (rc)
         return rc;
     if (PQntuples(r) == 0)
@@ -236,23 +234,57 @@ int hgf_conn_get(hgf_store *s, int64_t id, hgf_connection *out, hgf_err *err)
     char v[24], what[48];
     snprintf(v, sizeof v, "%lld", (long long)id);
     snprintf(what, sizeof what, "with id %s", v);
-    return load_one(s, "id = $1", v, what, out, err);
+    const char *p[] = {v};
+    return load_one(s, "id = $1 AND removed_at IS NULL", 1, p, what, out, err);
+}
+
+int hgf_conn_get_any(hgf_store *s, int64_t id, hgf_connection *out, hgf_err *err)
+{
+    char v[24], what[64];
+    snprintf(v, sizeof v, "%lld", (long long)id);
+    snprintf(what, sizeof what, "with id %s, live or removed", v);
+    const char *p[] = {v};
+    return load_one(s, "id = $1", 1, p, what, out, err);
+}
+
+/* An id: 1 to 11 digits (12 digits is an account, never an id). */
+static int key_is_id(const char *key)
+{
+    size_t n = strlen(key);
+    if (n == 0 || n >= 12)
+        return 0;
+    for (const char *p = key; *p; p++)
+        if (!isdigit((unsigned char)*p))
+            return 0;
+    return 1;
+}
+
+int hgf_conn_key_check(const char *key, hgf_registry *reg, hgf_err *err)
+{
+    if (key_is_id(key))
+        return atoll(key) > 0 ? 0
+                              : hgf_err_set(err, HGF_EINPUT,
+                                            "connection: expected an ID from 1 up or a registry "
+                                            "URL, got \"%s\"", key);
+    hgf_registry probe;
+    return hgf_endpoint_parse_registry(key, reg ? reg : &probe, err);
 }
 
 int hgf_conn_find(hgf_store *s, const char *key, hgf_connection *out, hgf_err *err)
 {
-    int numeric = *key != '\0';
-    for (const char *p = key; *p; p++)
-        numeric &= isdigit((unsigned char)*p) != 0;
-    if (numeric && strlen(key) < 12) /* 12 digits is an account, never an id */
-        return hgf_conn_get(s, atoll(key), out, err);
     hgf_registry reg;
-    int rc = hgf_endpoint_parse_registry(key, &reg, err);
+    int rc = hgf_conn_key_check(key, &reg, err);
     if (rc)
         return rc;
+    if (key_is_id(key))
+        return hgf_conn_get(s, atoll(key), out, err);
+    /* The key of the live index, so that the -fips form of a registry finds
+     * the connection added under the other, as add's duplicate check does. */
     char what[200];
     snprintf(what, sizeof what, "for registry %s", reg.host);
-    return load_one(s, "registry = $1", reg.host, what, out, err);
+    const char *p[] = {reg.partition, reg.account_id, reg.region};
+    return load_one(s, "partition = $1 AND account_id = $2 AND region = $3 AND removed_at IS NULL",
+                    3, p, what, out, err);
 }
 
 int hgf_conn_list(hgf_store *s, hgf_connection **out, int *n, hgf_err *err)

@@ -6,14 +6,21 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 H=$HGFLEET_BIN
+tmp=$(hgf_tmpdir)
 # A database that cannot exist: anything that reaches it would fail with 1, not 2.
 export HGFLEET_DATABASE_URL=postgresql://nobody@127.0.0.1:1/none
 
 for cmd in "" "migrate" "connection" "connection add" "connection list" "connection show" \
-  "connection remove" "sync" "images" "images list" "demo" "version"; do
+  "connection remove" "connection update" "connection test" "connection import" "sync" \
+  "images" "images list" "jobs" "jobs list" "sweep" "discover" "serve" "demo" "version"; do
   # shellcheck disable=SC2086
   hgf_expect_exit 0 "$H" $cmd --help
   hgf_assert_contains "$HGF_OUT" "Usage: hgfleet" "hgfleet $cmd --help prints usage"
+done
+# Each connection subcommand has its own usage, not the group's.
+for sub in add list show remove update test import; do
+  hgf_expect_exit 0 "$H" connection "$sub" --help
+  hgf_assert_contains "$HGF_OUT" "Usage: hgfleet connection $sub" "connection $sub --help"
 done
 
 hgf_expect_exit 2 "$H"
@@ -55,6 +62,33 @@ HGFLEET_MASTER_KEY=not-base64-at-all! hgf_expect_exit 2 "$H" connection add \
   --secret-access-key-file /dev/null
 hgf_assert_contains "$HGF_ERR" "HGFLEET_MASTER_KEY" "bad master key is named"
 if [[ $HGF_ERR == *not-base64-at-all* ]]; then hgf_fail "the master key value was echoed"; fi
+
+# A connection is addressed by an ID from 1 up or a registry URL: anything
+# else is a usage error before the (dead) database, however short it is.
+for args in "connection show garbage" "connection show 0" "connection remove x1" \
+  "connection test 00" "connection update garbage --name n" "sync garbage" "sync 1 garbage" \
+  "sync 0"; do
+  # shellcheck disable=SC2086 # each entry is an argument list
+  hgf_expect_exit 2 "$H" $args
+  hgf_assert_contains "$HGF_ERR" "expected" "'$args' says what was expected"
+done
+# A role of another partition than the registry's cannot be assumed.
+hgf_expect_exit 2 "$H" connection add 123456789012.dkr.ecr.eu-west-1.amazonaws.com \
+  --role-arn arn:aws-cn:iam::123456789012:role/reader
+hgf_assert_contains "$HGF_ERR" "--role-arn: partition aws-cn does not match the registry's partition aws" \
+  "a cross-partition role is refused"
+hgf_expect_exit 2 "$H" connection update 123456789012.dkr.ecr.eu-west-1.amazonaws.com \
+  --role-arn arn:aws:iam::123456789012:role/reader --via-role-arn arn:aws-us-gov:iam::123456789012:role/hub
+hgf_assert_contains "$HGF_ERR" "--via-role-arn: partition aws-us-gov" "a cross-partition first hop is refused"
+# Process settings are input too, checked before the database.
+for setting in HGFLEET_SCANNER=bogus AWS_MAX_ATTEMPTS=abc AWS_RETRY_MODE=bogus; do
+  env "$setting" "$H" jobs list >/dev/null 2>"$tmp/err" && hgf_fail "$setting was accepted"
+  rc=$?
+  hgf_assert_eq 2 "$rc" "$setting exits 2 before the database"
+  hgf_assert_contains "$(cat "$tmp/err")" "${setting%%=*}" "$setting is named"
+done
+HGFLEET_SCANNER=bogus HGFLEET_LISTEN=127.0.0.1:0 hgf_expect_exit 2 "$H" serve
+if [[ $HGF_OUT == *serving* ]]; then hgf_fail "serve listened before refusing HGFLEET_SCANNER"; fi
 
 hgf_expect_exit 0 "$H" version --json
 python3 -c 'import json,sys; v=json.load(sys.stdin); assert v["version"] and v["schema_version"] >= 2' <<<"$HGF_OUT"

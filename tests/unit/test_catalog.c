@@ -105,7 +105,8 @@ static void test_images_builder(void **state)
     };
     assert_int_equal(hgf_catalog_images(&q, &f, "", &err), 0);
     assert_int_equal(q.nparams, 7);
-    assert_string_equal(q.param[0], "123456789012.dkr.ecr.eu-west-1.amazonaws.com");
+    /* The registry's key, so that its -fips URL names the same one. */
+    assert_string_equal(q.param[0], "aws/123456789012/eu-west-1");
     assert_true(q.is_null[1]);          /* any repository */
     assert_string_equal(q.param[2], "deleted");
     for (int i = 3; i < 6; i++)
