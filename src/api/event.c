@@ -23,15 +23,12 @@ static int valid_tag(const char *t)
     return 1;
 }
 
+/* ECR's RepositoryName: the distribution spec's grammar, 2 to 256 long. A
+ * name such as "../x" would otherwise become a path in the scan's registry
+ * URL. */
 static int valid_repo(const char *r)
 {
-    size_t n = strlen(r);
-    if (n < 2 || n > 256)
-        return 0;
-    for (const char *p = r; *p; p++)
-        if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && !strchr("._-/", *p))
-            return 0;
-    return 1;
+    return strlen(r) >= 2 && hgf_registry_valid_repository(r);
 }
 
 /* NULL when the image action's fields are valid; else the bad field. */
@@ -53,6 +50,9 @@ static const char *check_image_action(json_t *root, json_t *d, hgf_ecr_event *ev
         return "detail.action-type";
     if (!ev->result)
         return "detail.result";
+    /* A failed push or delete is ignored (200), whatever else it lacks. */
+    if (strcmp(ev->result, "SUCCESS"))
+        return NULL;
     if (!ev->repo || !valid_repo(ev->repo))
         return "detail.repository-name";
     if (!ev->digest || !hgf_registry_is_digest(ev->digest))
@@ -60,7 +60,8 @@ static const char *check_image_action(json_t *root, json_t *d, hgf_ecr_event *ev
     json_t *tag = json_object_get(d, "image-tag");
     if (tag && !json_is_null(tag) && (!ev->tag || !valid_tag(ev->tag)))
         return "detail.image-tag";
-    if (ev->time && hgf_time_parse_iso(ev->time) < 0)
+    json_t *time = json_object_get(root, "time");
+    if ((time && !json_is_null(time) && !ev->time) || (ev->time && hgf_time_parse_iso(ev->time) < 0))
         return "time";
     return NULL;
 }

@@ -8,15 +8,23 @@
 #include "hgfleet/secret.h"
 #include "hgfleet/timeutil.h"
 
+#include <ev.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+/* EventBridge gives the target 5 s. MHD does not time out a suspended
+ * request, so a database that stops answering (rather than refusing) would
+ * hold every push until the server's connection limit: each waits at most
+ * this long for its apply, then gets the 503 that makes EventBridge retry. */
+#define APPLY_TIMEOUT_S 4.0
+
 typedef struct pending {
-    hgf_server_req *req;
+    hgf_server_req *req; /* NULL once answered by the timeout */
     hgf_runtime *rt;
     int64_t start_ms;
+    ev_timer timeout;
     char registry[160];
 } pending;
 
@@ -71,11 +79,27 @@ static int authenticated(hgf_server_req *req, const hgf_config *cfg)
     return 0;
 }
 
+static void on_apply_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    pending *p = w->data;
+    hgf_log_warn("webhook.db_timeout", "registry=%s the database did not answer within %.0f s",
+                 p->registry, APPLY_TIMEOUT_S);
+    reply(p->req, p->rt, p->start_ms, 503,
+          json_pack("{s:s}", "error", "database did not answer in time; retry later"));
+    p->req = NULL; /* on_applied frees p */
+}
+
 static void on_applied(PGresult *res, const hgf_err *err, void *arg)
 {
     pending *p = arg;
     hgf_err e;
-    if (err || hgf_store_check(res, &e)) {
+    ev_timer_stop(p->rt->loop, &p->timeout);
+    if (!p->req) {
+        /* Answered 503 already; the event, if applied now, is kept, and
+         * EventBridge's retry finds it (the apply is idempotent). */
+        hgf_log_info("webhook.late_apply", "registry=%s %s", p->registry,
+                     err ? err->msg : "applied after its 503");
+    } else if (err || hgf_store_check(res, &e)) {
         hgf_log_warn("webhook.db", "registry=%s %s", p->registry, err ? err->msg : e.msg);
         reply(p->req, p->rt, p->start_ms, 503,
               json_pack("{s:s}", "error", "database unavailable; retry later"));
@@ -117,6 +141,10 @@ static void apply(hgf_server_req *req, hgf_runtime *rt, int64_t start, const hgf
     char at[40];
     hgf_time_format_iso(ev->time ? hgf_time_parse_iso(ev->time) : time(NULL), at, sizeof at);
     const char *params[] = {ev->account, ev->region, ev->repo, ev->digest, ev->tag, ev->action, at};
+    /* Started first: the query's callback, which stops it, may run at once. */
+    ev_timer_init(&p->timeout, on_apply_timeout, APPLY_TIMEOUT_S, 0.);
+    p->timeout.data = p;
+    ev_timer_start(rt->loop, &p->timeout);
     hgf_server_suspend(req);
     /* Self-contained, so off the main connection: a push never queues behind
      * the claims and outcomes it causes, and its NOTIFY wakes the claimer. */
@@ -127,6 +155,7 @@ static void apply(hgf_server_req *req, hgf_runtime *rt, int64_t start, const hgf
                                   "AND c.removed_at IS NULL",
                                   7, params, on_applied, p);
     if (rc) {
+        ev_timer_stop(rt->loop, &p->timeout);
         reply(req, rt, start, 503, json_pack("{s:s}", "error", "database unavailable; retry later"));
         free(p);
     }

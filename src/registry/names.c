@@ -21,15 +21,48 @@ int hgf_registry_is_digest(const char *ref)
 
 /* Distribution spec: path components [a-z0-9]+(([._]|__|[-]*)[a-z0-9]+)*,
  * joined by '/'. A loose check is enough to keep the URL well-formed. */
+static int name_char(char c)
+{
+    return islower((unsigned char)c) || isdigit((unsigned char)c);
+}
+
+/* One path component: [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*. Returns its end,
+ * or NULL. A component such as ".." or "a..b" is not one. */
+static const char *component_end(const char *p)
+{
+    if (!name_char(*p))
+        return NULL;
+    for (;;) {
+        while (name_char(*p))
+            p++;
+        const char *sep = p;
+        if (*p == '.')
+            p++;
+        else if (*p == '_')
+            p += p[1] == '_' ? 2 : 1;
+        else
+            while (*p == '-')
+                p++;
+        if (p == sep)
+            return p;
+        if (!name_char(*p))
+            return NULL;
+    }
+}
+
 int hgf_registry_valid_repository(const char *r)
 {
     size_t n = r ? strlen(r) : 0;
-    if (n == 0 || n > 256 || r[0] == '/' || r[n - 1] == '/' || strstr(r, "//"))
+    if (n == 0 || n > 256)
         return 0;
-    for (const char *p = r; *p; p++)
-        if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && !strchr("._-/", *p))
+    for (const char *p = r;;) {
+        if (!(p = component_end(p)))
             return 0;
-    return 1;
+        if (*p == '\0')
+            return 1;
+        if (*p++ != '/')
+            return 0;
+    }
 }
 
 int hgf_registry_valid_tag(const char *t)

@@ -86,12 +86,28 @@ r=$(post 400 "$(mk PUSH sha256:nothex "$tag1" "$acct" "ECR Image Action" SUCCESS
 hgf_assert_contains "$r" 'detail.image-digest' "a bad digest is named"
 r=$(post 400 "$(mk PUSH "$digest1" "$tag1" 12345 "ECR Image Action" SUCCESS "$repo")" "${J[@]}" "${A[@]}")
 hgf_assert_contains "$r" '"field":"account"' "a bad account is named"
+# ECR's repository name grammar, not only its characters: "../x" would be a
+# path in the scan's registry URL.
+for bad in ../../etc /abc a//b ab. a..b a___b -ab; do
+  r=$(post 400 "$(mk PUSH "$digest1" "$tag1" "$acct" "ECR Image Action" SUCCESS "$bad")" "${J[@]}" "${A[@]}")
+  hgf_assert_contains "$r" 'detail.repository-name' "repository name '$bad' is refused"
+done
+hgf_assert_eq 0 "$(q "select count(*) from repositories where name like '%..%' or name like '/%'")" \
+  "no refused name was recorded"
+r=$(post 400 "$(mk PUSH "$digest1" "$tag1" "$acct" "ECR Image Action" SUCCESS "$repo" |
+  python3 -c 'import json,sys; e = json.load(sys.stdin); e["time"] = 1234; print(json.dumps(e))')" \
+  "${J[@]}" "${A[@]}")
+hgf_assert_contains "$r" '"field":"time"' "a time that is not a string is named"
 
 # --- understood and ignored: 200 with a reason ---
 r=$(post 200 "$(mk PUSH "$digest1" "$tag1" "$acct" "ECR Image Scan" SUCCESS "$repo")" "${J[@]}" "${A[@]}")
 hgf_assert_contains "$r" ignored "another detail-type"
 r=$(post 200 "$(mk PUSH "$digest1" "$tag1" "$acct" "ECR Image Action" FAILURE "$repo")" "${J[@]}" "${A[@]}")
 hgf_assert_contains "$r" "did not succeed" "a failed push"
+r=$(post 200 "$(mk PUSH "$digest1" "$tag1" "$acct" "ECR Image Action" FAILURE "$repo" |
+  python3 -c 'import json,sys; e = json.load(sys.stdin); del e["detail"]["image-digest"]; print(json.dumps(e))')" \
+  "${J[@]}" "${A[@]}")
+hgf_assert_contains "$r" "did not succeed" "a failed push without a digest is ignored, not refused"
 r=$(post 200 "$(mk PUSH "$digest1" "$tag1" 999999999999 "ECR Image Action" SUCCESS "$repo")" "${J[@]}" "${A[@]}")
 hgf_assert_contains "$r" "unknown registry" "an unknown registry"
 
@@ -137,7 +153,7 @@ hgf_assert_eq skipped "$st" "a scan whose manifest is gone ends skipped"
 err=$(q "select s.error from scans s join images i on i.id = s.image_id where i.digest = '$ghost'")
 hgf_assert_contains "$err" "untagged window" "the reason gives the guide's remedy"
 hgf_assert_eq t "$(q "select deleted_at is not null from images where digest = '$ghost'")" "the image is marked deleted"
-hgf_assert_eq done "$(q "select state from jobs where dedup_key like '%@$ghost'")" "no retry storm: the job is done"
+hgf_assert_eq "done" "$(q "select state from jobs where dedup_key like '%@$ghost'")" "no retry storm: the job is done"
 
 # --- DELETE marks the image deleted ---
 r=$(post 200 "$(mk DELETE "$digest2" "" "$acct" "ECR Image Action" SUCCESS "$repo")" "${J[@]}" "${A[@]}")
@@ -183,6 +199,42 @@ else
   (( after - before < 8192 )) || hgf_fail "serve grew by $(( after - before )) kB over 10,000 bad bodies"
 fi
 curl -fsS "$base/healthz" >/dev/null || hgf_fail "serve died"
+
+# --- database frozen: it neither answers nor refuses (a stalled host, a full
+# disk). The webhook answers 503 within EventBridge's 5 s instead of holding
+# the request, and the event it could not confirm is applied once the
+# database wakes; EventBridge's retry then finds it.
+datadir=$(<"$tmp/pg/datadir")
+postmaster=$(head -1 "$datadir/postmaster.pid")
+mapfile -t frozen < <(echo "$postmaster"; pgrep -P "$postmaster" || true)
+thaw() { kill -CONT "${frozen[@]}" 2>/dev/null || true; }
+hgf_on_exit thaw
+# A real digest the test has not pushed yet, so that its scan finds it.
+read -r repo4 digest4 < <(python3 -c '
+import json, sys
+g = json.load(open(sys.argv[1]))["registries"][0]
+used = set(sys.argv[2:])
+print(next(f"{r['"'"'name'"'"']} {i['"'"'digest'"'"']}" for r in g["repositories"] for i in r["images"]
+           if i["digest"] not in used))' "$tmp/truth.json" "$digest1" "$digest2")
+hgf_assert_eq 0 "$(q "select count(*) from images where digest = '$digest4'")" "the digest is new to hgfleet"
+ev4=$(mk PUSH "$digest4" frozen "$acct" "ECR Image Action" SUCCESS "$repo4")
+kill -STOP "${frozen[@]}"
+t0=$(date +%s.%N)
+code=$(curl -sS -m 20 -o "$tmp/resp" -w '%{http_code}' -X POST "$hook" --data-binary "$ev4" \
+  "${J[@]}" "${A[@]}" || true)
+took=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$t0" "$(date +%s.%N)")
+thaw
+hgf_assert_eq 503 "$code" "the webhook answers 503 while the database is frozen"
+python3 -c "import sys; assert float(sys.argv[1]) < 5, sys.argv[1]" "$took" ||
+  hgf_fail "the 503 took ${took}s, over EventBridge's 5 s"
+echo "frozen database: 503 in ${took}s"
+hgf_wait_sql "select count(*) from images where digest = '$digest4'" 1 20 \
+  "the unconfirmed event applied once the database woke"
+code=$(curl -sS -o "$tmp/resp" -w '%{http_code}' -X POST "$hook" --data-binary "$ev4" "${J[@]}" "${A[@]}")
+# 202 with the live scan's job while it is queued, 200 once it has run.
+[[ $code == 200 || $code == 202 ]] || hgf_fail "EventBridge's retry: expected 200 or 202, got $code"
+hgf_assert_eq 1 "$(q "select count(*) from jobs where kind = 'scan' and payload->>'digest' = '$digest4'")" \
+  "the event and its retry queued one scan, not two"
 
 # --- database down: 503 so EventBridge retries, and nothing is lost ---
 "$HGF_SOURCE_DIR/scripts/pg-harness" stop "$tmp/pg" >/dev/null

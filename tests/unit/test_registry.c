@@ -674,6 +674,25 @@ static void test_names(void **state)
     assert_false(hgf_registry_is_digest("sha512:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
     assert_false(hgf_registry_is_digest(NULL));
 
+    /* The distribution spec's grammar, component by component. */
+    static const char *const GOOD[] = {"a", "app", "team/app", "a.b", "a_b", "a__b", "a-b",
+                                       "a---b", "a1/b2/c3", "x.y-z__w/v"};
+    for (size_t i = 0; i < sizeof GOOD / sizeof GOOD[0]; i++)
+        if (!hgf_registry_valid_repository(GOOD[i]))
+            fail_msg("\"%s\" refused", GOOD[i]);
+    static const char *const BAD_NAMES[] = {"", "/a", "a/", "a//b", "../etc", "../../etc", "a/..",
+                                            "ab.", ".ab", "a..b", "a___b", "-ab", "ab-", "a._b",
+                                            "A", "a b", "a/./b", "a:b"};
+    for (size_t i = 0; i < sizeof BAD_NAMES / sizeof BAD_NAMES[0]; i++)
+        if (hgf_registry_valid_repository(BAD_NAMES[i]))
+            fail_msg("\"%s\" accepted", BAD_NAMES[i]);
+    char longest[258];
+    memset(longest, 'a', 257);
+    longest[257] = '\0';
+    assert_false(hgf_registry_valid_repository(longest));
+    longest[256] = '\0';
+    assert_true(hgf_registry_valid_repository(longest));
+
     hgf_registry_ref r;
     hgf_err err;
     assert_int_equal(hgf_registry_parse_ref("http://127.0.0.1:5000/team/app:v1", &r, &err), 0);
