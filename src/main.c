@@ -46,14 +46,29 @@ static const struct {
     {"rotate-master-key", hgf_cli_rotate_master_key},
 };
 
+static int asks_help_or_version(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "version") || !strcmp(argv[1], "--version"))
+        return 1;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h") || !strcmp(argv[i], "help"))
+            return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     /* Core dumps would hold decrypted secrets. */
     struct rlimit no_core = {0, 0};
     setrlimit(RLIMIT_CORE, &no_core);
-    if (hgf_log_init_from_env())
-        fprintf(stderr, "hgfleet: HGFLEET_LOG_LEVEL or HGFLEET_LOG_FORMAT has an unknown value; "
-                        "using info/json\n");
+    hgf_err err;
+    hgf_err_clear(&err);
+    if (hgf_log_init_from_env(&err)) {
+        fprintf(stderr, "hgfleet: %s\n", err.msg);
+        /* A bad setting is input: only help and version still run. */
+        if (!asks_help_or_version(argc, argv))
+            return 2;
+    }
     if (argc < 2) {
         fputs(USAGE, stderr);
         return 2;

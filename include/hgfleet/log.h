@@ -7,11 +7,14 @@
 #ifndef HGF_LOG_H
 #define HGF_LOG_H
 
+#include "hgfleet/err.h"
+
 enum hgf_log_level { HGF_LOG_DEBUG, HGF_LOG_INFO, HGF_LOG_WARN, HGF_LOG_ERROR };
 
-/* Reads HGFLEET_LOG_LEVEL / HGFLEET_LOG_FORMAT. Unknown values fall back to
- * info/json and return -1 so the caller can report the bad variable. */
-int hgf_log_init_from_env(void);
+/* Reads HGFLEET_LOG_LEVEL / HGFLEET_LOG_FORMAT. An unknown value is
+ * HGF_EINPUT naming the variable; the setting read so far stays (info/json
+ * by default). */
+int hgf_log_init_from_env(hgf_err *err);
 void hgf_log_set_level(enum hgf_log_level level);
 /* Reopens nothing today (stderr only) but is the SIGHUP hook. */
 void hgf_log_reopen(void);

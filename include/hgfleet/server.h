@@ -92,6 +92,9 @@ void hgf_server_suspend(hgf_server_req *req);
 /* Answers with a copy of body. */
 void hgf_server_reply(hgf_server_req *req, unsigned status, const char *content_type,
                       const char *body, size_t len);
+/* Adds a header to the reply just made (before the handler or the callback
+ * that made it returns); nothing when there is none. */
+void hgf_server_reply_header(hgf_server_req *req, const char *name, const char *value);
 /* Answers with body as compact JSON; steals the reference. */
 void hgf_server_reply_json(hgf_server_req *req, unsigned status, json_t *body);
 /* {"error": message} with the status. */

@@ -58,6 +58,10 @@ void hgf_api_free(hgf_api *a)
 void hgf_api_attach(hgf_api *a, hgf_runtime *rt)
 {
     a->rt = rt;
+    hgf_metrics_describe(rt->metrics, "hgfleet_webhook_requests_total", HGF_METRIC_COUNTER,
+                         "EventBridge webhook requests, by HTTP status");
+    hgf_metrics_describe(rt->metrics, "hgfleet_webhook_seconds", HGF_METRIC_HISTOGRAM,
+                         "EventBridge webhook latency, from request to reply");
     hgf_api_refresh_gauges(a);
     ev_timer_start(a->loop, &a->gauges);
 }

@@ -149,6 +149,7 @@ static hgf_runtime *admitted(hgf_server_req *req, void *arg)
         !hgf_api_token_equal(auth + 7, strlen(auth + 7), token)) {
         reply_error(req, 401, "bad or missing credentials: send Authorization: Bearer "
                               "<HGFLEET_ADMIN_TOKEN>", NULL);
+        hgf_server_reply_header(req, "WWW-Authenticate", "Bearer realm=\"hgfleet-api\"");
         return NULL;
     }
     return rt;

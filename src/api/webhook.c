@@ -177,6 +177,7 @@ void hgf_api_webhook_ecr(hgf_server_req *req, void *arg)
     }
     if (!authenticated(req, rt->cfg)) {
         reply(req, rt, start, 401, json_pack("{s:s}", "error", "bad or missing credentials"));
+        hgf_server_reply_header(req, "WWW-Authenticate", "Bearer realm=\"hgfleet-webhook\"");
         return;
     }
     if (!json_content_type(hgf_server_req_header(req, "content-type"))) {

@@ -298,6 +298,14 @@ static int start_server(serve *sv, hgf_err *err)
     fflush(stdout);
     hgf_log_info("serve.listening", "address=%s request_timeout=%ds",
                  hgf_server_address(sv->server), sv->cfg.http_request_timeout_s);
+    /* Refusing every event is the safe default, but EventBridge retries a 401
+     * for a day before it drops the event: say so at once. */
+    if (!sv->cfg.webhook_token)
+        hgf_log_warn("serve.webhook_disabled", "HGFLEET_WEBHOOK_TOKEN is not set: POST "
+                     "/api/webhooks/ecr answers 401 to every event");
+    if (!sv->cfg.admin_token)
+        hgf_log_info("serve.api_disabled", "HGFLEET_ADMIN_TOKEN is not set: GET /api/... "
+                     "answers 403");
     return 0;
 }
 

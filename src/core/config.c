@@ -171,6 +171,15 @@ int hgf_config_db_prepare(int *on, hgf_err *err)
                        "HGFLEET_DB_PREPARE: expected on or off (or 1, 0), got \"%.32s\"", v);
 }
 
+/* RFC 9110's token: a name no request could carry would refuse every key. */
+static int header_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 0 && n <= 64 &&
+           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                        "!#$%&'*+-.^_`|~") == n;
+}
+
 int hgf_config_load(hgf_config *cfg, hgf_err *err)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -185,6 +194,11 @@ int hgf_config_load(hgf_config *cfg, hgf_err *err)
     cfg->listen = dup_env("HGFLEET_LISTEN", "0.0.0.0:8080");
     cfg->ca_bundle = dup_env("AWS_CA_BUNDLE", NULL);
     cfg->webhook_api_key_header = dup_env("HGFLEET_WEBHOOK_API_KEY_HEADER", "X-Api-Key");
+    if (!header_name_valid(cfg->webhook_api_key_header))
+        return hgf_err_set(err, HGF_EINPUT,
+                           "HGFLEET_WEBHOOK_API_KEY_HEADER: expected an HTTP header name (letters, "
+                           "digits and !#$%%&'*+-.^_`|~), got \"%.64s\"",
+                           cfg->webhook_api_key_header);
     cfg->scanner = dup_env("HGFLEET_SCANNER", "none");
     int rc = int_env("HGFLEET_WORKERS", 32, 1, 4096, &cfg->workers, err);
     if (!rc)

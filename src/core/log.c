@@ -1,4 +1,5 @@
 #include "hgfleet/log.h"
+#include "hgfleet/err.h"
 #include "hgfleet/timeutil.h"
 
 #include <jansson.h>
@@ -17,30 +18,34 @@ static struct {
 
 static const char *level_names[] = {"debug", "info", "warn", "error"};
 
-int hgf_log_init_from_env(void)
+static int parse_level(const char *lv, hgf_err *err)
 {
-    int rc = 0;
+    for (int i = 0; i < 4; i++)
+        if (!strcasecmp(lv, level_names[i])) {
+            log_cfg.level = (enum hgf_log_level)i;
+            return 0;
+        }
+    if (!strcasecmp(lv, "warning")) {
+        log_cfg.level = HGF_LOG_WARN;
+        return 0;
+    }
+    return hgf_err_set(err, HGF_EINPUT,
+                       "HGFLEET_LOG_LEVEL: expected debug, info, warn or error, got \"%.32s\"", lv);
+}
+
+int hgf_log_init_from_env(hgf_err *err)
+{
     const char *lv = getenv("HGFLEET_LOG_LEVEL");
-    if (lv && *lv) {
-        int found = 0;
-        for (int i = 0; i < 4; i++)
-            if (!strcasecmp(lv, level_names[i])) {
-                log_cfg.level = (enum hgf_log_level)i;
-                found = 1;
-            }
-        if (!found && strcasecmp(lv, "warning"))
-            rc = -1;
-        else if (!found)
-            log_cfg.level = HGF_LOG_WARN;
-    }
+    int rc = lv && *lv ? parse_level(lv, err) : 0;
     const char *fmt = getenv("HGFLEET_LOG_FORMAT");
-    if (fmt && *fmt) {
-        if (!strcasecmp(fmt, "text"))
-            log_cfg.json = 0;
-        else if (strcasecmp(fmt, "json"))
-            rc = -1;
-    }
-    return rc;
+    if (rc || !fmt || !*fmt)
+        return rc;
+    if (!strcasecmp(fmt, "text"))
+        log_cfg.json = 0;
+    else if (strcasecmp(fmt, "json"))
+        return hgf_err_set(err, HGF_EINPUT,
+                          "HGFLEET_LOG_FORMAT: expected json or text, got \"%.32s\"", fmt);
+    return 0;
 }
 
 void hgf_log_set_level(enum hgf_log_level level)

@@ -209,16 +209,32 @@ static enum MHD_Result queue_reply(hgf_server_req *req)
     return ok;
 }
 
+static int route_matches(const hgf_route *r, const char *path)
+{
+    size_t n = strlen(r->path);
+    int prefix = n && r->path[n - 1] == '/';
+    return prefix ? !strncmp(path, r->path, n) : !strcmp(path, r->path);
+}
+
+/* The Allow header of a 405: the methods the path has (HEAD with GET). */
+static void allowed_methods(const hgf_server *s, const char *path, hgf_buf *out)
+{
+    for (int i = 0; i < s->o.n_routes; i++) {
+        const hgf_route *r = &s->o.routes[i];
+        if (!route_matches(r, path) || strstr(hgf_buf_str(out), r->method))
+            continue;
+        hgf_buf_printf(out, "%s%s%s", out->len ? ", " : "", r->method,
+                       strcmp(r->method, "GET") ? "" : ", HEAD");
+    }
+}
+
 static const hgf_route *find_route(const hgf_server *s, const char *method, const char *path,
                                    int *path_known)
 {
     *path_known = 0;
     for (int i = 0; i < s->o.n_routes; i++) {
         const hgf_route *r = &s->o.routes[i];
-        size_t n = strlen(r->path);
-        int prefix = n && r->path[n - 1] == '/';
-        int match = prefix ? !strncmp(path, r->path, n) : !strcmp(path, r->path);
-        if (!match)
+        if (!route_matches(r, path))
             continue;
         *path_known = 1;
         /* MHD leaves the body out of a HEAD reply itself. */
@@ -245,6 +261,12 @@ static void dispatch(hgf_server_req *req)
                  known ? "method %s is not allowed on %.200s" : "no route for %s %.200s",
                  req->method, req->path);
         hgf_server_reply_error(req, known ? 405 : 404, msg);
+        if (known) {
+            hgf_buf allow = HGF_BUF_INIT;
+            allowed_methods(s, req->path, &allow);
+            hgf_server_reply_header(req, "Allow", hgf_buf_str(&allow));
+            hgf_buf_free(&allow);
+        }
         return;
     }
     req->route = r;
@@ -355,6 +377,12 @@ void hgf_server_reply(hgf_server_req *req, unsigned status, const char *content_
         MHD_resume_connection(req->conn);
         arm_timer(req->s, 0.);
     }
+}
+
+void hgf_server_reply_header(hgf_server_req *req, const char *name, const char *value)
+{
+    if (req->response)
+        MHD_add_response_header(req->response, name, value);
 }
 
 void hgf_server_reply_json(hgf_server_req *req, unsigned status, json_t *body)

@@ -87,6 +87,13 @@ for setting in HGFLEET_SCANNER=bogus AWS_MAX_ATTEMPTS=abc AWS_RETRY_MODE=bogus; 
   hgf_assert_eq 2 "$rc" "$setting exits 2 before the database"
   hgf_assert_contains "$(cat "$tmp/err")" "${setting%%=*}" "$setting is named"
 done
+for setting in HGFLEET_LOG_LEVEL=verbose HGFLEET_LOG_FORMAT=xml "HGFLEET_WEBHOOK_API_KEY_HEADER=Bad Header"; do
+  env "$setting" "$H" jobs list >/dev/null 2>"$tmp/err" && hgf_fail "$setting was accepted"
+  rc=$?
+  hgf_assert_eq 2 "$rc" "$setting exits 2"
+  hgf_assert_contains "$(cat "$tmp/err")" "${setting%%=*}" "$setting is named"
+done
+HGFLEET_LOG_LEVEL=verbose hgf_expect_exit 0 "$H" jobs list --help
 HGFLEET_SCANNER=bogus HGFLEET_LISTEN=127.0.0.1:0 hgf_expect_exit 2 "$H" serve
 if [[ $HGF_OUT == *serving* ]]; then hgf_fail "serve listened before refusing HGFLEET_SCANNER"; fi
 

@@ -18,7 +18,8 @@ db_name="hgf_serve_late_$$_$(( SRANDOM % 1000000 ))"
 db=${base%/*}/$db_name
 hgf_on_exit hgf_psql "$base" -c "DROP DATABASE IF EXISTS \"$db_name\" WITH (FORCE)"
 export HGFLEET_DATABASE_URL=$db HGFLEET_LISTEN=127.0.0.1:0 HGFLEET_LOG_FORMAT=json
-export HGFLEET_MASTER_KEY=$(openssl rand -base64 32)
+HGFLEET_MASTER_KEY=$(openssl rand -base64 32)
+export HGFLEET_MASTER_KEY
 unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_ENDPOINT_URL || true
 q() { hgf_psql "$db" -c "$1"; }
 
@@ -76,6 +77,8 @@ hgf_assert_eq '{"status":"ok"}' "$(<"$tmp/body")" "healthz body"
 hgf_assert_eq 503 "$(get /readyz)" "readyz without a database"
 hgf_assert_contains "$(<"$tmp/body")" "database unreachable" "readyz says why"
 hgf_assert_contains "$(<"$tmp/body")" "$db_name" "readyz names the database tried"
+hgf_assert_contains "$(<"$tmp/serve1.log")" "serve.webhook_disabled" \
+  "serve says at once that, without HGFLEET_WEBHOOK_TOKEN, every event gets 401"
 hgf_assert_eq 200 "$(get /metrics)" "metrics without a database"
 hgf_assert_contains "$(<"$tmp/body")" "hgfleet_database_up 0" "metrics shows the database down"
 
@@ -122,10 +125,12 @@ text = open(sys.argv[1]).read()
 assert text.endswith("\n"), "ends with a newline"
 name = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 sample = re.compile(rf'^({name})(\{{{name}="(?:[^"\\]|\\.)*"(?:,{name}="(?:[^"\\]|\\.)*")*\}})? (\S+)$')
-typed, values = {}, {}
+typed, values, helped = {}, {}, set()
 for line in text.splitlines():
     if line.startswith("# HELP "):
-        assert re.match(rf"^# HELP {name} .+$", line), line
+        m = re.match(rf"^# HELP ({name}) .+$", line)
+        assert m, line
+        helped.add(m.group(1))
     elif line.startswith("# TYPE "):
         m = re.match(rf"^# TYPE ({name}) (counter|gauge|histogram|summary|untyped)$", line)
         assert m and m.group(1) not in typed, line
@@ -147,6 +152,10 @@ want('hgfleet_jobs{kind="sync",state="failed"}', 2)
 want('hgfleet_jobs{kind="sync",state="queued"}', 1)
 want('hgfleet_jobs{kind="scan",state="running"}', 0)
 assert typed["hgfleet_jobs"] == "gauge" and typed["hgfleet_jobs_run_total"] == "counter"
+assert not set(typed) - helped, f"families without HELP: {sorted(set(typed) - helped)}"
+# The webhook's families are there before the first event.
+assert typed.get("hgfleet_webhook_requests_total") == "counter", typed
+assert typed.get("hgfleet_webhook_seconds") == "histogram", typed
 lag = values[f'hgfleet_sync_lag_seconds{{registry="{sys.argv[2]}"}}']
 assert 0 <= lag < 120, lag
 print(f"metrics: {len(values)} valid series")

@@ -75,6 +75,11 @@ post 401 "$ev" "${J[@]}" >/dev/null
 post 401 "$ev" "${J[@]}" -H 'Authorization: Bearer wrong-token-wrong-token' >/dev/null
 post 401 "$ev" "${J[@]}" -H 'X-Api-Key: nope' >/dev/null
 post 415 "$ev" -H 'Content-Type: text/plain' "${A[@]}" >/dev/null
+curl -sS -o /dev/null -D "$tmp/h401" -X POST "$hook" --data-binary "$ev" "${J[@]}"
+grep -qi '^WWW-Authenticate: Bearer' "$tmp/h401" || hgf_fail "a 401 names its scheme (WWW-Authenticate)"
+code=$(curl -sS -o /dev/null -D "$tmp/h405" -w '%{http_code}' "$hook")
+hgf_assert_eq 405 "$code" "GET on the webhook"
+grep -qi '^Allow: POST' "$tmp/h405" || hgf_fail "a 405 names the allowed methods (Allow)"
 python3 -c 'print("{\"pad\":\"" + "x" * 300000 + "\"}")' >"$tmp/big.json"
 code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST "$hook" --data-binary @"$tmp/big.json" "${J[@]}" "${A[@]}")
 hgf_assert_eq 413 "$code" "bodies over 256 KiB"
