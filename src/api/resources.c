@@ -5,6 +5,7 @@
 #include "hgfleet/api.h"
 #include "hgfleet/catalog.h"
 #include "hgfleet/log.h"
+#include "hgfleet/registry.h"
 #include "hgfleet/report.h"
 
 #include <ev.h>
@@ -225,9 +226,28 @@ void hgf_api_connection(hgf_server_req *req, void *arg)
         run(req, rt, hgf_catalog_connection(&q, id), 0, HGF_REPORT_JSON);
 }
 
+/* after=<registry>/<repository>@<digest>, the last image of the previous
+ * page as `docker pull` would name it, continues the listing past it. */
+static int images_after(hgf_catalog_query *q, const char *after, hgf_err *e)
+{
+    const char *slash = strchr(after, '/'), *at = strrchr(after, '@');
+    if (!slash || !at || at < slash + 2 || !hgf_registry_is_digest(at + 1))
+        return hgf_err_set(e, HGF_EINPUT, "after: expected <registry>/<repository>@<digest>, "
+                                          "the last image of the previous page");
+    char *host = strndup(after, (size_t)(slash - after));
+    char *repo = strndup(slash + 1, (size_t)(at - slash - 1));
+    json_t *last = json_pack("{s:s?, s:s?, s:s}", "registry", host, "repository", repo,
+                             "digest", at + 1);
+    int rc = last ? hgf_catalog_images_after(q, last, e) : hgf_err_set(e, HGF_ENOMEM, "out of memory");
+    json_decref(last);
+    free(host);
+    free(repo);
+    return rc;
+}
+
 void hgf_api_images(hgf_server_req *req, void *arg)
 {
-    static const char *const known[] = {"registry", "repository", "state", "limit", NULL};
+    static const char *const known[] = {"registry", "repository", "state", "limit", "after", NULL};
     hgf_runtime *rt = admitted(req, arg);
     hgf_catalog_images_filter f = {0};
     if (!rt || !params_ok(req, known) || !limit_ok(req, &f.limit))
@@ -235,10 +255,13 @@ void hgf_api_images(hgf_server_req *req, void *arg)
     f.registry = hgf_server_req_query(req, "registry");
     f.repository = hgf_server_req_query(req, "repository");
     f.state = hgf_server_req_query(req, "state");
+    const char *after = hgf_server_req_query(req, "after");
     hgf_catalog_query q;
     hgf_err e;
     if (hgf_catalog_images(&q, &f, "", &e))
         reply_error(req, 400, e.msg, q.bad_field);
+    else if (after && images_after(&q, after, &e))
+        reply_error(req, 400, e.msg, "after");
     else
         run(req, rt, &q, 0, HGF_REPORT_JSON);
 }

@@ -186,6 +186,13 @@ get 200 '/api/images?limit=3' "${A[@]}"
 sent
 jq -e -n --slurpfile a "$all" --slurpfile b "$resp" '$a[0][:3] == $b[0] and ($b[0] | length) == 3' \
   >/dev/null || hgf_fail "limit=3 is not the first 3 rows"
+# after= (the last image of a page, as registry/repository@digest) pages on:
+# the pages put back together are the whole listing.
+after=$(jq -r '.[-1] | "\(.registry)/\(.repository)@\(.digest)"' "$resp")
+get 200 "/api/images?limit=3&after=$(jq -rn --arg a "$after" '$a | @uri')" "${A[@]}"
+sent
+jq -e -n --slurpfile a "$all" --slurpfile b "$resp" '$a[0][3:6] == $b[0] and ($b[0] | length) == 3' \
+  >/dev/null || hgf_fail "after= does not continue where the page before ended"
 db "insert into jobs (kind, payload, state, finished_at)
     select 'scan', '{}'::jsonb, 'done', now() from generate_series(1, 150)" >/dev/null
 get 200 /api/jobs "${A[@]}"
@@ -255,6 +262,8 @@ bad_field state '/api/images?state=sideways'
 bad_field state '/api/images?state=%FF%FE'
 bad_field registry '/api/images?registry=nope'
 bad_field registry '/api/images?registry=public.ecr.aws'
+bad_field after '/api/images?after=nope'
+bad_field after '/api/images?after=host/repo@sha256:abc'
 bad_field repository "/api/images?repository=$(printf 'r%.0s' {1..300})"
 for l in 0 1001 -5 abc 10x ''; do
   bad_field limit "/api/images?limit=$l"
