@@ -26,7 +26,8 @@ static const char USAGE[] =
     "\n"
     "  --wait               run the sweep to its end here\n"
     "  --report FILE        with --wait: write the report there (checked first)\n"
-    "  --format F           with --wait: json (default), csv or html\n"
+    "  --format F           with --wait: json (default), csv or html; without\n"
+    "                       --report, the report goes to stdout in that format\n"
     "  --rescan-after DUR   default HGFLEET_RESCAN_AFTER, else 7d\n"
     "  --active-within DUR  only rescan images pushed within DUR (default 90d)\n"
     "  --json               print JSON on stdout: the report (--wait) or\n"
@@ -107,6 +108,12 @@ static int parse(int argc, char **argv, sweep_args *a)
         return hgf_cli_usage_error("sweep", "%s needs --wait (a queued sweep's report is "
                                    "read later with `hgfleet sweep show ID --format F`)",
                                    a->report ? "--report" : "--format");
+    /* Without --report, --format F puts the report on stdout, where --json
+     * already puts it as JSON. */
+    if (a->json && a->format_name && !a->report && a->format != HGF_REPORT_JSON)
+        return hgf_cli_usage_error("sweep", "--format %s: conflicts with --json, which prints "
+                                   "the report as JSON (add --report FILE to write it as %s)",
+                                   a->format_name, a->format_name);
     if (a->report && check_report_path(a->report, &err))
         return hgf_cli_fail(&err);
     return 0;
@@ -169,7 +176,9 @@ static int run_sweep(hgf_runtime *rt, sweep_args *a)
         code = hgf_cli_fail(&err);
     if (a->json)
         hgf_cli_print_json(report);
-    else
+    else if (a->format_name && !a->report && write_report(report, a->format, NULL, &err))
+        code = hgf_cli_fail(&err);
+    else if (!a->format_name || a->report)
         print_summary(report, a->report);
     json_decref(report);
     return code;

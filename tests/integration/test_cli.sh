@@ -94,6 +94,8 @@ for setting in HGFLEET_LOG_LEVEL=verbose HGFLEET_LOG_FORMAT=xml "HGFLEET_WEBHOOK
   hgf_assert_contains "$(cat "$tmp/err")" "${setting%%=*}" "$setting is named"
 done
 HGFLEET_LOG_LEVEL=verbose hgf_expect_exit 0 "$H" jobs list --help
+hgf_expect_exit 2 "$H" sweep --wait --json --format csv
+hgf_assert_contains "$HGF_ERR" "conflicts with --json" "--format csv and --json on stdout conflict"
 HGFLEET_SCANNER=bogus HGFLEET_LISTEN=127.0.0.1:0 hgf_expect_exit 2 "$H" serve
 if [[ $HGF_OUT == *serving* ]]; then hgf_fail "serve listened before refusing HGFLEET_SCANNER"; fi
 

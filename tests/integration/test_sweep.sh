@@ -223,4 +223,10 @@ if [[ -n $chrome ]]; then
 else
   echo "SKIP chromium screenshot: chromium is not installed and could not be installed"
 fi
+# --- without --report, --format puts the report on stdout in that format ---
+hgf_expect_exit 1 "$H" sweep --wait --format csv
+hgf_assert_contains "$(head -1 <<<"$HGF_OUT")" "row_type" "sweep --wait --format csv prints the CSV"
+python3 -c 'import csv, io, sys; rows = list(csv.DictReader(io.StringIO(sys.stdin.read())))
+assert sum(r["row_type"] == "connection" for r in rows) == 7, rows' <<<"$HGF_OUT"
+
 echo "PASS: sweep"
