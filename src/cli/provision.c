@@ -180,6 +180,11 @@ int hgf_provision_parse_regions(const char *text, const char *flag, char ***out,
     size_t len = strlen(text), slots = 1;
     for (const char *p = text; *p; p++)
         slots += *p == ',';
+    /* strtok_r would pass over an empty item; a typo such as "a,,b" or a
+     * trailing comma is refused instead. */
+    if (!len || text[0] == ',' || text[len - 1] == ',' || strstr(text, ",,"))
+        return hgf_err_set(err, HGF_EINPUT, "%s: an empty region in \"%.60s\": expected R1,R2,... "
+                           "(e.g. us-east-1,eu-west-1)", flag, text);
     char **v = malloc(slots * sizeof *v + len + 1);
     if (!v)
         return hgf_err_set(err, HGF_ENOMEM, "out of memory");

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <yaml.h>
 
 /* Where a value came from, for messages: a line, and a column (0 = none). */
@@ -511,9 +512,10 @@ static int csv_line(row_builder *l, char *line, int lineno, const hgf_accounts_o
     return rc ? rc : add_row(l, &a, f[1], &wr, err);
 }
 
+/* Spreadsheets write headers as typed: Account_ID, ACCOUNT_ID. */
 static int csv_header(const char *line)
 {
-    return !strncmp(line, CSV_FIELDS[0], strlen(CSV_FIELDS[0]));
+    return !strncasecmp(line, CSV_FIELDS[0], strlen(CSV_FIELDS[0]));
 }
 
 int hgf_accounts_parse_csv(const char *text, size_t len, const hgf_accounts_opts *o,
@@ -565,7 +567,7 @@ static int looks_csv(const char *text, size_t len, const char *file)
     size_t i = 0;
     while (i < len && (isspace((unsigned char)text[i])))
         i++;
-    if (len - i >= 11 && !strncmp(text + i, "account_id,", 11))
+    if (len - i >= 11 && !strncasecmp(text + i, "account_id,", 11))
         return 1;
     size_t d = 0;
     while (i + d < len && isdigit((unsigned char)text[i + d]))
@@ -581,6 +583,11 @@ int hgf_accounts_parse(const char *text, size_t len, const hgf_accounts_opts *o,
         out->n = 0;
         return hgf_err_set(err, HGF_EINPUT, "%s: binary data (a NUL byte)",
                            o->file_name ? o->file_name : "input");
+    }
+    /* Excel and Notepad start UTF-8 files with a byte-order mark. */
+    if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) {
+        text += 3;
+        len -= 3;
     }
     return looks_csv(text, len, o->file_name) ? hgf_accounts_parse_csv(text, len, o, out, err)
                                               : hgf_accounts_parse_yaml(text, len, o, out, err);

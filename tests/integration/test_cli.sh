@@ -94,6 +94,10 @@ for setting in HGFLEET_LOG_LEVEL=verbose HGFLEET_LOG_FORMAT=xml "HGFLEET_WEBHOOK
   hgf_assert_contains "$(cat "$tmp/err")" "${setting%%=*}" "$setting is named"
 done
 HGFLEET_LOG_LEVEL=verbose hgf_expect_exit 0 "$H" jobs list --help
+for regions in us-east-1,,eu-west-1 us-east-1, ,us-east-1; do
+  hgf_expect_exit 2 "$H" discover --org-role-name reader --regions "$regions"
+  hgf_assert_contains "$HGF_ERR" "--regions: an empty region" "discover --regions $regions"
+done
 hgf_expect_exit 2 "$H" sweep --wait --json --format csv
 hgf_assert_contains "$HGF_ERR" "conflicts with --json" "--format csv and --json on stdout conflict"
 HGFLEET_SCANNER=bogus HGFLEET_LISTEN=127.0.0.1:0 hgf_expect_exit 2 "$H" serve

@@ -206,6 +206,12 @@ static void test_csv(void **state)
     assert_int_equal(parse("123456789012,us-east-1\n", "x.csv", 0, &l, &err), 0);
     assert_int_equal(l.n, 1);
     hgf_accounts_free(&l);
+    /* as a spreadsheet saves it: a byte-order mark and a header in its own case */
+    assert_int_equal(parse("\xef\xbb\xbf" "Account_ID,Region\r\n123456789012,us-east-1\r\n",
+                           "fleet.txt", 0, &l, &err), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.rows[0].account_id, "123456789012");
+    hgf_accounts_free(&l);
 }
 
 static void test_csv_errors(void **state)
