@@ -94,7 +94,7 @@ for setting in HGFLEET_LOG_LEVEL=verbose HGFLEET_LOG_FORMAT=xml "HGFLEET_WEBHOOK
   hgf_assert_contains "$(cat "$tmp/err")" "${setting%%=*}" "$setting is named"
 done
 HGFLEET_LOG_LEVEL=verbose hgf_expect_exit 0 "$H" jobs list --help
-for regions in us-east-1,,eu-west-1 us-east-1, ,us-east-1; do
+for regions in "us-east-1,,eu-west-1" "us-east-1," ",us-east-1"; do
   hgf_expect_exit 2 "$H" discover --org-role-name reader --regions "$regions"
   hgf_assert_contains "$HGF_ERR" "--regions: an empty region" "discover --regions $regions"
 done
