@@ -3,6 +3,7 @@
  * reaches the database, and applied in one round trip (hgf_apply_push). */
 #include "hgfleet/api.h"
 #include "hgfleet/buf.h"
+#include "hgfleet/endpoint.h"
 #include "hgfleet/event.h"
 #include "hgfleet/log.h"
 #include "hgfleet/secret.h"
@@ -136,8 +137,14 @@ static void apply(hgf_server_req *req, hgf_runtime *rt, int64_t start, const hgf
     p->req = req;
     p->rt = rt;
     p->start_ms = start;
-    snprintf(p->registry, sizeof p->registry, "%s.dkr.ecr.%s.amazonaws.com", ev->account,
-             ev->region);
+    /* The registry's host in the region's partition (.amazonaws.com.cn in
+     * China), for the log and the "unknown registry" reason. */
+    hgf_registry reg;
+    hgf_err ignored_err;
+    if (hgf_endpoint_registry_from_parts(ev->account, ev->region, 0, &reg, &ignored_err) == 0)
+        snprintf(p->registry, sizeof p->registry, "%s", reg.host);
+    else
+        snprintf(p->registry, sizeof p->registry, "%s.dkr.ecr.%s", ev->account, ev->region);
     char at[40];
     hgf_time_format_iso(ev->time ? hgf_time_parse_iso(ev->time) : time(NULL), at, sizeof at);
     const char *params[] = {ev->account, ev->region, ev->repo, ev->digest, ev->tag, ev->action, at};

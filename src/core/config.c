@@ -2,6 +2,7 @@
 #include "hgfleet/buf.h"
 #include "hgfleet/schedule.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -130,15 +131,25 @@ static int load_sweep_schedule(hgf_config *cfg, hgf_err *err)
     hgf_err e;
     if (!v || !*v)
         return 0;
-    if (hgf_schedule_parse(v, &s, &e))
-        return hgf_err_set(err, HGF_EINPUT, "HGFLEET_SWEEP_SCHEDULE: %s", e.msg);
+    /* DESIGN calls it "the cron spec": a bare 5-field expression ("0 3 * * 0")
+     * is taken as cron:<expression>; any other schedule spec works too. */
+    char spec[160];
+    snprintf(spec, sizeof spec, "%s", v);
+    if (hgf_schedule_parse(v, &s, &e)) {
+        snprintf(spec, sizeof spec, "cron:%.150s", v);
+        hgf_err e2;
+        if (!isdigit((unsigned char)*v) && *v != '*')
+            return hgf_err_set(err, HGF_EINPUT, "HGFLEET_SWEEP_SCHEDULE: %s", e.msg);
+        if (hgf_schedule_parse(spec, &s, &e2))
+            return hgf_err_set(err, HGF_EINPUT, "HGFLEET_SWEEP_SCHEDULE: %s", e2.msg);
+    }
     if (s.on_push)
         return hgf_err_set(err, HGF_EINPUT,
                            "HGFLEET_SWEEP_SCHEDULE \"%.64s\": on_push does not apply to sweeps; "
                            "use every:<duration>, daily, weekly or cron:<expression>", v);
     if (s.kind == HGF_SCHED_NONE)
         return 0;
-    cfg->sweep_schedule = strdup(v);
+    cfg->sweep_schedule = strdup(spec);
     return cfg->sweep_schedule ? 0 : hgf_err_set(err, HGF_ENOMEM, "out of memory");
 }
 

@@ -115,6 +115,11 @@ r=$(post 200 "$(mk PUSH "$digest1" "$tag1" "$acct" "ECR Image Action" FAILURE "$
 hgf_assert_contains "$r" "did not succeed" "a failed push without a digest is ignored, not refused"
 r=$(post 200 "$(mk PUSH "$digest1" "$tag1" 999999999999 "ECR Image Action" SUCCESS "$repo")" "${J[@]}" "${A[@]}")
 hgf_assert_contains "$r" "unknown registry" "an unknown registry"
+r=$(post 200 "$(mk PUSH "$digest1" "$tag1" 999999999999 "ECR Image Action" SUCCESS "$repo" |
+  python3 -c 'import json,sys; e = json.load(sys.stdin); e["region"] = "cn-north-1"; print(json.dumps(e))')" \
+  "${J[@]}" "${A[@]}")
+hgf_assert_contains "$r" "999999999999.dkr.ecr.cn-north-1.amazonaws.com.cn" \
+  "an unknown registry in China is named with its partition's suffix"
 
 # --- a push of a new digest queues a push-priority scan; every auth form works ---
 r=$(post 202 "$ev" "${J[@]}" "${A[@]}")

@@ -57,6 +57,17 @@ static void test_schedule_accepted(void **state)
         assert_string_equal(cfg.sweep_schedule, OK[i]);
         hgf_config_free(&cfg);
     }
+    /* "The cron spec" (DESIGN): a bare expression is taken as cron:<it>. */
+    static const char *const BARE[][2] = {{"0 3 * * 0", "cron:0 3 * * 0"},
+                                          {"*/15 * * * *", "cron:*/15 * * * *"}};
+    for (size_t i = 0; i < sizeof BARE / sizeof *BARE; i++) {
+        hgf_config cfg;
+        hgf_err err;
+        setenv("HGFLEET_SWEEP_SCHEDULE", BARE[i][0], 1);
+        assert_int_equal(load(&cfg, &err), 0);
+        assert_string_equal(cfg.sweep_schedule, BARE[i][1]);
+        hgf_config_free(&cfg);
+    }
     unsetenv("HGFLEET_SWEEP_SCHEDULE");
 }
 
@@ -84,7 +95,9 @@ static void test_schedule_rejected(void **state)
                {"cron:0 3 * *", "cron"},
                {"on_push", "on_push does not apply to sweeps"},
                {"on_push+every:1h", "on_push does not apply to sweeps"},
-               {"hourly", "hourly"}};
+               {"hourly", "hourly"},
+               {"0 3 * *", "cron"},
+               {"61 * * * *", "cron"}};
     for (size_t i = 0; i < sizeof BAD / sizeof *BAD; i++) {
         hgf_config cfg;
         hgf_err err;
