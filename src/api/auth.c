@@ -5,9 +5,13 @@
 #include <openssl/evp.h>
 #include <string.h>
 
-/* Hashing first makes the comparison constant-time in the length too. */
+/* Hashing first makes the comparison constant-time in the length too.
+ * Trailing blanks are the header's optional whitespace (RFC 9110), which the
+ * HTTP server leaves on the value; no token ends with one. */
 int hgf_api_token_equal(const char *given, size_t n, const char *want)
 {
+    while (n && (given[n - 1] == ' ' || given[n - 1] == '\t'))
+        n--;
     unsigned char a[32], b[32];
     unsigned int la = 0, lb = 0;
     if (!EVP_Digest(given, n, a, &la, EVP_sha256(), NULL) ||

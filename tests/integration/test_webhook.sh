@@ -75,6 +75,10 @@ post 401 "$ev" "${J[@]}" >/dev/null
 post 401 "$ev" "${J[@]}" -H 'Authorization: Bearer wrong-token-wrong-token' >/dev/null
 post 401 "$ev" "${J[@]}" -H 'X-Api-Key: nope' >/dev/null
 post 415 "$ev" -H 'Content-Type: text/plain' "${A[@]}" >/dev/null
+# A header's trailing whitespace is not part of its value (RFC 9110 OWS): the
+# token still matches (415 proves the request got past authentication).
+post 415 "$ev" -H 'Content-Type: text/plain' -H "Authorization: Bearer $token  " >/dev/null
+post 401 "$ev" "${J[@]}" -H "Authorization: Bearer ${token}x " >/dev/null
 curl -sS -o /dev/null -D "$tmp/h401" -X POST "$hook" --data-binary "$ev" "${J[@]}"
 grep -qi '^WWW-Authenticate: Bearer' "$tmp/h401" || hgf_fail "a 401 names its scheme (WWW-Authenticate)"
 code=$(curl -sS -o /dev/null -D "$tmp/h405" -w '%{http_code}' "$hook")
