@@ -68,15 +68,28 @@ static void role_chain_expired(const hgf_diag_ctx *ctx, hgf_diagnosis *d)
              "lasts at most 1 hour.");
 }
 
-static void assume_denied(const hgf_diag_ctx *ctx, hgf_diagnosis *d)
+static void caller_from_message(const hgf_err *err, char arn[256], char account[13]);
+
+static void assume_denied(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosis *d)
 {
+    char arn[256], account[13];
+    caller_from_message(err, arn, account);
+    const char *caller = ctx->caller_arn ? ctx->caller_arn : *arn ? arn : "(the caller)";
+    const char *role = ctx->role_arn ? ctx->role_arn : "the role";
     set(d, "assume_role_denied", "AssumeRole is denied");
-    snprintf(d->cause, sizeof d->cause,
-             "%s: the trust policy of %s does not name the caller %s%s",
-             ctx->has_external_id ? "Wrong ExternalId, or the trust policy does not name the caller"
-                                  : "The role's trust policy does not allow this caller",
-             ctx->role_arn ? ctx->role_arn : "the role", ctx->caller_arn ? ctx->caller_arn : "",
-             ctx->has_external_id ? ", or its sts:ExternalId condition differs" : "");
+    /* STS words all of these the same way ("not authorized to perform:
+     * sts:AssumeRole"), so the cause lists them rather than guess. */
+    if (ctx->has_external_id)
+        snprintf(d->cause, sizeof d->cause,
+                 "Wrong ExternalId (the trust policy's sts:ExternalId condition differs from "
+                 "--external-id), or the trust policy of %s does not name the caller %s, or the "
+                 "caller's own policy lacks sts:AssumeRole on it, or the role does not exist",
+                 role, caller);
+    else
+        snprintf(d->cause, sizeof d->cause,
+                 "The trust policy of %s does not name the caller %s, or the caller's own policy "
+                 "lacks sts:AssumeRole on it, or the role does not exist",
+                 role, caller);
     snprintf(d->fix, sizeof d->fix,
              "In the role's account, add the caller's ARN to the trust policy (Principal.AWS) "
              "with the same sts:ExternalId condition as --external-id, and allow sts:AssumeRole "
@@ -100,8 +113,29 @@ static void token_scope(hgf_diagnosis *d)
              "Grant ecr:GetAuthorizationToken with \"Resource\": \"*\" in a statement of its own.");
 }
 
-static void pull_denied(const hgf_diag_ctx *ctx, hgf_diagnosis *d)
+/* AWS names the caller in a denial the job could not attribute: "User:
+ * arn:aws:iam::<account>:... is not authorized to perform: ...". */
+static void caller_from_message(const hgf_err *err, char arn[256], char account[13])
 {
+    const char *user = strstr(err->msg, "User: ");
+    arn[0] = account[0] = '\0';
+    if (!user || sscanf(user + 6, "%255[^ ]", arn) != 1)
+        return;
+    const char *p = strstr(arn, "::");
+    if (p && strspn(p + 2, "0123456789") == 12)
+        snprintf(account, 13, "%.12s", p + 2);
+}
+
+static void pull_denied(const hgf_err *err, const hgf_diag_ctx *in, hgf_diagnosis *d)
+{
+    hgf_diag_ctx c = *in;
+    const hgf_diag_ctx *ctx = &c;
+    char arn[256], account[13];
+    caller_from_message(err, arn, account);
+    if (!c.caller_arn && *arn)
+        c.caller_arn = arn;
+    if (!(c.caller_account && *c.caller_account) && *account)
+        c.caller_account = account;
     int cross = ctx->caller_account && ctx->registry_account && *ctx->caller_account &&
                 strcmp(ctx->caller_account, ctx->registry_account);
     if (cross) {
@@ -117,9 +151,20 @@ static void pull_denied(const hgf_diag_ctx *ctx, hgf_diagnosis *d)
         return;
     }
     set(d, "pull_denied", "Repos enumerate, but scans fail with denied");
-    snprintf(d->cause, sizeof d->cause,
-             "Missing ecr:BatchGetImage / ecr:GetDownloadUrlForLayer for %s",
-             ctx->caller_arn ? ctx->caller_arn : "the principal");
+    if (msg_has(err, "explicit deny"))
+        snprintf(d->cause, sizeof d->cause,
+                 "An explicit Deny of ecr:BatchGetImage / ecr:GetDownloadUrlForLayer applies to "
+                 "%s (an identity policy, a permissions boundary, an SCP or the repository "
+                 "policy)", ctx->caller_arn ? ctx->caller_arn : "the principal");
+    else if (ctx->caller_arn)
+        snprintf(d->cause, sizeof d->cause,
+                 "Missing ecr:BatchGetImage / ecr:GetDownloadUrlForLayer for %s",
+                 ctx->caller_arn);
+    else
+        snprintf(d->cause, sizeof d->cause,
+                 "Missing ecr:BatchGetImage / ecr:GetDownloadUrlForLayer for the principal, or, "
+                 "when it is in another account than %s, no repository policy there allows it",
+                 ctx->registry_account ? ctx->registry_account : "the registry's");
     snprintf(d->fix, sizeof d->fix,
              "Allow ecr:BatchGetImage, ecr:GetDownloadUrlForLayer and "
              "ecr:BatchCheckLayerAvailability on arn:aws:ecr:%s:%s:repository/*.",
@@ -153,9 +198,12 @@ static void access_denied(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagn
 static void bad_keys(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosis *d)
 {
     set(d, "invalid_credentials", "The security token included in the request is invalid");
+    int sig = code_is(err, "SignatureDoesNotMatch") || code_is(err, "InvalidSignatureException");
     snprintf(d->cause, sizeof d->cause,
-             "%s are not valid AWS credentials (deleted or mistyped key, or a session token "
-             "missing or from another key)",
+             sig ? "%s sign with a secret access key that does not match the access key id "
+                   "(a mistyped or rotated secret); the clock is not the cause: no skew was seen"
+                 : "%s are not valid AWS credentials (deleted or mistyped key, or a session token "
+                   "missing or from another key)",
              ctx->auth_mode && !strcmp(ctx->auth_mode, "static") ? "The connection's static keys"
                                                                  : "The credentials used");
     snprintf(d->fix, sizeof d->fix,
@@ -218,9 +266,9 @@ void hgf_diag_classify(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosi
                     !strcmp(step, "Scan");
     if (hgf_diag_offset_from_message(err->msg) != HGF_DIAG_NO_OFFSET ||
         code_is(err, "RequestTimeTooSkewed") || code_is(err, "RequestExpired") ||
-        code_is(err, "RequestInTheFuture") || code_is(err, "SignatureDoesNotMatch") ||
-        (code_is(err, "InvalidSignatureException") && ctx->clock_offset != HGF_DIAG_NO_OFFSET &&
-         labs(ctx->clock_offset) >= 300))
+        code_is(err, "RequestInTheFuture") ||
+        ((code_is(err, "InvalidSignatureException") || code_is(err, "SignatureDoesNotMatch")) &&
+         ctx->clock_offset != HGF_DIAG_NO_OFFSET && labs(ctx->clock_offset) >= 300))
         clock_drift(err, ctx, d);
     else if (code_is(err, "ExpiredTokenException") || code_is(err, "ExpiredToken") ||
              (ctx->http_status == 401 && !pull_step && strcmp(ctx->auth_mode ? ctx->auth_mode : "", "static")))
@@ -229,16 +277,16 @@ void hgf_diag_classify(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosi
              msg_has(err, "role chaining"))
         chain_duration(d);
     else if (!strcmp(step, "AssumeRole") && (code_is(err, "AccessDenied") || code_is(err, "AccessDeniedException")))
-        assume_denied(ctx, d);
+        assume_denied(err, ctx, d);
     else if (!strcmp(step, "GetAuthorizationToken") && (code_is(err, "AccessDeniedException") || code_is(err, "AccessDenied")))
         token_scope(d);
     else if (pull_step && (code_is(err, "DENIED") || code_is(err, "AccessDeniedException") ||
                            ctx->http_status == 403))
-        pull_denied(ctx, d);
+        pull_denied(err, ctx, d);
     else if (code_is(err, "AccessDeniedException") || code_is(err, "AccessDenied"))
         access_denied(err, ctx, d);
     else if (code_is(err, "UnrecognizedClientException") || code_is(err, "InvalidClientTokenId") ||
-             code_is(err, "InvalidSignatureException"))
+             code_is(err, "InvalidSignatureException") || code_is(err, "SignatureDoesNotMatch"))
         bad_keys(err, ctx, d);
     else
         generic(err, ctx, d);

@@ -370,12 +370,27 @@ static json_t *findings_of(const PGresult *r, int row, int col0)
     return f;
 }
 
+/* Its listing worked but its scans were refused (the guide's "repos
+ * enumerate, but scans fail with denied"): a scan's diagnosis is stored and
+ * some present image has no ok scan. A refusal since mended by ok scans of
+ * every image does not count. */
+static int scans_refused(const PGresult *r, int row)
+{
+    if (PQgetisnull(r, row, C_DIAG) || num(r, row, C_SCANNED) >= num(r, row, C_IMAGES))
+        return 0;
+    json_t *d = json_loads(PQgetvalue(r, row, C_DIAG), 0, NULL);
+    const char *source = json_string_value(json_object_get(d, "source"));
+    int refused = source && !strcmp(source, "scan");
+    json_decref(d);
+    return refused;
+}
+
 static json_t *connection_row(const PGresult *r, int row, const int64_t *failed, int n_failed,
                               int stale_days, tally *ts, int n_ts)
 {
     const tally *t = tally_find(ts, n_ts, PQgetvalue(r, row, C_ID));
     int64_t id = (int64_t)num(r, row, C_ID);
-    int bad = is_failed(id, failed, n_failed);
+    int bad = is_failed(id, failed, n_failed) || scans_refused(r, row);
     json_int_t counts[4] = {num(r, row, C_SOP_OFF), num(r, row, C_MUTABLE), num(r, row, C_STALE),
                             num(r, row, C_PILES)};
     json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s}", "connection_id", (json_int_t)id, "registry",

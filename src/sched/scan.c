@@ -167,8 +167,10 @@ static void finish(scan_job *j, const char *status, const hgf_err *err, int retr
     j->fin_result = scan_result(j, status);
     if (summary)
         json_object_set_new(j->fin_result, "summary", summary);
+    char cid[24];
+    snprintf(cid, sizeof cid, "%lld", (long long)j->conn.id);
     const char *p[] = {sid, status, sum_text, rep_text, err ? err->msg : NULL, j->rt->owner,
-                       iid, j->attempt};
+                       iid, j->attempt, cid};
     /* One statement: a vanished image is marked deleted before the outcome
      * is reported (two bulk statements could commit in either order). The
      * scan row is fenced by the lease: a run whose job was taken over (its
@@ -178,12 +180,15 @@ static void finish(scan_job *j, const char *status, const hgf_err *err, int retr
      * open came late has a row of its own. */
     int rc = hgf_store_query_bulk(j->rt->store,
                                   "WITH gone AS (UPDATE images SET deleted_at = "
-                                  "coalesce(deleted_at, now()) WHERE id = $7 AND $2 = 'skipped') "
+                                  "coalesce(deleted_at, now()) WHERE id = $7 AND $2 = 'skipped'), "
+                                  "healed AS (UPDATE connections SET last_diagnosis = NULL "
+                                  "WHERE id = $9 AND $2 = 'ok' "
+                                  "AND last_diagnosis->>'source' = 'scan') "
                                   "UPDATE scans SET status = $2, finished_at = now(), "
                                   "summary = $3::jsonb, report = $4::jsonb, error = $5 "
                                   "WHERE id = $1 AND (scans.job_id IS NULL OR "
                                   JOB_HELD("scans.job_id", "$6", "$8") ")",
-                                  8, p, on_recorded, j);
+                                  9, p, on_recorded, j);
     free(sum_text);
     free(rep_text);
     if (rc) {
@@ -193,9 +198,11 @@ static void finish(scan_job *j, const char *status, const hgf_err *err, int retr
     }
 }
 
-static void store_diagnosis(scan_job *j, const hgf_err *err, long status)
+/* A scan's diagnosis stays on the connection, through syncs that succeed,
+ * until a scan of the connection ends ok (finish clears it). */
+static void store_diagnosis(scan_job *j, const char *step, const hgf_err *err, long status)
 {
-    hgf_diag_ctx dc = {.step = "ManifestHead", .auth_mode = j->conn.auth_mode,
+    hgf_diag_ctx dc = {.step = step, .auth_mode = j->conn.auth_mode,
                        .registry_account = j->conn.reg.account_id, .region = j->conn.reg.region,
                        .role_arn = j->conn.role_arn, .clock_offset = HGF_DIAG_NO_OFFSET,
                        .http_status = status};
@@ -396,7 +403,7 @@ static int manifest_failed(scan_job *j, int rc, long status, const hgf_err *err)
         return 1;
     }
     if (status == 401 || status == 403)
-        store_diagnosis(j, err, status);
+        store_diagnosis(j, "ManifestHead", err, status);
     finish(j, "failed", err, rc == HGF_EHTTP || status >= 500, NULL, NULL);
     return 1;
 }
@@ -433,6 +440,10 @@ static void on_token(int rc, const hgf_err *err, const char *token, const char *
         int expired = !strcmp(err->aws_code, "ExpiredTokenException");
         if (expired)
             hgf_credmgr_invalidate(j->rt->creds, &j->spec);
+        /* The guide's commonest pitfall (the token granted on a repository
+         * ARN) fails here, in every scan, while syncs succeed. */
+        if (!strcmp(err->aws_code, "AccessDeniedException") || !strcmp(err->aws_code, "AccessDenied"))
+            store_diagnosis(j, "GetAuthorizationToken", err, 0);
         finish(j, "failed", err, expired || !hgf_worker_error_is_permanent(err), NULL, NULL);
         return;
     }

@@ -502,9 +502,18 @@ static char *stored_text(json_t *report)
     return t;
 }
 
+/* Partial when a sync failed, or when the report found a connection whose
+ * scans were refused (hgf_report_build's "failed" rows count both). */
+static const char *status_of(const sweep_row *w, const json_t *body)
+{
+    json_int_t bad = json_integer_value(
+        json_object_get(json_object_get(body, "totals"), "connections_failed"));
+    return w->n_failed || bad > 0 ? "partial" : "complete";
+}
+
 static json_t *report_of(const sweep_row *w, json_t *body, const char *finished)
 {
-    const char *status = w->n_failed ? "partial" : "complete";
+    const char *status = status_of(w, body);
     json_t *r = json_pack("{s:I, s:s, s:s, s:s, s:I}", "sweep_id", (json_int_t)w->id,
                           "started_at", w->started, "finished_at", finished, "status", status,
                           "scans_queued", (json_int_t)w->scans_queued);
@@ -524,11 +533,12 @@ static int phase_finish(hgf_store *s, sweep_row *w, hgf_err *err)
         return rc;
     char finished[32];
     hgf_time_format_iso(time(NULL), finished, sizeof finished);
+    const char *status = status_of(w, body);
     json_t *r = report_of(w, body, finished);
     json_decref(body);
     char *text = r ? stored_text(r) : NULL;
     json_decref(r);
-    const char *p[] = {w->ids, w->n_failed ? "partial" : "complete", text, finished};
+    const char *p[] = {w->ids, status, text, finished};
     rc = text ? exec_update(s, "UPDATE sweeps SET status = $2, report = $3::jsonb, "
                                "finished_at = $4::timestamptz, phase = 'done' "
                                "WHERE id = $1 AND phase = 'scanning'",
@@ -537,8 +547,8 @@ static int phase_finish(hgf_store *s, sweep_row *w, hgf_err *err)
     free(text);
     if (!rc)
         hgf_log_info("sweep.done", "sweep=%s status=%s connections=%d failed_connections=%d "
-                     "scans_queued=%ld", w->ids, w->n_failed ? "partial" : "complete", w->n_conns,
-                     w->n_failed, w->scans_queued);
+                     "scans_queued=%ld", w->ids, status, w->n_conns, w->n_failed,
+                     w->scans_queued);
     return rc;
 }
 

@@ -174,10 +174,15 @@ static void record_status(sync_job *j, int ok, const char *diagnosis)
     char id[24];
     snprintf(id, sizeof id, "%lld", (long long)j->conn_id);
     const char *p[] = {id, ok ? NULL : j->err.msg, diagnosis};
+    /* A sync that succeeds leaves a scan's diagnosis: listing works while
+     * pulls fail (the guide's first row), and only a scan that ends ok
+     * shows the pull was mended. */
     hgf_store_query(j->rt->store,
                     "UPDATE connections SET last_sync_at = now(), last_sync_status = CASE WHEN "
                     "$2::text IS NULL THEN 'ok' ELSE 'failed' END, last_error = $2, "
-                    "last_diagnosis = $3::jsonb WHERE id = $1",
+                    "last_diagnosis = CASE WHEN $3::jsonb IS NULL "
+                    "AND last_diagnosis->>'source' = 'scan' THEN last_diagnosis "
+                    "ELSE $3::jsonb END WHERE id = $1",
                     3, p, record_status_done, NULL);
 }
 

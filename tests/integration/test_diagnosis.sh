@@ -90,6 +90,14 @@ scans=$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select count(*) || ' ' || count(*) 
   hgf_fail "the scans of a list-only principal are not all failed as DENIED: $scans"
 hgf_assert_eq pull_denied "$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select last_diagnosis->>'code' from connections")" \
   "a failed scan stores the pull diagnosis"
+# The sweep report says so: the listing worked, but no scan did.
+jq -e '.status == "partial" and .connections[0].status == "failed"
+       and .connections[0].diagnosis.code == "pull_denied" and .connections[0].images_scanned == 0' \
+  "$tmp/sweep.out" >/dev/null || hgf_fail "the sweep report hides the refused scans: $(head -c 600 "$tmp/sweep.out")"
+# A sync that succeeds (listing works) leaves the scan's diagnosis in place.
+hgf_expect_exit 0 "$H" sync "$regA" --wait
+hgf_assert_eq "pull_denied scan" "$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select last_diagnosis->>'code' || ' ' || (last_diagnosis->>'source') from connections")" \
+  "a successful sync keeps the scan's diagnosis"
 stats=$(curl -fsS "$sim/_sim/stats")
 hgf_assert_eq 0 "$(jq '.calls["registry:HeadManifest"].calls // 0' <<<"$stats")" "manifest HEADs of first scans"
 hgf_assert_eq $(( 2 * ${scans% *} )) "$(jq '.calls["registry:GetManifest"].calls' <<<"$stats")" \
@@ -104,14 +112,29 @@ hgf_assert_eq zero_repositories "$diag" "a sync with zero repositories stores th
 diagnose "$A.dkr.ecr.eu-central-1.amazonaws.com" zero_repositories "different region than the URL"
 drop "$A.dkr.ecr.eu-central-1.amazonaws.com"
 
+# sweep_stores CODE TEXT: a sweep's refused scans store that diagnosis (not
+# connection test's) and the report shows the connection failed with it.
+sweep_stores() {
+  hgf_psql "$HGFLEET_DATABASE_URL" -c "update connections set last_diagnosis = null" >/dev/null
+  "$H" sweep --wait --json >"$tmp/sweep.out" 2>"$tmp/sweep.err" && hgf_fail "the sweep was complete"
+  hgf_assert_eq "$1 scan" "$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select last_diagnosis->>'code' || ' ' || (last_diagnosis->>'source') from connections")" \
+    "the sweep's scans store $1"
+  hgf_assert_contains "$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select last_diagnosis->>'cause' || ' ' || (last_diagnosis->>'fix') from connections")" \
+    "$2" "the stored $1 wording"
+  jq -e --arg c "$1" '.connections[0].status == "failed" and .connections[0].diagnosis.code == $c' \
+    "$tmp/sweep.out" >/dev/null || hgf_fail "the sweep report does not show $1: $(head -c 600 "$tmp/sweep.out")"
+}
+
 # Row 4: cross-account: list works, pull fails (no repository policy in B).
 add "$regB" --access-key-id AKIAFULLACCESS000001 --secret-access-key-file "$tmp/s2"
 diagnose "$regB" cross_account_pull "Repository policy missing on the target account $B"
+sweep_stores cross_account_pull "Repository policy missing on the target account $B"
 drop "$regB"
 
 # Pitfall: GetAuthorizationToken granted on a repository ARN.
 add "$regA" --access-key-id AKIAREPOSCOPED000001 --secret-access-key-file "$tmp/s3"
 diagnose "$regA" auth_token_scope '"Resource": "*"'
+sweep_stores auth_token_scope '"Resource": "*"'
 drop "$regA"
 
 # Pitfall: a wrong ExternalId.

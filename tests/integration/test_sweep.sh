@@ -65,8 +65,15 @@ hgf_expect_exit 2 "$H" sweep --report "$tmp/r.json"
 hgf_assert_contains "$HGF_ERR" "--wait" "a report needs --wait"
 hgf_assert_eq 0 "$(db 'select count(*) from sweeps')" "usage errors start no sweep"
 
+# A scan's diagnosis left from before (the pull was mended since) is cleared
+# by the first scan that ends ok; the bad connection's sync replaces its own.
+db "update connections set last_diagnosis =
+    '{\"code\": \"pull_denied\", \"source\": \"scan\"}'" >/dev/null
+
 # --- the first sweep: partial, the failure diagnosed ---
 hgf_expect_exit 1 "$H" sweep --wait --report "$tmp/r.json"
+hgf_assert_eq 0 "$(db "select count(*) from connections where last_diagnosis->>'source' = 'scan'")" \
+  "scans that end ok clear a scan's diagnosis"
 hgf_assert_contains "$HGF_OUT" "partial" "the summary says partial"
 hgf_assert_contains "$HGF_ERR" "sweep: connections" "progress on stderr"
 curl -fsS "$sim_url/_sim/truth" >"$tmp/truth.json"

@@ -157,6 +157,76 @@ static void test_offset_parse(void **state)
                      -900);
 }
 
+/* STS answers a wrong secret with SignatureDoesNotMatch: the clock is the
+ * cause only when a skew was seen. */
+static void test_wrong_secret_is_not_clock(void **state)
+{
+    hgf_err e = aws("SignatureDoesNotMatch", "The request signature we calculated does not match "
+                                             "the signature you provided. Check your AWS Secret "
+                                             "Access Key and signing method.");
+    hgf_diag_ctx c = ctx("GetCallerIdentity");
+    c.auth_mode = "static";
+    hgf_diagnosis d;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "invalid_credentials");
+    HAS(d.cause, "secret access key");
+    c.clock_offset = 0;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "invalid_credentials");
+    c.clock_offset = -1200;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "clock_drift");
+    hgf_err skew = aws("SignatureDoesNotMatch",
+                       "Signature expired: 20261130T031500Z is now earlier than 20261130T033000Z "
+                       "(20261130T033500Z - 5 min.)");
+    c.clock_offset = HGF_DIAG_NO_OFFSET;
+    hgf_diag_classify(&skew, &c, &d);
+    assert_string_equal(d.code, "clock_drift");
+}
+
+/* A scan knows no caller: AWS's message names it, and its account tells a
+ * cross-account pull from a missing permission. */
+static void test_pull_caller_from_message(void **state)
+{
+    hgf_err e = aws("DENIED", "User: arn:aws:iam::222222222222:user/full is not authorized to "
+                              "perform: ecr:BatchGetImage on resource: arn:aws:ecr:us-east-1:"
+                              "111111111111:repository/app because no resource-based policy "
+                              "allows the ecr:BatchGetImage action");
+    hgf_diag_ctx c = {.step = "ManifestHead", .auth_mode = "static",
+                      .registry_account = "111111111111", .region = "us-east-1",
+                      .clock_offset = HGF_DIAG_NO_OFFSET, .http_status = 403};
+    hgf_diagnosis d;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "cross_account_pull");
+    HAS(d.cause, "arn:aws:iam::222222222222:user/full");
+    c.registry_account = "222222222222";
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "pull_denied");
+    HAS(d.cause, "arn:aws:iam::222222222222:user/full");
+    hgf_err deny = aws("DENIED", "User: arn:aws:iam::222222222222:user/full is not authorized to "
+                                 "perform: ecr:BatchGetImage on resource: x with an explicit deny");
+    hgf_diag_classify(&deny, &c, &d);
+    HAS(d.cause, "explicit Deny");
+    hgf_err anon = aws("DENIED", "denied");
+    hgf_diag_classify(&anon, &c, &d);
+    assert_string_equal(d.code, "pull_denied");
+    HAS(d.cause, "no repository policy there allows it");
+}
+
+static void test_assume_denied_names_every_cause(void **state)
+{
+    hgf_err e = aws("AccessDenied", "User: arn:aws:iam::111111111111:user/noassume is not "
+                                    "authorized to perform: sts:AssumeRole on resource: r");
+    hgf_diag_ctx c = ctx("AssumeRole");
+    c.caller_arn = NULL;
+    hgf_diagnosis d;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "assume_role_denied");
+    HAS(d.cause, "arn:aws:iam::111111111111:user/noassume");
+    HAS(d.cause, "lacks sts:AssumeRole");
+    HAS(d.cause, "does not name the caller");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -164,7 +234,9 @@ int main(void)
         cmocka_unit_test(test_clock_drift),      cmocka_unit_test(test_cross_account),
         cmocka_unit_test(test_role_chain_expired), cmocka_unit_test(test_token_scope),
         cmocka_unit_test(test_external_id),      cmocka_unit_test(test_access_denied_names_action),
-        cmocka_unit_test(test_offset_parse),
+        cmocka_unit_test(test_offset_parse),     cmocka_unit_test(test_wrong_secret_is_not_clock),
+        cmocka_unit_test(test_pull_caller_from_message),
+        cmocka_unit_test(test_assume_denied_names_every_cause),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
