@@ -40,6 +40,8 @@ typedef struct hgf_sync_stats {
     double seconds;
     json_t *applied;   /* hgf_apply_sync's counts (or, unchanged, the last apply's with
                           "unchanged": true); borrowed during the callback */
+    json_t *diagnosis; /* a failed sync's diagnosis (as stored on the connection), or
+                          NULL; borrowed during the callback */
 } hgf_sync_stats;
 
 /* rc is 0 or the failure (err set). Called once, from the loop, unless

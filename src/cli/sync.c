@@ -89,6 +89,17 @@ static void print_queued(const hgf_connection *list, const int64_t *ids, int n, 
     }
 }
 
+/* As `connection test` prints it: the guide's symptom, cause and fix. */
+static void print_diagnosis(const json_t *d)
+{
+    const char *symptom = json_string_value(json_object_get(d, "symptom"));
+    if (!symptom)
+        return;
+    printf("  diagnosis: %s\n  likely cause: %s\n  fix: %s\n", symptom,
+           json_string_value(json_object_get(d, "cause")) ?: "?",
+           json_string_value(json_object_get(d, "fix")) ?: "?");
+}
+
 static void on_done(int64_t job_id, const char *kind, const hgf_err *err, json_t *result, void *arg)
 {
     report *r = arg;
@@ -110,6 +121,7 @@ static void on_done(int64_t job_id, const char *kind, const hgf_err *err, json_t
         json_decref(o);
     } else if (err) {
         printf("sync %s: failed: %s\n", registry && *registry ? registry : "?", err->msg);
+        print_diagnosis(json_object_get(result, "diagnosis"));
     } else {
         json_t *a = json_object_get(result, "applied");
         printf("sync %s: ok, %lld repositories, %lld images (%lld new, %lld gone, %lld tag "

@@ -130,6 +130,7 @@ static void job_free(sync_job *j)
     calls_free(j->tasks, j->n_repos);
     calls_free(j->policies, j->policies ? 2 * j->n_repos : 0);
     json_decref(j->applied);
+    json_decref(j->st.diagnosis);
     free(j->ok_diag);
     free(j->list.next);
     hgf_creds_clear(&j->list.creds);
@@ -203,6 +204,8 @@ static void fail(sync_job *j)
 {
     char *diag = diagnose(j);
     record_status(j, 0, diag);
+    /* The caller shows it too: `sync --wait` prints it beside the error. */
+    j->st.diagnosis = diag ? json_loads(diag, 0, NULL) : NULL;
     free(diag);
     finish(j, j->err.code ? j->err.code : HGF_EFAIL, NULL);
 }

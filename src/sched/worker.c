@@ -46,6 +46,8 @@ static json_t *sync_result(const hgf_sync_stats *st)
                           st->throttles, "retries", st->retries, "seconds", st->seconds);
     if (st->applied)
         json_object_set(o, "applied", st->applied);
+    if (st->diagnosis)
+        json_object_set(o, "diagnosis", st->diagnosis);
     return o;
 }
 

@@ -143,6 +143,11 @@ add "$regB" --access-key-id AKIASENSOR0000000001 --secret-access-key-file "$tmp/
 diagnose "$regB" assume_role_denied "ExternalId"
 hgf_expect_exit 1 "$H" sync "$regB" --wait
 hgf_assert_contains "$HGF_OUT" "AccessDenied" "the failing sync shows STS's code"
+hgf_assert_contains "$HGF_OUT" "diagnosis: AssumeRole is denied" "the failing sync prints the diagnosis"
+hgf_assert_contains "$HGF_OUT" "fix: In the role's account" "... with its fix"
+hgf_expect_exit 1 "$H" sync "$regB" --wait --json
+hgf_assert_eq assume_role_denied "$(jq -r '.result.diagnosis.code' <<<"$HGF_OUT")" \
+  "sync --wait --json carries the diagnosis"
 diag=$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select last_diagnosis->>'code' from connections where account_id = '$B'")
 hgf_assert_eq assume_role_denied "$diag" "a failed sync stores the same diagnosis"
 drop "$regB"
