@@ -11,6 +11,8 @@ static void set(hgf_diagnosis *d, const char *code, const char *symptom)
     snprintf(d->symptom, sizeof d->symptom, "%s", symptom);
 }
 
+static int tls_failure(const hgf_err *err);
+
 static int code_is(const hgf_err *err, const char *code)
 {
     return !strcmp(err->aws_code, code);
@@ -94,6 +96,22 @@ static void assume_denied(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagn
              "In the role's account, add the caller's ARN to the trust policy (Principal.AWS) "
              "with the same sts:ExternalId condition as --external-id, and allow sts:AssumeRole "
              "on the role in the caller's own policy.");
+}
+
+/* The host's own chain (environment, IRSA web identity, container endpoint,
+ * IMDSv2) gave nothing usable: the guide's fix for row 5 names the same
+ * three places. */
+static void host_credentials(const hgf_err *err, hgf_diagnosis *d)
+{
+    set(d, "host_credentials", "The host's own credentials cannot be obtained");
+    snprintf(d->cause, sizeof d->cause,
+             "No provider of the host's credential chain (environment, IRSA web identity, "
+             "ECS/EKS container endpoint, IMDSv2) returned credentials: %.400s", err->msg);
+    snprintf(d->fix, sizeof d->fix,
+             "Confirm AWS_ROLE_ARN and IRSA (AWS_WEB_IDENTITY_TOKEN_FILE mounted and the service "
+             "account annotated with eks.amazonaws.com/role-arn), or EKS Pod Identity / ECS "
+             "(AWS_CONTAINER_CREDENTIALS_FULL_URI and its token), or IMDSv2 access (hop limit >= "
+             "2 for pods); or give the connection static keys or a role.");
 }
 
 static void chain_duration(hgf_diagnosis *d)
@@ -273,6 +291,10 @@ void hgf_diag_classify(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosi
     else if (code_is(err, "ExpiredTokenException") || code_is(err, "ExpiredToken") ||
              (ctx->http_status == 401 && !pull_step && strcmp(ctx->auth_mode ? ctx->auth_mode : "", "static")))
         role_chain_expired(ctx, d);
+    else if (!strcmp(step, "credentials") && strcmp(ctx->auth_mode ? ctx->auth_mode : "", "static") &&
+             !tls_failure(err) && !code_is(err, "AccessDenied") &&
+             !code_is(err, "AccessDeniedException"))
+        host_credentials(err, d);
     else if (!strcmp(step, "AssumeRole") && code_is(err, "ValidationError") &&
              msg_has(err, "role chaining"))
         chain_duration(d);

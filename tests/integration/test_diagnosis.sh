@@ -152,6 +152,13 @@ diag=$(hgf_psql "$HGFLEET_DATABASE_URL" -c "select last_diagnosis->>'code' from 
 hgf_assert_eq assume_role_denied "$diag" "a failed sync stores the same diagnosis"
 drop "$regB"
 
+# The host's own credentials: none here (no AWS_* keys, no web identity, no
+# container endpoint, IMDS disabled). The fix names where they come from.
+add "$regA"
+diagnose "$regA" host_credentials "AWS_ROLE_ARN"
+hgf_assert_contains "$diag_json" "IMDSv2" "the host-credentials fix names IMDSv2"
+drop "$regA"
+
 # Row 5: authenticates but eventually 401s: session credentials from the
 # environment that nobody refreshes, here a container endpoint's credentials
 # copied into AWS_* variables, with a 1-second lifetime (ecrsim counts whole

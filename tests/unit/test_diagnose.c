@@ -227,6 +227,29 @@ static void test_assume_denied_names_every_cause(void **state)
     HAS(d.cause, "does not name the caller");
 }
 
+/* The host chain found nothing: the fix names the places it looked. */
+static void test_host_credentials(void **state)
+{
+    hgf_err e;
+    hgf_err_set(&e, HGF_EFAIL, "no credentials: environment unset, no web identity token, no "
+                               "container endpoint, IMDS: connection refused");
+    hgf_diag_ctx c = ctx("credentials");
+    c.auth_mode = "host";
+    hgf_diagnosis d;
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "host_credentials");
+    HAS(d.fix, "AWS_ROLE_ARN");
+    HAS(d.fix, "IRSA");
+    HAS(d.fix, "IMDSv2");
+    HAS(d.cause, "IMDS: connection refused");
+    c.auth_mode = "assume_role"; /* its source is the host chain too */
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "host_credentials");
+    c.auth_mode = "static";
+    hgf_diag_classify(&e, &c, &d);
+    assert_string_equal(d.code, "aws_error");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,6 +260,7 @@ int main(void)
         cmocka_unit_test(test_offset_parse),     cmocka_unit_test(test_wrong_secret_is_not_clock),
         cmocka_unit_test(test_pull_caller_from_message),
         cmocka_unit_test(test_assume_denied_names_every_cause),
+        cmocka_unit_test(test_host_credentials),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
