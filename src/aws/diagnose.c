@@ -207,10 +207,15 @@ static void access_denied(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagn
     set(d, "access_denied", "Access denied");
     snprintf(d->cause, sizeof d->cause, "The IAM principal %s lacks %s",
              *who ? who : "(unknown)", *act ? act : "a required ecr: action");
+    /* ECR is regional: a policy written for another region denies this one
+     * in the same words (the guide's wrong-region pitfall). */
     snprintf(d->fix, sizeof d->fix,
              "Attach the minimum policy from docs/iam.md: ecr:GetAuthorizationToken on \"*\", and "
              "ecr:DescribeRepositories, ecr:ListImages, ecr:DescribeImages, ecr:BatchGetImage, "
-             "ecr:GetDownloadUrlForLayer, ecr:BatchCheckLayerAvailability on the repositories.");
+             "ecr:GetDownloadUrlForLayer, ecr:BatchCheckLayerAvailability on the repositories. "
+             "If the policy has them, check its Resource ARNs and aws:RequestedRegion conditions "
+             "name this registry's region (%s).",
+             ctx->region ? ctx->region : "the URL's");
 }
 
 static void bad_keys(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosis *d)

@@ -146,6 +146,7 @@ static void test_access_denied_names_action(void **state)
     c.caller_arn = NULL;
     hgf_diag_classify(&e, &c, &d);
     HAS(d.cause, "The IAM principal arn:aws:iam::1:user/ci lacks ecr:DescribeImages");
+    HAS(d.fix, "region (us-east-1)"); /* the wrong-region pitfall */
 }
 
 static void test_offset_parse(void **state)
