@@ -27,7 +27,11 @@ struct ev_loop;
 
 typedef struct hgf_api hgf_api;
 
-hgf_api *hgf_api_new(struct ev_loop *loop);
+/* cfg is borrowed and must outlive the context: requests are authenticated
+ * with it even before the database has been reached. */
+hgf_api *hgf_api_new(struct ev_loop *loop, const hgf_config *cfg);
+/* The process's config, as given to hgf_api_new. */
+const hgf_config *hgf_api_config(const hgf_api *a);
 void hgf_api_free(hgf_api *a);
 
 /* The runtime is open: serve from it and start refreshing the gauges. */

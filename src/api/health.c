@@ -16,6 +16,7 @@
 
 struct hgf_api {
     struct ev_loop *loop;
+    const hgf_config *cfg;
     hgf_runtime *rt;
     int stopping;
     char down_reason[512];
@@ -35,12 +36,13 @@ void hgf_api_gauges_refreshed(hgf_api *a)
     a->gauges_ok_ms = hgf_time_now_ms();
 }
 
-hgf_api *hgf_api_new(struct ev_loop *loop)
+hgf_api *hgf_api_new(struct ev_loop *loop, const hgf_config *cfg)
 {
     hgf_api *a = calloc(1, sizeof *a);
     if (!a)
         return NULL;
     a->loop = loop;
+    a->cfg = cfg;
     snprintf(a->down_reason, sizeof a->down_reason, "the database has not been reached yet");
     ev_timer_init(&a->gauges, on_gauges, GAUGES_CHECK_S, GAUGES_CHECK_S);
     a->gauges.data = a;
@@ -69,6 +71,11 @@ void hgf_api_attach(hgf_api *a, hgf_runtime *rt)
 hgf_runtime *hgf_api_runtime(const hgf_api *a)
 {
     return a->rt;
+}
+
+const hgf_config *hgf_api_config(const hgf_api *a)
+{
+    return a->cfg;
 }
 
 void hgf_api_set_down_reason(hgf_api *a, const char *reason)

@@ -135,11 +135,9 @@ static void run(hgf_server_req *req, hgf_runtime *rt, const hgf_catalog_query *q
 static hgf_runtime *admitted(hgf_server_req *req, void *arg)
 {
     hgf_runtime *rt = hgf_api_runtime(arg);
-    if (!rt) {
-        reply_error(req, 503, "not ready: no database yet", NULL);
-        return NULL;
-    }
-    const char *token = rt->cfg->admin_token;
+    /* Authentication first: a caller without the token learns nothing, not
+     * even whether the database is up. */
+    const char *token = hgf_api_config(arg)->admin_token;
     if (!token) {
         reply_error(req, 403, "the read-only API is disabled: set HGFLEET_ADMIN_TOKEN to enable "
                               "it", NULL);
@@ -153,6 +151,8 @@ static hgf_runtime *admitted(hgf_server_req *req, void *arg)
         hgf_server_reply_header(req, "WWW-Authenticate", "Bearer realm=\"hgfleet-api\"");
         return NULL;
     }
+    if (!rt)
+        reply_error(req, 503, "not ready: no database yet", NULL);
     return rt;
 }
 

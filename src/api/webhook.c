@@ -178,13 +178,17 @@ void hgf_api_webhook_ecr(hgf_server_req *req, void *arg)
 {
     int64_t start = hgf_time_now_ms();
     hgf_runtime *rt = hgf_api_runtime(arg);
-    if (!rt) {
-        hgf_server_reply_json(req, 503, json_pack("{s:s}", "error", "not ready: no database yet"));
+    /* Authentication first, with the process's config: a caller without the
+     * token gets 401 even before the database has been reached. */
+    if (!authenticated(req, hgf_api_config(arg))) {
+        if (rt)
+            observe(rt, start, 401);
+        hgf_server_reply_json(req, 401, json_pack("{s:s}", "error", "bad or missing credentials"));
+        hgf_server_reply_header(req, "WWW-Authenticate", "Bearer realm=\"hgfleet-webhook\"");
         return;
     }
-    if (!authenticated(req, rt->cfg)) {
-        reply(req, rt, start, 401, json_pack("{s:s}", "error", "bad or missing credentials"));
-        hgf_server_reply_header(req, "WWW-Authenticate", "Bearer realm=\"hgfleet-webhook\"");
+    if (!rt) {
+        hgf_server_reply_json(req, 503, json_pack("{s:s}", "error", "not ready: no database yet"));
         return;
     }
     if (!json_content_type(hgf_server_req_header(req, "content-type"))) {

@@ -285,7 +285,7 @@ static int run_loop(serve *sv, hgf_err *err)
 
 static int start_server(serve *sv, hgf_err *err)
 {
-    sv->api = hgf_api_new(sv->loop);
+    sv->api = hgf_api_new(sv->loop, &sv->cfg);
     if (!sv->api)
         return hgf_err_set(err, HGF_ENOMEM, "out of memory");
     hgf_server_opts o = {.listen = sv->cfg.listen, .routes = ROUTES,

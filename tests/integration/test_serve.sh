@@ -79,6 +79,12 @@ hgf_assert_contains "$(<"$tmp/body")" "database unreachable" "readyz says why"
 hgf_assert_contains "$(<"$tmp/body")" "$db_name" "readyz names the database tried"
 hgf_assert_contains "$(<"$tmp/serve1.log")" "serve.webhook_disabled" \
   "serve says at once that, without HGFLEET_WEBHOOK_TOKEN, every event gets 401"
+# Authentication comes before the database: without credentials, 401 (the
+# webhook) and 403 (the API, disabled here) rather than 503.
+code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+  --data '{}' "http://$addr/api/webhooks/ecr")
+hgf_assert_eq 401 "$code" "an unauthenticated webhook before the database"
+hgf_assert_eq 403 "$(get /api/connections)" "the disabled API before the database"
 hgf_assert_eq 200 "$(get /metrics)" "metrics without a database"
 hgf_assert_contains "$(<"$tmp/body")" "hgfleet_database_up 0" "metrics shows the database down"
 
