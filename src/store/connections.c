@@ -229,22 +229,25 @@ static int load_one(hgf_store *s, const char *where, int n, const char *const *p
     return rc;
 }
 
+static int load_by_id(hgf_store *s, int64_t id, int removed_too, hgf_connection *out,
+                      hgf_err *err)
+{
+    char v[24], what[64];
+    snprintf(v, sizeof v, "%lld", (long long)id);
+    snprintf(what, sizeof what, "with id %s%s", v, removed_too ? ", live or removed" : "");
+    const char *p[] = {v};
+    return load_one(s, removed_too ? "id = $1" : "id = $1 AND removed_at IS NULL", 1, p, what,
+                    out, err);
+}
+
 int hgf_conn_get(hgf_store *s, int64_t id, hgf_connection *out, hgf_err *err)
 {
-    char v[24], what[48];
-    snprintf(v, sizeof v, "%lld", (long long)id);
-    snprintf(what, sizeof what, "with id %s", v);
-    const char *p[] = {v};
-    return load_one(s, "id = $1 AND removed_at IS NULL", 1, p, what, out, err);
+    return load_by_id(s, id, 0, out, err);
 }
 
 int hgf_conn_get_any(hgf_store *s, int64_t id, hgf_connection *out, hgf_err *err)
 {
-    char v[24], what[64];
-    snprintf(v, sizeof v, "%lld", (long long)id);
-    snprintf(what, sizeof what, "with id %s, live or removed", v);
-    const char *p[] = {v};
-    return load_one(s, "id = $1", 1, p, what, out, err);
+    return load_by_id(s, id, 1, out, err);
 }
 
 /* An id: 1 to 11 digits (12 digits is an account, never an id). */
