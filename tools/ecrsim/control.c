@@ -28,7 +28,30 @@ typedef struct truth_stream {
     int done;
 } truth_stream;
 
-static json_t *truth_image(const hgf_sim_repo *repo, const hgf_sim_image *img,
+/* The members saying what a multi-arch image is: "index" (every image),
+ * an index's "children" (its platform manifests' digests, amd64 first) and
+ * a platform manifest's "platform". */
+static int truth_multi(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                       const hgf_sim_repo *repo, const hgf_sim_image *img,
+                       const hgf_sim_image_info *info, json_t *j)
+{
+    char children[2][72];
+    int rc = json_object_set_new(j, "index", json_boolean(info->role == HGF_SIM_ROLE_INDEX));
+    if (!rc && info->role == HGF_SIM_ROLE_INDEX) {
+        rc = hgf_sim_fleet_index_children(f, reg, repo, img, children);
+        if (!rc)
+            rc = json_object_set_new(j, "children",
+                                     json_pack("[s,s]", children[0], children[1]));
+    }
+    if (!rc && (info->role == HGF_SIM_ROLE_AMD64 || info->role == HGF_SIM_ROLE_ARM64))
+        rc = json_object_set_new(j, "platform", json_string(info->role == HGF_SIM_ROLE_AMD64
+                                                                ? "linux/amd64"
+                                                                : "linux/arm64/v8"));
+    return rc ? HGF_ENOMEM : 0;
+}
+
+static json_t *truth_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                           const hgf_sim_repo *repo, const hgf_sim_image *img,
                            posture_counts *pc)
 {
     const char *user = hgf_sim_fleet_image_user(repo, img);
@@ -44,10 +67,16 @@ static json_t *truth_image(const hgf_sim_repo *repo, const hgf_sim_image *img,
             json_decref(tags);
             tags = NULL;
         }
-    return json_pack("{s:s, s:o, s:s, s:I, s:s, s:s?, s:b}", "digest", info.digest, "tags", tags,
-                     "pushed_at", pushed, "size_bytes", (json_int_t)info.size_bytes,
-                     "media_type", info.manifest_media_type, "config_user", user, "runs_as_root",
-                     root);
+    json_t *j = json_pack("{s:s, s:o, s:s, s:I, s:s, s:s?, s:s?, s:b}", "digest", info.digest,
+                          "tags", tags, "pushed_at", pushed, "size_bytes",
+                          (json_int_t)info.size_bytes, "media_type", info.manifest_media_type,
+                          "artifact_media_type", info.artifact_media_type, "config_user", user,
+                          "runs_as_root", root);
+    if (j && truth_multi(f, reg, repo, img, &info, j) != 0) {
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
 }
 
 /* The repository's policy facts, by construction (policy.h), counted. */
@@ -76,13 +105,14 @@ static int truth_policies(hgf_sim_iam *iam, const hgf_sim_registry *reg,
     return rc;
 }
 
-static json_t *truth_repo(hgf_sim_iam *iam, const hgf_sim_registry *reg, const hgf_sim_repo *repo,
+static json_t *truth_repo(const hgf_sim_fleet *f, hgf_sim_iam *iam, const hgf_sim_registry *reg,
+                          const hgf_sim_repo *repo,
                           posture_counts *pc)
 {
     hgf_buf arn = HGF_BUF_INIT;
     json_t *images = json_array();
     for (uint32_t i = 0; images && i < repo->n_images; i++)
-        if (json_array_append_new(images, truth_image(repo, &repo->images[i], pc)) != 0) {
+        if (json_array_append_new(images, truth_image(f, reg, repo, &repo->images[i], pc)) != 0) {
             json_decref(images);
             images = NULL;
         }
@@ -171,7 +201,7 @@ static int truth_step(truth_stream *st, hgf_buf *out)
         int rc = st->repo ? hgf_buf_putc(out, ',') : 0;
         hgf_sim_repo *repo = &reg->repos[st->repo++];
         hgf_sim_fleet_repo_settle(st->fleet, repo);
-        return rc ? rc : put_json(out, truth_repo(st->iam, reg, repo, &st->reg_counts));
+        return rc ? rc : put_json(out, truth_repo(st->fleet, st->iam, reg, repo, &st->reg_counts));
     }
     st->reg++;
     st->repo = 0;

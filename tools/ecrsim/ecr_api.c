@@ -372,7 +372,8 @@ static json_t *image_json(const hgf_sim_registry *reg, const hgf_sim_repo *repo,
 {
     hgf_sim_image_info info;
     hgf_sim_fleet_image_info(repo, img, &info);
-    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:f, s:s, s:s}", "registryId", reg->account,
+    /* An index has no artifactMediaType, as ECR lists it. */
+    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:f, s:s, s:s*}", "registryId", reg->account,
                           "repositoryName", repo->name, "imageDigest", info.digest,
                           "imageSizeInBytes", (json_int_t)info.size_bytes, "imagePushedAt",
                           (double)info.pushed_ms / 1000.0, "imageManifestMediaType",

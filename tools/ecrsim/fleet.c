@@ -51,7 +51,7 @@ struct hgf_sim_repo_ext {
 enum salt {
     S_NAME_STYLE = 1, S_TEAM, S_SERVICE, S_PLAIN, S_IMMUTABLE, S_SCAN, S_AGE_DAYS, S_AGE_MS,
     S_EMPTY, S_COUNT, S_KIND, S_TAGS, S_JITTER, S_ARCH, S_LAYERS, S_USER, S_LIFECYCLE,
-    S_LC_DAYS, S_POLICY, S_LAYER_SIZE = 100,
+    S_LC_DAYS, S_POLICY, S_MULTI, S_MULTI_FORMAT, S_LAYER_SIZE = 100,
     S_LAYER_DIGEST = 200,
 };
 
@@ -104,11 +104,60 @@ static uint64_t img_hash(const hgf_sim_repo *repo, uint32_t gen, uint64_t salt)
     return h3(repo->key, gen, salt);
 }
 
+/* Multi-arch images: the generated gens come in blocks of three, {3b, 3b+1,
+ * 3b+2}; MULTI_PERCENT of the complete blocks hold a multi-arch push (the
+ * linux/amd64 and linux/arm64 manifests, then the index listing them), so
+ * about that share of a third of the images are indexes, and twice as many
+ * are their untagged platform manifests. The other gens are plain images. */
+#define MULTI_PERCENT 24
+
+/* The role of generated gen `gen` among n generated ones. */
+static int gen_role(const hgf_sim_repo *repo, uint32_t gen, uint32_t n)
+{
+    uint32_t b = gen / 3;
+    if ((uint64_t)b * 3 + 2 >= n || img_hash(repo, b, S_MULTI) % 100 >= MULTI_PERCENT)
+        return HGF_SIM_ROLE_IMAGE;
+    return gen % 3 == 2 ? HGF_SIM_ROLE_INDEX : gen % 3 == 0 ? HGF_SIM_ROLE_AMD64
+                                                            : HGF_SIM_ROLE_ARM64;
+}
+
+/* A plain image's format: one in ten is Docker v2. */
+static uint8_t plain_kind(const hgf_sim_repo *repo, uint32_t gen)
+{
+    return img_hash(repo, gen, S_KIND) % 10 == 0 ? HGF_SIM_KIND_DOCKER : HGF_SIM_KIND_OCI;
+}
+
+/* A multi-arch push's format, decided by the index's gen: one in three is a
+ * Docker manifest list. */
+static int multi_format(const hgf_sim_repo *repo, uint32_t index_gen)
+{
+    return img_hash(repo, index_gen, S_MULTI_FORMAT) % 3 == 0 ? HGF_SIM_KIND_DOCKER
+                                                               : HGF_SIM_KIND_OCI;
+}
+
+/* The kind of generated gen `gen` among n generated ones. */
+static uint8_t gen_kind(const hgf_sim_repo *repo, uint32_t gen, uint32_t n)
+{
+    int role = gen_role(repo, gen, n);
+    if (role == HGF_SIM_ROLE_IMAGE)
+        return plain_kind(repo, gen);
+    return HGF_SIM_KIND(multi_format(repo, gen / 3 * 3 + 2), role);
+}
+
+static uint32_t generated_count(const hgf_sim_repo *repo);
+
+/* A multi-arch push's platform manifests land a second apart just before
+ * their index, as buildx pushes them. */
 static int64_t img_pushed_ms(const hgf_sim_repo *repo, uint32_t gen)
 {
     const hgf_sim_repo_ext *x = repo->ext;
     if (x && gen >= x->n_generated)
         return x->pushed_ms[gen - x->n_generated];
+    int role = gen_role(repo, gen, generated_count(repo));
+    if (role == HGF_SIM_ROLE_AMD64 || role == HGF_SIM_ROLE_ARM64) {
+        uint32_t index = gen / 3 * 3 + 2;
+        return img_pushed_ms(repo, index) - (int64_t)(index - gen) * 1000;
+    }
     int64_t step = repo->push_step_ms;
     uint64_t jitter = img_hash(repo, gen, S_JITTER) % (uint64_t)(step / 2 + 1);
     return repo->created_ms + ((int64_t)gen + 1) * step + (int64_t)jitter;
@@ -148,9 +197,12 @@ static const char *const USERS[] = {
 };
 #define ROOT_USERS 6
 
+/* An index's user is its linux/amd64 manifest's, the platform a scanner
+ * follows it to. */
 const char *hgf_sim_fleet_image_user(const hgf_sim_repo *repo, const hgf_sim_image *img)
 {
-    return USERS[img_hash(repo, img->gen, S_USER) % COUNT_OF(USERS)];
+    uint32_t gen = HGF_SIM_KIND_ROLE(img->kind) == HGF_SIM_ROLE_INDEX ? img->gen - 2 : img->gen;
+    return USERS[img_hash(repo, gen, S_USER) % COUNT_OF(USERS)];
 }
 
 int hgf_sim_fleet_user_is_root(const char *user)
@@ -199,11 +251,19 @@ int hgf_sim_fleet_config_blob(const hgf_sim_fleet *f, const hgf_sim_registry *re
                               const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out)
 {
     char created[32];
+    int role = HGF_SIM_KIND_ROLE(img->kind);
+    if (role == HGF_SIM_ROLE_INDEX)
+        return HGF_ENOTFOUND;
     hgf_time_format_iso((time_t)(img_pushed_ms(repo, img->gen) / 1000), created, sizeof created);
-    const char *arch = img_hash(repo, img->gen, S_ARCH) % 4 == 0 ? "arm64" : "amd64";
-    int rc = hgf_buf_printf(out, "{\"architecture\":\"%s\",\"os\":\"linux\",\"created\":\"%s\","
-                                 "\"config\":{",
-                            arch, created);
+    const char *arch = role == HGF_SIM_ROLE_AMD64                    ? "amd64"
+                       : role == HGF_SIM_ROLE_ARM64                  ? "arm64"
+                       : img_hash(repo, img->gen, S_ARCH) % 4 == 0 ? "arm64"
+                                                                     : "amd64";
+    int rc = hgf_buf_printf(out,
+                            "{\"architecture\":\"%s\",%s\"os\":\"linux\",\"created\":\"%s\","
+                            "\"config\":{",
+                            arch, role == HGF_SIM_ROLE_ARM64 ? "\"variant\":\"v8\"," : "",
+                            created);
     if (!rc)
         rc = put_user(repo, img, out);
     if (!rc)
@@ -224,18 +284,82 @@ int hgf_sim_fleet_config_blob(const hgf_sim_fleet *f, const hgf_sim_registry *re
     return rc ? rc : hgf_buf_puts(out, "]}}");
 }
 
+static void digest_text(const unsigned char md[32], char out[72])
+{
+    static const char hex[] = "0123456789abcdef";
+    memcpy(out, "sha256:", 7);
+    for (size_t i = 0; i < 32; i++) {
+        out[7 + 2 * i] = hex[md[i] >> 4];
+        out[8 + 2 * i] = hex[md[i] & 15];
+    }
+    out[71] = '\0';
+}
+
 static int put_descriptor(hgf_buf *out, const char *media_type, const char *digest, uint64_t size)
 {
     return hgf_buf_printf(out, "{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%" PRIu64 "}",
                           media_type, digest, size);
 }
 
-/* The manifest, and the config blob's raw digest into cfg_md. */
+static int build_manifest(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                          const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out,
+                          unsigned char md[SHA256_DIGEST_LENGTH]);
+
+/* Platform manifest k (0: linux/amd64, 1: linux/arm64) of an index. */
+static hgf_sim_image index_child(const hgf_sim_image *index, unsigned k)
+{
+    hgf_sim_image child = {.gen = index->gen - 2 + k,
+                           .kind = HGF_SIM_KIND(HGF_SIM_KIND_FORMAT(index->kind),
+                                                HGF_SIM_ROLE_AMD64 + (int)k)};
+    return child;
+}
+
+/* An OCI image index or Docker manifest list of the two platform manifests,
+ * as buildx writes it: each entry a descriptor with its platform. */
+static int build_index(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                       const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out)
+{
+    static const char *const PLATFORMS[] = {
+        "{\"architecture\":\"amd64\",\"os\":\"linux\"}",
+        "{\"architecture\":\"arm64\",\"os\":\"linux\",\"variant\":\"v8\"}",
+    };
+    int docker = HGF_SIM_KIND_FORMAT(img->kind) == HGF_SIM_KIND_DOCKER;
+    hgf_buf child = HGF_BUF_INIT;
+    int rc = hgf_buf_printf(out, "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"manifests\":[",
+                            docker ? HGF_SIM_MT_DOCKER_LIST : HGF_SIM_MT_OCI_INDEX);
+    for (unsigned k = 0; !rc && k < 2; k++) {
+        hgf_sim_image c = index_child(img, k);
+        unsigned char md[SHA256_DIGEST_LENGTH], cfg_md[SHA256_DIGEST_LENGTH];
+        char digest[72];
+        hgf_buf_reset(&child);
+        rc = build_manifest(f, reg, repo, &c, &child, cfg_md);
+        if (rc)
+            break;
+        SHA256((const unsigned char *)child.data, child.len, md);
+        digest_text(md, digest);
+        rc = hgf_buf_printf(out,
+                            "%s{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%zu,"
+                            "\"platform\":%s}",
+                            k ? "," : "", docker ? HGF_SIM_MT_DOCKER_MANIFEST : HGF_SIM_MT_OCI_MANIFEST,
+                            digest, child.len, PLATFORMS[k]);
+    }
+    if (!rc)
+        rc = hgf_buf_puts(out, "]}");
+    hgf_buf_free(&child);
+    return rc;
+}
+
+/* The manifest, and the config blob's raw digest into cfg_md (zero for an
+ * index, which has no config). */
 static int build_manifest(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
                           const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out,
                           unsigned char md[SHA256_DIGEST_LENGTH])
 {
-    int docker = img->kind == HGF_SIM_KIND_DOCKER;
+    if (HGF_SIM_KIND_ROLE(img->kind) == HGF_SIM_ROLE_INDEX) {
+        memset(md, 0, SHA256_DIGEST_LENGTH);
+        return build_index(f, reg, repo, img, out);
+    }
+    int docker = HGF_SIM_KIND_FORMAT(img->kind) == HGF_SIM_KIND_DOCKER;
     hgf_buf cfg = HGF_BUF_INIT, dig = HGF_BUF_INIT;
     int rc = hgf_sim_fleet_config_blob(f, reg, repo, img, &cfg);
     if (!rc) {
@@ -278,26 +402,53 @@ int hgf_sim_fleet_manifest(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
     return build_manifest(f, reg, repo, img, out, md);
 }
 
-static void digest_text(const unsigned char md[32], char out[72])
+int hgf_sim_fleet_index_children(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                                 const hgf_sim_repo *repo, const hgf_sim_image *img,
+                                 char out[2][72])
 {
-    static const char hex[] = "0123456789abcdef";
-    memcpy(out, "sha256:", 7);
-    for (size_t i = 0; i < 32; i++) {
-        out[7 + 2 * i] = hex[md[i] >> 4];
-        out[8 + 2 * i] = hex[md[i] & 15];
+    if (HGF_SIM_KIND_ROLE(img->kind) != HGF_SIM_ROLE_INDEX)
+        return HGF_EINPUT;
+    hgf_buf m = HGF_BUF_INIT;
+    int rc = 0;
+    for (unsigned k = 0; !rc && k < 2; k++) {
+        hgf_sim_image c = index_child(img, k);
+        unsigned char md[SHA256_DIGEST_LENGTH], cfg_md[SHA256_DIGEST_LENGTH];
+        hgf_buf_reset(&m);
+        rc = build_manifest(f, reg, repo, &c, &m, cfg_md);
+        if (!rc) {
+            SHA256((const unsigned char *)m.data, m.len, md);
+            digest_text(md, out[k]);
+        }
     }
-    out[71] = '\0';
+    hgf_buf_free(&m);
+    return rc;
 }
 
+static uint64_t layers_size(const hgf_sim_repo *repo, uint32_t gen)
+{
+    uint64_t size = 0;
+    for (unsigned k = 0, n = img_layers(repo, gen); k < n; k++)
+        size += layer_size(repo, gen, k);
+    return size;
+}
+
+/* An index reports what ECR does: the largest of its manifests' sizes, and
+ * no artifact media type. */
 void hgf_sim_fleet_image_info(const hgf_sim_repo *repo, const hgf_sim_image *img,
                               hgf_sim_image_info *out)
 {
     digest_text(img->digest, out->digest);
     out->pushed_ms = img_pushed_ms(repo, img->gen);
-    out->size_bytes = 0;
-    for (unsigned k = 0, n = img_layers(repo, img->gen); k < n; k++)
-        out->size_bytes += layer_size(repo, img->gen, k);
-    int docker = img->kind == HGF_SIM_KIND_DOCKER;
+    out->role = HGF_SIM_KIND_ROLE(img->kind);
+    int docker = HGF_SIM_KIND_FORMAT(img->kind) == HGF_SIM_KIND_DOCKER;
+    if (out->role == HGF_SIM_ROLE_INDEX) {
+        uint64_t a = layers_size(repo, img->gen - 2), b = layers_size(repo, img->gen - 1);
+        out->size_bytes = a > b ? a : b;
+        out->manifest_media_type = docker ? HGF_SIM_MT_DOCKER_LIST : HGF_SIM_MT_OCI_INDEX;
+        out->artifact_media_type = NULL;
+        return;
+    }
+    out->size_bytes = layers_size(repo, img->gen);
     out->manifest_media_type = docker ? HGF_SIM_MT_DOCKER_MANIFEST : HGF_SIM_MT_OCI_MANIFEST;
     out->artifact_media_type = docker ? HGF_SIM_MT_DOCKER_CONFIG : HGF_SIM_MT_OCI_CONFIG;
 }
@@ -306,8 +457,13 @@ void hgf_sim_fleet_image_info(const hgf_sim_repo *repo, const hgf_sim_image *img
 
 enum tag_class { TAGS_NONE, TAGS_ONE, TAGS_TWO };
 
-static enum tag_class tag_class(const hgf_sim_repo *repo, uint32_t gen)
+/* The tags of generated gen `gen` among n: a platform manifest of an index
+ * has none, as buildx pushes them by digest. */
+static enum tag_class tag_class(const hgf_sim_repo *repo, uint32_t gen, uint32_t n)
 {
+    int role = gen_role(repo, gen, n);
+    if (role == HGF_SIM_ROLE_AMD64 || role == HGF_SIM_ROLE_ARM64)
+        return TAGS_NONE;
     uint64_t r = img_hash(repo, gen, S_TAGS) % 100;
     return r < 15 ? TAGS_NONE : r < 70 ? TAGS_ONE : TAGS_TWO;
 }
@@ -319,9 +475,10 @@ static int cmp_str(const void *a, const void *b)
 
 /* Every tag embeds the generation index, so tags are unique per repository;
  * only the newest tagged image also gets "latest". */
-static int make_tags(const hgf_sim_repo *repo, uint32_t gen, int latest, char **out)
+static int make_tags(const hgf_sim_repo *repo, uint32_t gen, uint32_t n_gen, int latest,
+                     char **out)
 {
-    enum tag_class c = tag_class(repo, gen);
+    enum tag_class c = tag_class(repo, gen, n_gen);
     *out = NULL;
     if (c == TAGS_NONE)
         return 0;
@@ -352,11 +509,11 @@ static int make_tags(const hgf_sim_repo *repo, uint32_t gen, int latest, char **
 
 /* gen, kind, digest and config hint of img (no tags). */
 static int init_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
-                      const hgf_sim_repo *repo, uint32_t gen, hgf_sim_image *img,
+                      const hgf_sim_repo *repo, uint32_t gen, uint8_t kind, hgf_sim_image *img,
                       hgf_buf *scratch)
 {
     img->gen = gen;
-    img->kind = img_hash(repo, gen, S_KIND) % 10 == 0 ? HGF_SIM_KIND_DOCKER : HGF_SIM_KIND_OCI;
+    img->kind = kind;
     img->tags = NULL;
     hgf_buf_reset(scratch);
     unsigned char cfg_md[SHA256_DIGEST_LENGTH];
@@ -369,11 +526,11 @@ static int init_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
 }
 
 static int make_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_sim_repo *repo,
-                      uint32_t gen, int latest, hgf_buf *scratch)
+                      uint32_t gen, uint32_t n, int latest, hgf_buf *scratch)
 {
     hgf_sim_image *img = &repo->images[gen];
-    int rc = init_image(f, reg, repo, gen, img, scratch);
-    return rc ? rc : make_tags(repo, gen, latest, &img->tags);
+    int rc = init_image(f, reg, repo, gen, gen_kind(repo, gen, n), img, scratch);
+    return rc ? rc : make_tags(repo, gen, n, latest, &img->tags);
 }
 
 static int make_images(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_sim_repo *repo,
@@ -390,12 +547,12 @@ static int make_images(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_
     repo->n_images = n;
     uint32_t latest = n;
     for (uint32_t g = n; g-- > 0 && latest == n;)
-        if (tag_class(repo, g) != TAGS_NONE)
+        if (tag_class(repo, g, n) != TAGS_NONE)
             latest = g;
     hgf_buf scratch = HGF_BUF_INIT;
     int rc = 0;
     for (uint32_t g = 0; !rc && g < n; g++)
-        rc = make_image(f, reg, repo, g, g == latest, &scratch);
+        rc = make_image(f, reg, repo, g, n, g == latest, &scratch);
     hgf_buf_free(&scratch);
     return rc;
 }
@@ -731,7 +888,7 @@ static int generated_home(const hgf_sim_repo *repo, const char *tag, uint32_t *g
     uint32_t n = generated_count(repo);
     if (strcmp(tag, "latest") == 0) {
         for (uint32_t g = n; g-- > 0;)
-            if (tag_class(repo, g) != TAGS_NONE) {
+            if (tag_class(repo, g, n) != TAGS_NONE) {
                 *gen = g;
                 return 0;
             }
@@ -807,7 +964,8 @@ hgf_sim_image *hgf_sim_fleet_image_by_config(const hgf_sim_fleet *f, const hgf_s
         return NULL;
     for (uint32_t i = 0; i < repo->n_images; i++) {
         hgf_sim_image *img = &repo->images[i];
-        if (memcmp(img->config_hint, want, sizeof img->config_hint) == 0 &&
+        if (HGF_SIM_KIND_ROLE(img->kind) != HGF_SIM_ROLE_INDEX &&
+            memcmp(img->config_hint, want, sizeof img->config_hint) == 0 &&
             config_is(f, reg, repo, img, want))
             return img;
     }
@@ -1115,7 +1273,7 @@ static int new_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_si
     x->pushed_ms[gen - x->n_generated] = now;
     x->next_gen++;
     hgf_buf scratch = HGF_BUF_INIT;
-    rc = init_image(f, reg, repo, gen, img, &scratch);
+    rc = init_image(f, reg, repo, gen, plain_kind(repo, gen), img, &scratch);
     hgf_buf_free(&scratch);
     return rc;
 }

@@ -47,11 +47,28 @@
 #define HGF_SIM_MT_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
 #define HGF_SIM_MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
 #define HGF_SIM_MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
+#define HGF_SIM_MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define HGF_SIM_MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
 
 /* ECR's limit on an image tag's length. */
 #define HGF_SIM_TAG_MAX 300
 
+/* An image's kind packs its format (bit 0: OCI or Docker) and its role
+ * (bits 1-2): a plain image, a multi-arch index (OCI image index or Docker
+ * manifest list), or one of an index's two platform manifests. As ECR
+ * stores what `docker buildx --push` sends, an index at gen g lists the
+ * platform manifests at gens g-2 (linux/amd64) and g-1 (linux/arm64), of
+ * the index's format, which are untagged images of the repository too. */
 enum hgf_sim_kind { HGF_SIM_KIND_OCI = 0, HGF_SIM_KIND_DOCKER = 1 };
+enum hgf_sim_image_role {
+    HGF_SIM_ROLE_IMAGE = 0,  /* a single-platform image */
+    HGF_SIM_ROLE_INDEX = 1,  /* an index of the two platform manifests below it */
+    HGF_SIM_ROLE_AMD64 = 2,  /* an index's linux/amd64 manifest */
+    HGF_SIM_ROLE_ARM64 = 3,  /* an index's linux/arm64 manifest */
+};
+#define HGF_SIM_KIND(format, role) ((uint8_t)((format) | ((role) << 1)))
+#define HGF_SIM_KIND_FORMAT(kind) ((kind) & 1)
+#define HGF_SIM_KIND_ROLE(kind) (((kind) >> 1) & 3)
 
 typedef struct hgf_sim_fleet_opts {
     unsigned long long seed;
@@ -66,7 +83,7 @@ typedef struct hgf_sim_fleet_opts {
 typedef struct hgf_sim_image {
     unsigned char digest[32];  /* sha256 of the manifest bytes */
     uint32_t gen;              /* generation index within the repository */
-    uint8_t kind;              /* enum hgf_sim_kind */
+    uint8_t kind;              /* HGF_SIM_KIND(enum hgf_sim_kind, enum hgf_sim_image_role) */
     /* The config blob digest's first bytes (they fit the struct's padding):
      * finding an image by its config blob compares these before hashing. */
     uint8_t config_hint[3];
@@ -113,7 +130,8 @@ typedef struct hgf_sim_image_info {
     int64_t pushed_ms;
     uint64_t size_bytes;
     const char *manifest_media_type;  /* static */
-    const char *artifact_media_type;  /* static */
+    const char *artifact_media_type;  /* static; NULL for an index, as ECR lists it */
+    int role;                         /* enum hgf_sim_image_role */
 } hgf_sim_image_info;
 
 typedef struct hgf_sim_fleet hgf_sim_fleet;
@@ -168,11 +186,18 @@ void hgf_sim_fleet_image_info(const hgf_sim_repo *repo, const hgf_sim_image *img
                               hgf_sim_image_info *out);
 
 /* The exact manifest bytes whose sha256 is img->digest (a registry v2
- * endpoint serves them), and the config blob the manifest references. */
+ * endpoint serves them), and the config blob the manifest references (an
+ * index has none: HGF_ENOTFOUND). */
 int hgf_sim_fleet_manifest(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
                            const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out);
 int hgf_sim_fleet_config_blob(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
                               const hgf_sim_repo *repo, const hgf_sim_image *img, hgf_buf *out);
+/* An index's platform manifests' digests ("sha256:<hex>", linux/amd64 then
+ * linux/arm64; they may have been deleted since): HGF_EINPUT when img is no
+ * index, HGF_ENOMEM. */
+int hgf_sim_fleet_index_children(const hgf_sim_fleet *f, const hgf_sim_registry *reg,
+                                 const hgf_sim_repo *repo, const hgf_sim_image *img,
+                                 char out[2][72]);
 
 /* ---- posture: policies and image users, pure functions of the seed ------ */
 
