@@ -119,8 +119,15 @@ elif mode == "images":                   # images REPO OUT START COUNT NEXT(yes|
             fail(f"{d['imageDigest']}: {facts} != truth {truth_facts}")
         if "imageTags" in d and not d["imageTags"]:
             fail(f"{d['imageDigest']}: empty imageTags must be omitted")
-        if d["artifactMediaType"] not in ("application/vnd.oci.image.config.v1+json",
-                                          "application/vnd.docker.container.image.v1+json"):
+        # An index (OCI image index, Docker manifest list) has no artifactMediaType,
+        # as in ECR; an image has its config's.
+        if d.get("artifactMediaType") != w["artifact_media_type"] or (
+                w["index"] != ("artifactMediaType" not in d)):
+            fail(f"{d['imageDigest']}: artifactMediaType {d.get('artifactMediaType')}, "
+                 f"truth {w['artifact_media_type']} (index: {w['index']})")
+        if not w["index"] and d["artifactMediaType"] not in (
+                "application/vnd.oci.image.config.v1+json",
+                "application/vnd.docker.container.image.v1+json"):
             fail(f"{d['imageDigest']}: artifactMediaType {d['artifactMediaType']}")
     if (want_next == "yes") != bool(out.get("NextToken")):
         fail(f"NextToken presence {bool(out.get('NextToken'))}, expected {want_next}")

@@ -623,7 +623,8 @@ PY
 hgf_assert_eq IMMUTABLE "$(ecr repositories | jget 'd["hgf-push/locked"]')" "DescribeRepositories sees the created repository"
 hgf_assert_eq MUTABLE "$(ecr repositories | jget 'd["hgf-push/bulk"]')" "and the bulk one"
 checked=$(ecr tag_lookups "$TMP/truth.json" | jget 'd["checked"]')
-(( checked > 2000 )) || hgf_fail "too few tags checked: $checked"
+# About 1,800: the platform manifests of multi-arch indexes are untagged.
+(( checked > 1500 )) || hgf_fail "too few tags checked: $checked"
 
 # ---- the event log, and no secret in the simulator's log -----------------------------------
 hgf_assert_eq 200 "$(ctl GET /_sim/events)" "GET /_sim/events"
