@@ -2,7 +2,8 @@
 # ecrsim's multi-arch images: the generated fleet holds OCI image indexes and
 # Docker manifest lists, each listing a linux/amd64 and a linux/arm64 manifest
 # that are untagged images of the repository too (as ECR stores a `docker
-# buildx --push`). Checks that /_sim/truth marks indexes and their children;
+# buildx --push`), and POST /_sim/push "index" adds one. Checks that
+# /_sim/truth marks indexes and their children (pushed ones too);
 # that the official CLI's `ecr describe-images` lists both with ECR's media
 # types (no artifactMediaType for an index, its largest manifest's size);
 # that the registry v2 API serves an index by tag and digest (GET and HEAD)
@@ -43,7 +44,38 @@ hgf_bg "$ECRSIM_BIN" --seed "$SEED" --accounts 1 --regions "$REGION" --repos 4 -
   >"$TMP/sim.out" 2>"$TMP/sim.log"
 line=$(hgf_wait_for_line "$TMP/sim.out" 'listening on http://' 10)
 URL=${line##* }
+
+# A pushed multi-arch image (POST /_sim/push "index"): a Docker manifest list
+# in a new repository, then an OCI index onto the same tag, which moves.
+push_index() {
+  curl -fsS -H 'Content-Type: application/json' --data-binary \
+    "{\"account\":\"$ACCOUNT\",\"region\":\"$REGION\",\"repository\":\"hgf-index/pushed\",\"tag\":\"multi\",\"index\":\"$1\"}" \
+    "$URL/_sim/push"
+}
+push_index docker >"$TMP/push1.json"
+push_index oci >"$TMP/push2.json"
+hgf_expect_exit 0 curl -sS -o "$TMP/bad.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+  --data-binary "{\"account\":\"$ACCOUNT\",\"region\":\"$REGION\",\"repository\":\"hgf-index/pushed\",\"index\":\"arm\"}" \
+  "$URL/_sim/push"
+hgf_assert_eq 400 "$HGF_OUT" "an unknown index format is refused"
 curl -fsS "$URL/_sim/truth" >"$TMP/truth.json"
+python3 - "$TMP/truth.json" "$TMP/push1.json" "$TMP/push2.json" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+p1, p2 = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+repo = [r for reg in t["registries"] for r in reg["repositories"]
+        if r["name"] == "hgf-index/pushed"][0]
+by = {i["digest"]: i for i in repo["images"]}
+assert len(by) == 6, sorted(by)
+assert p2["previous_digest"] == p1["digest"], (p1, p2)
+for p, mt, tags in ((p1, "application/vnd.docker.distribution.manifest.list.v2+json", []),
+                    (p2, "application/vnd.oci.image.index.v1+json", ["multi"])):
+    i = by[p["digest"]]
+    assert i["index"] and i["media_type"] == mt and i["tags"] == tags, i
+    assert i["children"] == p["children"], (i, p)
+    assert all(not by[c]["tags"] and not by[c]["index"] for c in p["children"]), p
+print("push: a Docker manifest list and an OCI index, the tag moved to the second")
+PY
 
 hgf_pyhost_start "$LAYER"
 aws_ecr() {

@@ -1260,7 +1260,7 @@ static hgf_sim_repo *create_repo(hgf_sim_fleet *f, hgf_sim_registry *reg, const 
  * stored. The gen is spent even when the push is refused, so a later push
  * never repeats a refused digest. */
 static int new_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_sim_repo *repo,
-                     int64_t now, hgf_sim_image *img)
+                     int64_t now, int index, int role, hgf_sim_image *img)
 {
     hgf_sim_repo_ext *x = repo->ext;
     if (x->next_gen == UINT32_MAX)
@@ -1273,7 +1273,11 @@ static int new_image(const hgf_sim_fleet *f, const hgf_sim_registry *reg, hgf_si
     x->pushed_ms[gen - x->n_generated] = now;
     x->next_gen++;
     hgf_buf scratch = HGF_BUF_INIT;
-    rc = init_image(f, reg, repo, gen, plain_kind(repo, gen), img, &scratch);
+    uint8_t kind = !index ? plain_kind(repo, gen)
+                          : HGF_SIM_KIND(index == HGF_SIM_PUSH_DOCKER_LIST ? HGF_SIM_KIND_DOCKER
+                                                                           : HGF_SIM_KIND_OCI,
+                                         role);
+    rc = init_image(f, reg, repo, gen, kind, img, &scratch);
     hgf_buf_free(&scratch);
     return rc;
 }
@@ -1323,8 +1327,16 @@ static int push_locked(hgf_sim_fleet *f, const hgf_sim_change *c, hgf_sim_change
         return 0;
     }
     hgf_sim_repo_ext *x = ext_get(repo);
-    hgf_sim_image img;
-    int rc = x ? new_image(f, reg, repo, out->at_ms, &img) : HGF_ENOMEM;
+    /* A multi-arch push: its platform manifests take the two gens below the
+     * index's, so the index regenerates from its own gen. */
+    hgf_sim_image kids[2], img;
+    unsigned n_kids = c->index ? 2 : 0;
+    int rc = x ? 0 : HGF_ENOMEM;
+    for (unsigned k = 0; !rc && k < n_kids; k++)
+        rc = new_image(f, reg, repo, out->at_ms, c->index, HGF_SIM_ROLE_AMD64 + (int)k, &kids[k]);
+    if (!rc)
+        rc = new_image(f, reg, repo, out->at_ms, c->index,
+                       c->index ? HGF_SIM_ROLE_INDEX : HGF_SIM_ROLE_IMAGE, &img);
     if (rc)
         return rc;
     digest_text(img.digest, out->digest);
@@ -1333,11 +1345,16 @@ static int push_locked(hgf_sim_fleet *f, const hgf_sim_change *c, hgf_sim_change
         return 0;
     /* Room first: growing the array would invalidate holder. */
     rc = grow32((void **)&repo->images, sizeof *repo->images, &x->cap_images,
-                (size_t)repo->n_images + 1);
+                (size_t)repo->n_images + 1 + n_kids);
     if (!rc && holder)
         rc = strip_tag(x, holder, c->tag, out->at_ms);
     if (rc)
         return rc;
+    for (unsigned k = 0; k < n_kids; k++) {
+        repo->images[repo->n_images++] = kids[k];
+        digest_text(kids[k].digest, out->children[k]);
+        note_untagged(x, out->at_ms);
+    }
     hgf_sim_image *stored = &repo->images[repo->n_images++];
     *stored = img;
     if (c->tag)

@@ -254,7 +254,15 @@ typedef struct hgf_sim_change {
     int immutable;        /* push: -1 unspecified, else the new repository's mutability */
     int scan_on_push;     /* push: for a new repository */
     int force;            /* move a tag of an IMMUTABLE repository anyway */
+    /* push: 0 a single-platform image; HGF_SIM_PUSH_OCI_INDEX or
+     * HGF_SIM_PUSH_DOCKER_LIST a multi-arch push, as buildx makes it: two new
+     * untagged platform manifests (linux/amd64, linux/arm64) and the index
+     * of them, which takes the tag and is the pushed digest */
+    int index;
 } hgf_sim_change;
+
+#define HGF_SIM_PUSH_OCI_INDEX 1
+#define HGF_SIM_PUSH_DOCKER_LIST 2
 
 typedef struct hgf_sim_change_result {
     enum hgf_sim_mut status;
@@ -266,6 +274,9 @@ typedef struct hgf_sim_change_result {
     int created_repo;
     int immutable;                   /* the repository's mutability */
     int64_t at_ms;                   /* the fleet clock at the change */
+    /* A multi-arch push: the platform manifests stored with the index
+     * (linux/amd64, linux/arm64); "" otherwise. */
+    char children[2][72];
 } hgf_sim_change_result;
 
 /* A new image (new manifest, new digest) in c->repository, created as

@@ -35,7 +35,7 @@ struct batch {
     char region[64];
     char repository[257];
     char tag[HGF_SIM_TAG_MAX + 1];  /* "" for untagged pushes */
-    int immutable, force, scan_on_push, deliver;
+    int immutable, force, scan_on_push, deliver, index;
     unsigned count;
     double rate;
     struct timespec t0;  /* CLOCK_MONOTONIC */
@@ -310,6 +310,22 @@ static json_t *parse_body(const hgf_sim_req *req, const char *const *known, hgf_
     return doc;
 }
 
+/* "index": "oci" | "docker" | null: a multi-arch push. */
+static int check_index(json_t *doc, hgf_sim_change *c, hgf_err *err)
+{
+    const char *v;
+    int rc = get_str(doc, "index", 0, &v, err);
+    if (rc || !v)
+        return rc;
+    c->index = strcmp(v, "oci") == 0      ? HGF_SIM_PUSH_OCI_INDEX
+               : strcmp(v, "docker") == 0 ? HGF_SIM_PUSH_DOCKER_LIST
+                                          : 0;
+    return c->index ? 0
+                    : hgf_err_set(err, HGF_EINPUT,
+                                  "index: expected \"oci\" (an OCI image index) or \"docker\" (a "
+                                  "Docker manifest list)");
+}
+
 static int parse_push(hgf_sim_mutate *m, json_t *doc, params *p, hgf_err *err)
 {
     int immutable = -1, scan = -1, force = -1;
@@ -328,6 +344,8 @@ static int parse_push(hgf_sim_mutate *m, json_t *doc, params *p, hgf_err *err)
         rc = get_bool(doc, "force", &force, err);
     if (!rc)
         rc = check_deliver(m, doc, p, err);
+    if (!rc)
+        rc = check_index(doc, &p->c, err);
     p->c.immutable = immutable;
     p->c.scan_on_push = scan == 1;
     p->c.force = force == 1;
@@ -439,6 +457,12 @@ static json_t *change_json(const hgf_sim_change *c, const hgf_sim_change_result 
                             o->sent ? json_integer(o->d.status) : json_null(), "attempts",
                             o->d.attempts, "created_repository", r->created_repo, "immutable",
                             r->immutable);
+    if (doc && r->children[0][0] &&
+        json_object_set_new(doc, "children",
+                            json_pack("[s,s]", r->children[0], r->children[1])) != 0) {
+        json_decref(doc);
+        return NULL;
+    }
     if (doc && code &&
         (json_object_set_new(doc, "error", json_string(msg)) != 0 ||
          json_object_set_new(doc, "code", json_string(code)) != 0)) {
@@ -476,6 +500,14 @@ static int push_one(hgf_sim_mutate *m, const params *p, const char *tag, uint64_
     memset(o, 0, sizeof *o);
     int rc = hgf_sim_fleet_push(m->fleet, &c, r);
     int evented = r->status == HGF_SIM_MUT_OK || r->status == HGF_SIM_MUT_TAG_EXISTS;
+    /* A multi-arch push's platform manifests are pushed (untagged) first. */
+    for (unsigned k = 0; !rc && evented && p->deliver && k < 2 && r->children[k][0]; k++) {
+        hgf_sim_change_result kid = *r;
+        outcome ko;
+        memcpy(kid.digest, r->children[k], sizeof kid.digest);
+        kid.previous[0] = '\0';
+        emit(m, &c, &kid, "PUSH", NULL, batch_id, handle, &ko);
+    }
     if (!rc && evented && p->deliver)
         emit(m, &c, r, "PUSH", tag, batch_id, handle, o);
     return rc;
@@ -557,7 +589,7 @@ static void bulk_push(batch *b, unsigned i, void **handle)
 {
     params p = {.c = {.account = b->account, .region = b->region, .repository = b->repository,
                       .immutable = b->immutable, .scan_on_push = b->scan_on_push,
-                      .force = b->force},
+                      .force = b->force, .index = b->index},
                 .deliver = b->deliver};
     char tag[NUMBERED_TAG_SIZE];
     hgf_sim_change_result r;
@@ -611,6 +643,7 @@ static batch *new_batch(const params *p)
     snprintf(b->tag, sizeof b->tag, "%s", p->c.tag ? p->c.tag : "");
     b->immutable = p->c.immutable;
     b->force = p->c.force;
+    b->index = p->c.index;
     b->scan_on_push = p->c.scan_on_push;
     b->deliver = p->deliver;
     b->count = (unsigned)p->count;
@@ -698,7 +731,7 @@ void hgf_sim_mutate_push(hgf_sim_mutate *m, const hgf_sim_req *req, hgf_sim_resp
 {
     static const char *const known[] = {"account", "region", "repository", "tag", "count",
                                         "rate", "deliver", "immutable", "force",
-                                        "scan_on_push", NULL};
+                                        "scan_on_push", "index", NULL};
     params p = {.deliver = -1};
     hgf_err err;
     hgf_err_clear(&err);
