@@ -354,3 +354,19 @@ for mode, line in zip(("custom", "generic"), sys.stdin.read().splitlines()):
     print("%s (%s plan): %d buffers, %.3f ms" % (what, mode, bufs, plan["Actual Total Time"]))
 ' "$@"
 }
+
+# For the tests that run the AWS CLI v1 against ecrsim: sets SRC, BUILD,
+# ECRSIM_BIN, AWS_CMD ("python3 <entry>" from scripts/fetch-awscli),
+# AWS_ENTRY and LAYER (the unzipped layer that holds botocore).
+hgf_awscli_setup() {
+  SRC=${HGF_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+  BUILD=${HGF_BUILD_DIR:-$SRC/build}
+  ECRSIM_BIN=${ECRSIM_BIN:-$BUILD/ecrsim}
+  [[ -x $ECRSIM_BIN ]] || hgf_fail "ecrsim binary not found at $ECRSIM_BIN (set ECRSIM_BIN)"
+  command -v curl >/dev/null || hgf_fail "curl is not installed"
+  AWS_CMD=$(HGF_BUILD_DIR=$BUILD "$SRC/scripts/fetch-awscli")
+  AWS_ENTRY=${AWS_CMD#python3 }
+  [[ -f $AWS_ENTRY ]] || hgf_fail "fetch-awscli printed '$AWS_CMD', which is not python3 <file>"
+  # shellcheck disable=SC2034 # used by the tests that call this
+  LAYER=$(dirname "$AWS_ENTRY")
+}

@@ -11,16 +11,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SECONDS=0
-SRC=${HGF_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-BUILD=${HGF_BUILD_DIR:-$SRC/build}
-ECRSIM_BIN=${ECRSIM_BIN:-$BUILD/ecrsim}
-[[ -x $ECRSIM_BIN ]] || hgf_fail "ecrsim binary not found at $ECRSIM_BIN (set ECRSIM_BIN)"
-command -v curl >/dev/null || hgf_fail "curl is not installed"
-
-AWS_CMD=$(HGF_BUILD_DIR=$BUILD "$SRC/scripts/fetch-awscli")
-AWS_ENTRY=${AWS_CMD#python3 }
-[[ -f $AWS_ENTRY ]] || hgf_fail "fetch-awscli printed '$AWS_CMD', which is not python3 <file>"
-LAYER=$(dirname "$AWS_ENTRY")
+hgf_awscli_setup
 
 TMP=$(hgf_tmpdir)
 KEY=AKIDFAULTS

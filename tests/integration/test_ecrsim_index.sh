@@ -17,18 +17,9 @@ set -euo pipefail
 # shellcheck source=tests/integration/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SRC=${HGF_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-BUILD=${HGF_BUILD_DIR:-$SRC/build}
-ECRSIM_BIN=${ECRSIM_BIN:-$BUILD/ecrsim}
+hgf_awscli_setup
 HGFLEET_BIN=${HGFLEET_BIN:-$BUILD/hgfleet}
-[[ -x $ECRSIM_BIN ]] || hgf_fail "ecrsim binary not found at $ECRSIM_BIN (set ECRSIM_BIN)"
 [[ -x $HGFLEET_BIN ]] || hgf_fail "hgfleet binary not found at $HGFLEET_BIN (set HGFLEET_BIN)"
-command -v curl >/dev/null || hgf_fail "curl is not installed"
-
-AWS_CMD=$(HGF_BUILD_DIR=$BUILD "$SRC/scripts/fetch-awscli")
-AWS_ENTRY=${AWS_CMD#python3 }
-[[ -f $AWS_ENTRY ]] || hgf_fail "fetch-awscli printed '$AWS_CMD', which is not python3 <file>"
-LAYER=$(dirname "$AWS_ENTRY")
 
 TMP=$(hgf_tmpdir)
 # Seed 3 with 4 repositories of about 16 images holds OCI indexes and Docker
