@@ -947,11 +947,16 @@ void hgf_sim_mutate_events(hgf_sim_mutate *m, const hgf_sim_req *req, hgf_sim_re
                     id < 0 ? "batch: expected a batch id" : "batch: no such batch");
         return;
     }
-    json_t *doc = hgf_sim_webhook_events_json(m->webhook, (uint64_t)(id > 0 ? id : 0));
+    /* The batch's progress first: a delivery is logged before it is counted,
+     * so the events read after it hold every delivery it counts. (In the
+     * other order a batch could read done, 200 delivered, beside 198 events.) */
     json_t *progress = b ? batch_json(m, b) : NULL;
+    json_t *doc = hgf_sim_webhook_events_json(m->webhook, (uint64_t)(id > 0 ? id : 0));
     if (doc && b && (!progress || json_object_set_new(doc, "batch", progress) != 0)) {
         json_decref(doc);
         doc = NULL;
+    } else if (!doc) {
+        json_decref(progress);
     }
     reply(resp, 200, doc);
 }
