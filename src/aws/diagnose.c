@@ -70,7 +70,18 @@ static void role_chain_expired(const hgf_diag_ctx *ctx, hgf_diagnosis *d)
              "lasts at most 1 hour.");
 }
 
-static void caller_from_message(const hgf_err *err, char arn[256], char account[13]);
+/* AWS names the caller in a denial the job could not attribute: "User:
+ * arn:aws:iam::<account>:... is not authorized to perform: ...". */
+static void caller_from_message(const hgf_err *err, char arn[256], char account[13])
+{
+    const char *user = strstr(err->msg, "User: ");
+    arn[0] = account[0] = '\0';
+    if (!user || sscanf(user + 6, "%255[^ ]", arn) != 1)
+        return;
+    const char *p = strstr(arn, "::");
+    if (p && strspn(p + 2, "0123456789") == 12)
+        snprintf(account, 13, "%.12s", p + 2);
+}
 
 static void assume_denied(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagnosis *d)
 {
@@ -131,19 +142,6 @@ static void token_scope(hgf_diagnosis *d)
              "Grant ecr:GetAuthorizationToken with \"Resource\": \"*\" in a statement of its own.");
 }
 
-/* AWS names the caller in a denial the job could not attribute: "User:
- * arn:aws:iam::<account>:... is not authorized to perform: ...". */
-static void caller_from_message(const hgf_err *err, char arn[256], char account[13])
-{
-    const char *user = strstr(err->msg, "User: ");
-    arn[0] = account[0] = '\0';
-    if (!user || sscanf(user + 6, "%255[^ ]", arn) != 1)
-        return;
-    const char *p = strstr(arn, "::");
-    if (p && strspn(p + 2, "0123456789") == 12)
-        snprintf(account, 13, "%.12s", p + 2);
-}
-
 static void pull_denied(const hgf_err *err, const hgf_diag_ctx *in, hgf_diagnosis *d)
 {
     hgf_diag_ctx c = *in;
@@ -196,17 +194,12 @@ static void access_denied(const hgf_err *err, const hgf_diag_ctx *ctx, hgf_diagn
     char act[80] = "";
     if (action)
         sscanf(action + 9, "%79[^ ]", act);
-    /* AWS names the caller in its message when the job did not know it:
-     * "User: <arn> is not authorized to perform: <action> ..." */
-    char who[256] = "";
-    const char *user = strstr(err->msg, "User: ");
-    if (ctx->caller_arn)
-        snprintf(who, sizeof who, "%s", ctx->caller_arn);
-    else if (user)
-        sscanf(user + 6, "%255[^ ]", who);
+    char who[256], account[13];
+    caller_from_message(err, who, account);
     set(d, "access_denied", "Access denied");
     snprintf(d->cause, sizeof d->cause, "The IAM principal %s lacks %s",
-             *who ? who : "(unknown)", *act ? act : "a required ecr: action");
+             ctx->caller_arn ? ctx->caller_arn : *who ? who : "(unknown)",
+             *act ? act : "a required ecr: action");
     /* ECR is regional: a policy written for another region denies this one
      * in the same words (the guide's wrong-region pitfall). */
     snprintf(d->fix, sizeof d->fix,
