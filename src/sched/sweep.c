@@ -511,9 +511,9 @@ static const char *status_of(const sweep_row *w, const json_t *body)
     return w->n_failed || bad > 0 ? "partial" : "complete";
 }
 
-static json_t *report_of(const sweep_row *w, json_t *body, const char *finished)
+static json_t *report_of(const sweep_row *w, json_t *body, const char *finished,
+                         const char *status)
 {
-    const char *status = status_of(w, body);
     json_t *r = json_pack("{s:I, s:s, s:s, s:s, s:I}", "sweep_id", (json_int_t)w->id,
                           "started_at", w->started, "finished_at", finished, "status", status,
                           "scans_queued", (json_int_t)w->scans_queued);
@@ -534,7 +534,7 @@ static int phase_finish(hgf_store *s, sweep_row *w, hgf_err *err)
     char finished[32];
     hgf_time_format_iso(time(NULL), finished, sizeof finished);
     const char *status = status_of(w, body);
-    json_t *r = report_of(w, body, finished);
+    json_t *r = report_of(w, body, finished, status);
     json_decref(body);
     char *text = r ? stored_text(r) : NULL;
     json_decref(r);
