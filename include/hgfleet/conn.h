@@ -57,6 +57,9 @@ int hgf_conn_set_diagnosis(hgf_store *s, int64_t id, const char *diagnosis_json,
  * 0) or a registry URL, parsed into *reg when reg is not NULL and the key is
  * a URL. HGF_EINPUT says what was expected. */
 int hgf_conn_key_check(const char *id_or_url, hgf_registry *reg, hgf_err *err);
+/* 1 when the key has the form of an ID: 1 to 11 digits (12 digits is an
+ * account, never an ID). */
+int hgf_conn_key_is_id(const char *id_or_url);
 /* Finds a live connection by numeric id or by registry URL (either form of
  * it, -fips or not: one registry is one (partition, account, region)).
  * HGF_ENOTFOUND names what was looked for; a malformed key is HGF_EINPUT. */

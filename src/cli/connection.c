@@ -523,7 +523,7 @@ static int find_target(hgf_runtime *rt, const char *target, int purge, hgf_conne
                        hgf_err *err)
 {
     int rc = hgf_conn_find(rt->store, target, c, err);
-    if (rc == HGF_ENOTFOUND && purge && strspn(target, "0123456789") == strlen(target))
+    if (rc == HGF_ENOTFOUND && purge && hgf_conn_key_is_id(target))
         rc = hgf_conn_get_any(rt->store, atoll(target), c, err);
     if (rc == HGF_ENOTFOUND)
         err->code = HGF_EINPUT;

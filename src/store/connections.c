@@ -250,8 +250,7 @@ int hgf_conn_get_any(hgf_store *s, int64_t id, hgf_connection *out, hgf_err *err
     return load_by_id(s, id, 1, out, err);
 }
 
-/* An id: 1 to 11 digits (12 digits is an account, never an id). */
-static int key_is_id(const char *key)
+int hgf_conn_key_is_id(const char *key)
 {
     size_t n = strlen(key);
     if (n == 0 || n >= 12)
@@ -264,7 +263,7 @@ static int key_is_id(const char *key)
 
 int hgf_conn_key_check(const char *key, hgf_registry *reg, hgf_err *err)
 {
-    if (key_is_id(key))
+    if (hgf_conn_key_is_id(key))
         return atoll(key) > 0 ? 0
                               : hgf_err_set(err, HGF_EINPUT,
                                             "connection: expected an ID from 1 up or a registry "
@@ -279,7 +278,7 @@ int hgf_conn_find(hgf_store *s, const char *key, hgf_connection *out, hgf_err *e
     int rc = hgf_conn_key_check(key, &reg, err);
     if (rc)
         return rc;
-    if (key_is_id(key))
+    if (hgf_conn_key_is_id(key))
         return hgf_conn_get(s, atoll(key), out, err);
     /* The key of the live index, so that the -fips form of a registry finds
      * the connection added under the other, as add's duplicate check does. */
